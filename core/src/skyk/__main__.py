@@ -1,0 +1,5 @@
+"""``python -m skyk`` runs the CLI."""
+
+from skyk.cli.main import main
+
+raise SystemExit(main())

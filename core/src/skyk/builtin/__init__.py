@@ -1,0 +1,1 @@
+"""Plugins that ship with core, registered through the same hooks third parties use."""

@@ -1,0 +1,1 @@
+"""Price catalogs: offerings every cloud contributes, and how they are read."""

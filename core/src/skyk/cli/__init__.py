@@ -1,0 +1,1 @@
+"""The ``skyk`` command. Command modules import heavy things inside ``run`` only."""

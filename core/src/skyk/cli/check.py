@@ -1,0 +1,45 @@
+"""``skyk check``: which clouds are usable, and why not."""
+
+from __future__ import annotations
+
+from skyk.cli.output import add_output_flag, print_json, print_table
+
+HELP = "Show which clouds are usable and why not (no network needed)."
+
+
+def configure(parser) -> None:
+    """Add this command's arguments."""
+    parser.add_argument("clouds", nargs="*", metavar="CLOUD", help="check only these clouds")
+    add_output_flag(parser)
+
+
+def run(args) -> int:
+    """Check each cloud's credentials and print the verdicts."""
+    from skyk.optimizer.planner import check_cloud_names
+    from skyk.plugins.manager import Kernel
+    from skyk.spec.resources import Requirement
+
+    names = None
+    if args.clouds:
+        names = check_cloud_names([Requirement(cloud=c.lower()) for c in args.clouds], "skyk check")
+    kernel = Kernel.load(("cloud",), names)
+    rows = []
+    for name, cloud in sorted(kernel.clouds().items()):
+        result = cloud.check_credentials()
+        rows.append({"cloud": name, "enabled": result.ok, "reason": result.reason,
+                     "hint": result.hint})
+    for info in kernel.plugins:
+        if info.disabled or info.error:
+            rows.append({"cloud": info.name, "enabled": False,
+                         "reason": "disabled by SKYK_DISABLE_PLUGINS" if info.disabled
+                         else f"plugin failed to load: {info.error}",
+                         "hint": None if info.disabled else f"reinstall {info.distribution}"})
+    if args.output == "json":
+        print_json(rows)
+        return 0
+    print_table(["CLOUD", "STATUS", "REASON"],
+                [[r["cloud"], "enabled" if r["enabled"] else "disabled",
+                  r["reason"] + (f" (hint: {r['hint']})" if r["hint"] else "")] for r in rows])
+    enabled = [r["cloud"] for r in rows if r["enabled"]]
+    print(f"\nEnabled clouds: {', '.join(enabled) or 'none'}")
+    return 0

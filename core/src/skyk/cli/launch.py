@@ -1,0 +1,140 @@
+"""``skyk launch``: plan (and, with a provisioner, run) a task on the cheapest feasible cloud."""
+
+from __future__ import annotations
+
+from skyk.cli.output import add_output_flag, money, print_json, print_table
+
+HELP = "Launch a task on the cheapest feasible cloud; --dryrun prints the plan only."
+
+#: command-line flag -> resources field it overrides
+_OVERRIDES = {
+    "cloud": "cloud", "region": "region", "zone": "zone", "infra": "infra",
+    "gpus": "accelerators", "cpus": "cpus", "memory": "memory",
+    "instance_type": "instance_type", "use_spot": "use_spot",
+    "max_hourly_cost": "max_hourly_cost",
+}
+
+#: how many ranked candidates ``-o json`` lists
+_JSON_CANDIDATES = 50
+
+
+def configure(parser) -> None:
+    """Add this command's arguments."""
+    parser.add_argument("task", metavar="TASK.yaml", help="the task YAML file")
+    parser.add_argument("-c", "--cluster", metavar="NAME", help="cluster name")
+    parser.add_argument("--dryrun", action="store_true", help="print the plan, provision nothing")
+    parser.add_argument("--cloud", help="pin a cloud (aws, gcp, azure, local, ...)")
+    parser.add_argument("--region", help="pin a region")
+    parser.add_argument("--zone", help="pin a zone")
+    parser.add_argument("--infra", help="pin CLOUD[/REGION[/ZONE]]")
+    parser.add_argument("--gpus", metavar="ACC[:COUNT]", help="accelerators, e.g. A100:8")
+    parser.add_argument("--cpus", help="vCPUs, e.g. 8 or 8+")
+    parser.add_argument("--memory", help="memory in GiB, e.g. 32 or 32+")
+    parser.add_argument("--instance-type", help="pin an instance type")
+    parser.add_argument("--use-spot", action="store_true", default=None, help="use spot instances")
+    parser.add_argument("--max-hourly-cost", type=float, metavar="USD",
+                        help="reject offerings costing more per hour (all nodes)")
+    parser.add_argument("--num-nodes", type=int, metavar="N", help="number of nodes")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY[=VALUE]",
+                        help="set an env var; KEY alone takes the value from your environment")
+    parser.add_argument("--secret", action="append", default=[], metavar="KEY[=VALUE]",
+                        help="set a secret, like --env but never printed")
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    add_output_flag(parser)
+
+
+def resource_overrides(args):
+    """Return the ResourceFields the flags set, or None; errors name the flag."""
+    from pydantic import ValidationError
+
+    from skyk.errors import SpecError
+    from skyk.spec.errors import spec_error
+    from skyk.spec.resources import ResourceFields
+
+    values = {}
+    for flag, field in _OVERRIDES.items():
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        try:
+            ResourceFields.model_validate({field: value})
+        except ValidationError as exc:
+            message = spec_error("", exc).one_line().split(": ", 2)[-1]
+            raise SpecError(f"--{flag.replace('_', '-')}: {message}") from None
+        values[field] = value
+    return ResourceFields.model_validate(values) if values else None
+
+
+def load(args):
+    """Load the task with the command line applied; return (task, resource override)."""
+    from skyk.errors import SpecError
+    from skyk.spec.task import load_task
+    from skyk.spec.values import check_safe_name
+
+    if args.cluster is not None:
+        try:
+            check_safe_name(args.cluster, "cluster name")
+        except ValueError as exc:
+            message, _, hint = str(exc).partition(" | hint: ")
+            raise SpecError(f"-c: {message}", hint=hint) from None
+    task = load_task(args.task).with_overrides(args.env, args.secret)
+    if args.num_nodes is not None:
+        if args.num_nodes < 1:
+            raise SpecError(f"--num-nodes must be at least 1, got {args.num_nodes}")
+        task = task.model_copy(update={"num_nodes": args.num_nodes})
+        task._source = args.task
+    task.check_ready()
+    return task, resource_overrides(args)
+
+
+def _row(candidate, chosen: bool) -> dict:
+    offering = candidate.offering
+    return {
+        "infra": offering.infra, "cloud": offering.cloud, "region": offering.region,
+        "zone": offering.zone, "instance_type": offering.instance_type,
+        "vcpus": offering.vcpus, "memory_gib": offering.memory_gib,
+        "accelerators": None if not offering.accelerator else
+        {"name": offering.accelerator, "count": offering.accelerator_count},
+        "use_spot": candidate.use_spot, "hourly_cost": round(candidate.hourly_cost, 6),
+        "chosen": chosen,
+    }
+
+
+def run(args) -> int:
+    """Plan the task; print the optimizer table (or JSON)."""
+    from skyk.catalog.offering import format_count
+    from skyk.cli.output import warn_plugin_failures
+    from skyk.errors import SkykError
+    from skyk.optimizer.planner import plan_task
+
+    task, override = load(args)
+    planned = plan_task(task, override)
+    warn_plugin_failures(planned.kernel)
+    plan = planned.plan
+    best = plan.best
+    shown = planned.plan.best_per_cloud()
+    if args.output == "json":
+        print_json({
+            "task": task.name, "cluster": args.cluster, "num_nodes": task.num_nodes,
+            "chosen": _row(best, True), "considered": plan.considered,
+            "best_per_cloud": [_row(c, c is best) for c in shown],
+            "candidates": [_row(c, c is best) for c in plan.candidates[:_JSON_CANDIDATES]],
+        })
+    else:
+        nodes = f"{task.num_nodes}x " if task.num_nodes > 1 else ""
+        print(f"Plan for task {task.name or '(unnamed)'}"
+              f"{' on cluster ' + args.cluster if args.cluster else ''}:")
+        print_table(
+            ["INFRA", "INSTANCE", "vCPUs", "MEM(GiB)", "ACCELERATORS", "$/h", "CHOSEN"],
+            [[c.offering.infra, nodes + c.offering.instance_type + (" [spot]" if c.use_spot else ""),
+              format_count(c.offering.vcpus), format_count(c.offering.memory_gib),
+              c.offering.accelerators_label, money(c.hourly_cost), "✔" if c is best else ""]
+             for c in shown])
+        clouds = len({c.offering.cloud for c in plan.candidates})
+        print(f"\nConsidered {plan.considered} candidates on {clouds} cloud(s); "
+              f"chose {best.offering.instance_type} on {best.offering.infra} "
+              f"at ${best.hourly_cost:.2f}/h.")
+    if args.dryrun:
+        return 0
+    raise SkykError("this build of skyk can only plan; provisioning arrives with the cluster lifecycle",
+                    hint="add --dryrun to print the plan")

@@ -1,0 +1,77 @@
+"""Entry point of the ``skyk`` command: argument parsing and error reporting.
+
+Only argparse is imported up front; each command module defers its heavy
+imports (pydantic, plugins, catalogs) to the moment it runs, so ``--help``
+and local-state commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from skyk import __version__
+
+#: command name -> module under skyk.cli that defines ``configure`` and ``run``.
+COMMANDS: dict[str, str] = {
+    "check": "check",
+    "show-gpus": "show_gpus",
+    "launch": "launch",
+    "plugins": "plugins",
+    "catalog": "catalog",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors that point at ``--help``."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (hint: see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser for every command."""
+    parser = Parser(prog="skyk", description="Run AI workloads on the cheapest cloud that has the GPUs.")
+    parser.add_argument("--version", action="version", version=f"skyk {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, module in COMMANDS.items():
+        command = importlib.import_module(f"skyk.cli.{module}")
+        sub = commands.add_parser(name, help=command.HELP, description=command.HELP)
+        command.configure(sub)
+        sub.set_defaults(_module=command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    from skyk.errors import SkykError
+
+    try:
+        return args._module.run(args) or 0
+    except SkykError as exc:
+        print(f"skyk: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("skyk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (head, grep -m1) went away; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # a bug in skyk, not the user's input
+        if os.environ.get("SKYK_DEBUG"):
+            raise
+        print(f"skyk: internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+              + " (hint: rerun with SKYK_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""``skyk show-gpus``: accelerators on offer and their prices."""
+
+from __future__ import annotations
+
+import sys
+
+from skyk.cli.output import add_output_flag, money, print_json, print_table
+
+HELP = "List accelerators, or the price of one (ACC or ACC:COUNT) on each cloud."
+
+
+def configure(parser) -> None:
+    """Add this command's arguments."""
+    parser.add_argument("accelerator", nargs="?", metavar="ACC[:COUNT]",
+                        help="show prices for this accelerator, e.g. A100 or A100:8")
+    parser.add_argument("--cloud", help="only this cloud")
+    parser.add_argument("--all-regions", action="store_true",
+                        help="one row per region instead of the cheapest region only")
+    add_output_flag(parser)
+
+
+def _best(prices: list[float | None]) -> float | None:
+    known = [p for p in prices if p is not None]
+    return min(known) if known else None
+
+
+def run(args) -> int:
+    """Print the accelerator list or a price table."""
+    from skyk.catalog.offering import format_count
+    from skyk.catalog.store import Catalog
+    from skyk.cli.output import warn_plugin_failures
+    from skyk.errors import SpecError
+    from skyk.optimizer.planner import check_cloud_names
+    from skyk.plugins.manager import Kernel
+    from skyk.spec.resources import Requirement
+    from skyk.spec.values import parse_accelerator
+
+    names = None
+    if args.cloud:
+        names = check_cloud_names([Requirement(cloud=args.cloud.lower())], "--cloud")
+    kernel = Kernel.load(("cloud",), names)
+    warn_plugin_failures(kernel)
+    catalog = Catalog.load(kernel)
+    for cloud, error in sorted(catalog.errors.items()):
+        print(f"skyk: warning: {cloud}: {error}", file=sys.stderr)
+
+    if not args.accelerator:
+        by_name: dict[str, dict[str, set[float]]] = {}
+        for offering in catalog.all():
+            if offering.accelerator:
+                clouds = by_name.setdefault(offering.accelerator, {})
+                clouds.setdefault(offering.cloud, set()).add(offering.accelerator_count)
+        rows = [{"accelerator": name,
+                 "counts": sorted({c for counts in clouds.values() for c in counts}),
+                 "clouds": sorted(clouds)}
+                for name, clouds in sorted(by_name.items(), key=lambda kv: kv[0].casefold())]
+        if args.output == "json":
+            print_json(rows)
+        else:
+            print_table(["ACCELERATOR", "COUNTS", "CLOUDS"],
+                        [[r["accelerator"], ", ".join(format_count(c) for c in r["counts"]),
+                          ", ".join(r["clouds"])] for r in rows])
+        return 0
+
+    try:
+        wanted = parse_accelerator(args.accelerator)
+    except ValueError as exc:
+        message, _, hint = str(exc).partition(" | hint: ")
+        raise SpecError(f"show-gpus: {message}", hint=hint or None) from None
+    name = catalog.accelerator_names().canonical(wanted.name, "show-gpus")
+    exact_count = ":" in args.accelerator
+    groups: dict[tuple, list] = {}
+    for offering in catalog.with_accelerator(name):
+        if exact_count and abs(offering.accelerator_count - wanted.count) > 1e-6:
+            continue
+        key = (offering.cloud, offering.instance_type, offering.accelerator_count)
+        if args.all_regions:
+            key += (offering.region,)
+        groups.setdefault(key, []).append(offering)
+    rows = []
+    for offerings in groups.values():
+        cheapest = min(offerings, key=lambda o: (o.price is None, o.price or 0.0))
+        first = offerings[0]
+        rows.append({
+            "cloud": first.cloud, "instance_type": first.instance_type,
+            "accelerator": name, "accelerator_count": first.accelerator_count,
+            "vcpus": first.vcpus, "memory_gib": first.memory_gib,
+            "price": _best([o.price for o in offerings]),
+            "spot_price": _best([o.spot_price for o in offerings]),
+            "region": cheapest.region,
+        })
+    rows.sort(key=lambda r: (r["accelerator_count"], r["price"] is None, r["price"] or 0.0,
+                             r["cloud"], r["instance_type"], r["region"]))
+    if not rows:
+        raise SpecError(f"show-gpus: no cloud offers {args.accelerator}",
+                        hint=f"run 'skyk show-gpus {name}' for the counts on offer")
+    if args.output == "json":
+        print_json(rows)
+        return 0
+    print_table(["CLOUD", "INSTANCE", "ACCELERATORS", "vCPUs", "MEM(GiB)", "$/h", "SPOT $/h", "REGION"],
+                [[r["cloud"], r["instance_type"], f"{name}:{format_count(r['accelerator_count'])}",
+                  format_count(r["vcpus"]), format_count(r["memory_gib"]), money(r["price"]),
+                  money(r["spot_price"]), r["region"]] for r in rows])
+    return 0

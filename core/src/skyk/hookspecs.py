@@ -1,0 +1,126 @@
+"""Hook specifications: the whole contract between the kernel and its plugins.
+
+A plugin is a module (or object) named by an entry point in one of the groups
+listed in :mod:`skyk.plugins.kinds`; its functions are marked with
+``skyk.hookimpl``. Hooks that register *named* objects (clouds, runtimes,
+policies) return lists; the kernel rejects two objects with one name, naming
+both plugins. Hooks must not touch the network unless their docstring says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from skyk.catalog.offering import Offering
+    from skyk.provision.cloud import Cloud
+    from skyk.runtime import Runtime
+    from skyk.serve.policies import LoadBalancingPolicy, ScalingPolicy
+
+PROJECT = "skyk"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------
+# Catalog
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def skyk_catalog_offerings(catalog_dir: Path) -> Iterable[Offering] | None:
+    """Return every offering this plugin's cloud sells, read from its catalog.
+
+    Called once per command that ranks resources (``launch``, ``show-gpus``),
+    for each enabled cloud plugin separately, so that one cloud's broken
+    catalog does not hide the others.
+
+    :param catalog_dir: The catalog directory (``SKYK_CATALOG_DIR``, default
+        ``~/.skyk/catalogs``). A cloud reads its own files below it, by
+        convention ``<catalog_dir>/<cloud>/vms.csv``.
+    :return: The offerings, with canonical accelerator names and prices in
+        USD/hour. Raise :class:`skyk.errors.CatalogError` when the catalog
+        is missing or malformed; the kernel reports it for this cloud only.
+
+    All results are collected.
+    """
+
+
+@hookspec
+def skyk_catalog_files() -> list[str] | None:
+    """Return the catalog files this plugin reads, relative to the catalog dir.
+
+    Called by ``skyk catalog refresh`` to know what to fetch from the catalog
+    source (for example ``["aws/vms.csv", "aws/images.csv"]``). A cloud whose
+    offerings need no files (the local cloud) returns nothing.
+
+    All results are collected.
+    """
+
+
+# -------------------------------------------------------------------------
+# Provision
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def skyk_clouds() -> list[Cloud] | None:
+    """Return the clouds this plugin provides, as :class:`skyk.provision.cloud.Cloud` objects.
+
+    Called when the kernel needs to check credentials or provision: ``skyk
+    check``, ``skyk launch``. Each cloud is looked up by its ``name``; two
+    plugins returning the same name is an error naming both.
+
+    All results are collected.
+    """
+
+
+# -------------------------------------------------------------------------
+# Runtime
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def skyk_runtimes() -> list[Runtime] | None:
+    """Return the inference runtimes this plugin provides (:class:`skyk.runtime.Runtime`).
+
+    Called when a recipe names ``runtime: NAME`` and by ``skyk plugins``.
+    Runtimes are looked up by ``name``; duplicates are an error naming both
+    plugins.
+
+    All results are collected.
+    """
+
+
+# -------------------------------------------------------------------------
+# Scaling policy
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def skyk_scaling_policies() -> list[ScalingPolicy] | None:
+    """Return the autoscaling policies this plugin provides.
+
+    Called by a service controller when it starts, to find the policy its
+    service names. Policies are looked up by ``name``; duplicates are an
+    error naming both plugins.
+
+    All results are collected.
+    """
+
+
+@hookspec
+def skyk_load_balancing_policies() -> list[LoadBalancingPolicy] | None:
+    """Return the load-balancing policies this plugin provides.
+
+    Called by the router when it starts, to find the policy named by the
+    service's ``load_balancing_policy``. Policies are looked up by ``name``;
+    duplicates are an error naming both plugins.
+
+    All results are collected.
+    """

@@ -1,0 +1,1 @@
+"""The optimizer: rank every feasible offering for a task by price."""

@@ -1,0 +1,79 @@
+"""From a task to a ranked plan: load the clouds it can use, their catalogs, and rank."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from skyk.catalog.store import Catalog
+from skyk.errors import CatalogError, PluginError, SpecError
+from skyk.optimizer.ranking import Location, Plan, canonicalize, rank
+from skyk.plugins.kinds import disabled_plugins
+from skyk.plugins.manager import Kernel, discover
+from skyk.spec.resources import Requirement, ResourceFields
+from skyk.spec.task import Task
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """A task's plan together with what produced it (for tables and failover)."""
+
+    task: Task
+    plan: Plan
+    catalog: Catalog
+    kernel: Kernel
+    ordered: bool
+
+
+def check_cloud_names(requirements: list[Requirement], where: str) -> set[str] | None:
+    """Return the pinned cloud names, or None if any requirement may use every cloud.
+
+    Raises ``SpecError`` for a cloud that is not installed or is disabled.
+    """
+    pinned = {r.cloud for r in requirements}
+    if None in pinned:
+        return None
+    installed = sorted({name for name, _ in discover("cloud")})
+    blocked = disabled_plugins()
+    for cloud in sorted(pinned):
+        if cloud in blocked:
+            raise SpecError(f"{where}: cloud '{cloud}' is disabled by SKYK_DISABLE_PLUGINS",
+                            hint="remove it from SKYK_DISABLE_PLUGINS or pick another cloud")
+        if cloud not in installed:
+            close = difflib.get_close_matches(cloud, installed, n=1, cutoff=0.5)
+            message = f"{where}: unknown cloud '{cloud}'"
+            if close:
+                message += f"; did you mean {close[0]}?"
+            raise SpecError(message, hint=f"installed clouds: {', '.join(installed)};"
+                            " add one with pip install skyk-<cloud>")
+    return pinned  # type: ignore[return-value]
+
+
+def plan_task(task: Task, override: ResourceFields | None = None,
+              blocked: Collection[Location] = ()) -> PlannedTask:
+    """Rank where ``task`` can run, cheapest (or most preferred) first.
+
+    Only the clouds the task can use are loaded, so a pinned task never
+    reads the other clouds' catalogs.
+    """
+    where = f"{task.source}: resources"
+    requirements = task.resources.requirements_with(override)
+    names = check_cloud_names(requirements, f"{where}.cloud")
+    kernel = Kernel.load(("cloud",), names)
+    for failure in kernel.failures:
+        if names is not None and failure.name in names:
+            raise PluginError(f"cloud plugin '{failure.name}' ({failure.distribution}) failed to load:"
+                              f" {failure.error}", hint="reinstall it; 'skyk plugins' lists every plugin")
+    catalog = Catalog.load(kernel)
+    known = catalog.accelerator_names()
+    if catalog.errors and any(r.accelerator and r.accelerator not in known for r in requirements):
+        problems = "; ".join(f"{c}: {e}" for c, e in sorted(catalog.errors.items()))
+        raise CatalogError(f"cannot check accelerator names, some catalogs are unusable: {problems}",
+                           hint="run 'skyk catalog refresh' or set SKYK_CATALOG_DIR")
+    requirements = canonicalize(requirements, known, f"{where}.accelerators")
+    defaults = {name: (cloud.default_cpus, cloud.default_memory_gib)
+                for name, cloud in kernel.clouds().items()}
+    plan = rank(catalog, requirements, num_nodes=task.num_nodes,
+                ordered=task.resources.is_ordered, blocked=blocked, defaults=defaults)
+    return PlannedTask(task, plan, catalog, kernel, task.resources.is_ordered)

@@ -1,0 +1,1 @@
+"""Plugin discovery (stevedore entry points) and hook calls (pluggy)."""

@@ -1,0 +1,1 @@
+"""Provisioning: the cloud interface plugins implement."""

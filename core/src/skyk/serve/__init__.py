@@ -1,0 +1,1 @@
+"""Serving: interfaces for scaling and load-balancing policies."""

@@ -1,0 +1,1 @@
+"""The task spec: SkyPilot-compatible task YAML as pydantic models."""

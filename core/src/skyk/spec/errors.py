@@ -1,0 +1,76 @@
+"""Turn pydantic validation errors into one-line ``SpecError`` messages."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from skyk.errors import SpecError
+
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "dict_type": "expected a mapping (key: value)",
+    "model_type": "expected a mapping (key: value)",
+    "model_attributes_type": "expected a mapping (key: value)",
+    "list_type": "expected a list",
+    "literal_error": None,
+    "missing": "is required",
+}
+
+
+def field_path(loc: tuple) -> str:
+    """Render a pydantic location as ``resources.any_of[1].cpus``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif out:
+            out += f".{part}"
+        else:
+            out = str(part)
+    return out or "(top level)"
+
+
+def _got(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def spec_error(source: str, exc: ValidationError) -> SpecError:
+    """Return a ``SpecError`` naming ``source``, the field path and what was expected.
+
+    Only the first problem is reported: one clear line beats a wall of them.
+    """
+    err = exc.errors(include_url=False)[0]
+    # Union members each report a failure; the deepest path is the real one.
+    loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "unknown_field":
+        path = field_path(loc + (ctx["field"],))
+        return SpecError(f"{source}: {path}: unknown field", hint=ctx["hint"])
+    path = field_path(loc)
+    if kind == "missing":
+        return SpecError(f"{source}: {path}: is required")
+    if kind == "value_error":
+        message = str(ctx.get("error", err["msg"]))
+        text, _, hint = message.partition(" | hint: ")
+        return SpecError(f"{source}: {path}: {text}", hint=hint or None)
+    expected = _EXPECTED.get(kind) or err["msg"][0].lower() + err["msg"][1:]
+    return SpecError(f"{source}: {path}: {expected}, got {_got(err.get('input'))}")
+
+
+def _is_union_tag(part: object) -> bool:
+    # pydantic inserts a union member's type into the location, e.g.
+    # ('readiness_probe', 'str'); such tags say nothing to a user. Fields
+    # with several accepted shapes are typed loosely and parsed by our own
+    # validators, so only these plain tags can appear.
+    return isinstance(part, str) and (
+        part in {"str", "int", "float", "bool", "list", "dict", "none"}
+        or part.startswith(("list[", "dict[", "function-", "constrained-", "lax-", "strict-"))
+    )

@@ -1,0 +1,144 @@
+"""The task: what to run, where, and how to serve it; loaded from YAML."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
+
+from skyk.errors import SpecError
+from skyk.spec.base import SpecModel
+from skyk.spec.errors import spec_error
+from skyk.spec.resources import Resources
+from skyk.spec.service import Service
+from skyk.spec.values import check_env_name, check_safe_name
+from skyk.spec.yamlfile import load_yaml_mapping
+
+_URL_SCHEMES = ("s3://", "gs://", "r2://", "cos://", "oci://", "https://", "http://", "az://")
+
+
+def _env_values(value: Any, section: str) -> Any:
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, str | None] = {}
+    for key, item in value.items():
+        check_env_name(key, f"{section} variable")
+        if item is None or isinstance(item, str):
+            out[key] = item
+        elif isinstance(item, (bool, int, float)):
+            out[key] = str(item)  # YAML reads 8 or true; jobs see text either way
+        else:
+            raise ValueError(f"{section}.{key} must be a string or number, got {item!r}")
+    return out
+
+
+class Task(SpecModel):
+    """A SkyPilot-compatible task."""
+
+    name: str | None = None
+    workdir: str | None = None
+    num_nodes: int = Field(default=1, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    envs: dict[str, str | None] = Field(default_factory=dict)
+    secrets: dict[str, str | None] = Field(default_factory=dict)
+    file_mounts: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
+    setup: str | None = None
+    run: str | None = None
+    service: Service | None = None
+
+    _source: str = PrivateAttr(default="<task>")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_safe_name(value, "task name")
+
+    @field_validator("envs", "secrets", mode="before")
+    @classmethod
+    def _envs(cls, value: Any, info) -> Any:
+        return _env_values(value, info.field_name)
+
+    @field_validator("file_mounts")
+    @classmethod
+    def _mounts(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for dest in value:
+            if not dest.startswith(("/", "~")):
+                raise ValueError(f"file_mounts destination {dest!r} must be an absolute path"
+                                 " | hint: write /data or ~/data")
+        return value
+
+    @property
+    def source(self) -> str:
+        """Where this task came from (its YAML path), for error messages."""
+        return self._source
+
+    def with_overrides(self, envs: Iterable[str] = (), secrets: Iterable[str] = ()) -> Task:
+        """Return a copy with ``--env``/``--secret`` overrides applied.
+
+        Each override is ``KEY=VALUE``, or ``KEY`` to take the value from this
+        process's environment.
+        """
+        updates: dict[str, Any] = {}
+        for field, flag, items in (("envs", "--env", envs), ("secrets", "--secret", secrets)):
+            merged = dict(getattr(self, field))
+            for item in items:
+                key, value = _parse_override(item, flag)
+                merged[key] = value
+            updates[field] = merged
+        task = self.model_copy(update=updates)
+        task._source = self._source
+        return task
+
+    def check_ready(self) -> None:
+        """Raise ``SpecError`` if the task cannot run as written on this machine.
+
+        Every env/secret needs a value and every local path must exist.
+        """
+        for field, flag in (("envs", "--env"), ("secrets", "--secret")):
+            for key, value in getattr(self, field).items():
+                if value is None:
+                    raise SpecError(f"{self.source}: {field}.{key} has no value",
+                                    hint=f"pass {flag} {key}=VALUE, or export {key} and pass {flag} {key}")
+        if self.workdir is not None:
+            path = Path(self.workdir).expanduser()
+            if not path.is_dir():
+                raise SpecError(f"{self.source}: workdir: {self.workdir} is not a directory",
+                                hint="workdir is relative to where you run skyk; create it or fix the path")
+        for dest, src in self.file_mounts.items():
+            if isinstance(src, str) and not src.startswith(_URL_SCHEMES):
+                if not Path(src).expanduser().exists():
+                    raise SpecError(f"{self.source}: file_mounts.{dest}: {src} does not exist",
+                                    hint="local sources are relative to where you run skyk")
+
+
+def _parse_override(item: str, flag: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    try:
+        check_env_name(key)
+    except ValueError as exc:
+        message, _, hint = str(exc).partition(" | hint: ")
+        raise SpecError(f"{flag} {item}: {message}", hint=hint or None) from None
+    if sep:
+        return key, value
+    if key not in os.environ:
+        raise SpecError(f"{flag} {key}: {key} is not set in your environment",
+                        hint=f"export {key}=..., or pass {flag} {key}=VALUE")
+    return key, os.environ[key]
+
+
+def task_from_mapping(data: dict[str, Any], source: str) -> Task:
+    """Validate a parsed YAML mapping as a Task, naming ``source`` in errors."""
+    try:
+        task = Task.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(source, exc) from None
+    task._source = source
+    return task
+
+
+def load_task(path: str | os.PathLike[str]) -> Task:
+    """Read and validate a task YAML file; errors are one-line ``SpecError``s."""
+    return task_from_mapping(load_yaml_mapping(path, "task"), str(path))

@@ -1,0 +1,207 @@
+"""Parsers for the scalar forms the task YAML accepts (counts, ports, infra...).
+
+Each raises ``ValueError("message | hint: ...")``; the spec error formatter
+splits that into a one-line message and a hint.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(\+?)\s*$")
+_ACCELERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z]([-_.A-Za-z0-9]*[A-Za-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A vCPU or memory amount: exactly ``value``, or at least it (``4+``)."""
+
+    value: float
+    at_least: bool
+
+    def admits(self, amount: float) -> bool:
+        """Return whether an offering with ``amount`` satisfies this request."""
+        return amount >= self.value if self.at_least else abs(amount - self.value) < 1e-6
+
+    def __str__(self) -> str:
+        text = f"{self.value:g}"
+        return text + "+" if self.at_least else text
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """An accelerator request: a name as the user wrote it, and a count."""
+
+    name: str
+    count: float
+
+    def __str__(self) -> str:
+        count = f"{self.count:g}"
+        return f"{self.name}:{count}"
+
+
+@dataclass(frozen=True)
+class AcceleratorChoice:
+    """One or more acceptable accelerators; ``ordered`` means by preference."""
+
+    options: tuple[Accelerator, ...]
+    ordered: bool = False
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_quantity(value: object, what: str) -> Quantity | None:
+    """Parse ``4``, ``4.5``, ``"4"`` or ``"4+"`` into a Quantity (None stays None)."""
+    if value is None:
+        return None
+    if _is_number(value):
+        number, plus = float(value), ""
+    else:
+        match = _NUMBER.match(str(value)) if isinstance(value, str) else None
+        if not match:
+            raise ValueError(f"expected a number like 4 or 4+ for {what}, got {value!r}"
+                             f" | hint: write '{what}: 8' for exactly 8 or '{what}: 8+' for at least 8")
+        number, plus = float(match.group(1)), match.group(2)
+    if number <= 0:
+        raise ValueError(f"{what} must be positive, got {value!r}")
+    return Quantity(number, plus == "+")
+
+
+def parse_accelerator(text: str) -> Accelerator:
+    """Parse ``NAME`` or ``NAME:COUNT`` (count defaults to 1)."""
+    name, sep, count_text = text.strip().partition(":")
+    name = name.strip()
+    if not _ACCELERATOR_NAME.match(name):
+        raise ValueError(f"bad accelerator {text!r}"
+                         " | hint: write NAME or NAME:COUNT, for example A100:8")
+    if not sep:
+        return Accelerator(name, 1.0)
+    return Accelerator(name, _accelerator_count(count_text.strip(), text))
+
+
+def _accelerator_count(count: object, text: object) -> float:
+    if isinstance(count, str):
+        try:
+            count = float(count)
+        except ValueError:
+            raise ValueError(f"bad accelerator count in {text!r}"
+                             " | hint: the count is a positive number, as in A100:8") from None
+    if not _is_number(count):
+        raise ValueError(f"bad accelerator count {count!r} for {text!r}"
+                         " | hint: the count is a positive number, as in {A100: 8}")
+    if count <= 0:
+        raise ValueError(f"accelerator count must be positive, got {count:g} in {text!r}"
+                         " | hint: leave accelerators out for a CPU-only task")
+    return float(count)
+
+
+def parse_accelerators(value: object) -> AcceleratorChoice | None:
+    """Parse every SkyPilot accelerator form.
+
+    ``"A100:8"`` and ``{A100: 8}`` give one option; a mapping with several keys
+    (``{A100: 8, A100-80GB: 4}``, or the set form ``{A100:8, A100-80GB:4}``) is
+    an unordered choice; a list (``[L4, A10G]``) is ordered by preference.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return AcceleratorChoice((parse_accelerator(value),))
+    if isinstance(value, dict):
+        if not value:
+            raise ValueError("accelerators mapping is empty | hint: write for example {A100: 8}")
+        return AcceleratorChoice(tuple(_from_mapping_item(k, v) for k, v in value.items()))
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("accelerators list is empty | hint: write for example [L4, A10G]")
+        options: list[Accelerator] = []
+        for item in value:
+            if isinstance(item, str):
+                options.append(parse_accelerator(item))
+            elif isinstance(item, dict) and len(item) == 1:
+                options.append(_from_mapping_item(*next(iter(item.items()))))
+            else:
+                raise ValueError(f"bad accelerator {item!r} in list"
+                                 " | hint: each entry is NAME:COUNT, as in [L4:1, A10G:1]")
+        return AcceleratorChoice(tuple(options), ordered=True)
+    raise ValueError(f"expected a string, mapping or list of accelerators, got {value!r}"
+                     " | hint: write for example A100:8")
+
+
+def _from_mapping_item(key: object, count: object) -> Accelerator:
+    if not isinstance(key, str):
+        raise ValueError(f"bad accelerator name {key!r} | hint: write for example {{A100: 8}}")
+    if count is None:  # YAML set syntax: {A100:8, H100:8} maps keys to null
+        return parse_accelerator(key)
+    accelerator = parse_accelerator(key)
+    if accelerator.count != 1.0 or ":" in key:
+        raise ValueError(f"accelerator {key!r} has a count in both key and value"
+                         " | hint: write {A100: 8} or A100:8")
+    return Accelerator(accelerator.name, _accelerator_count(count, f"{key}: {count}"))
+
+
+def parse_ports(value: object) -> tuple[tuple[int, int], ...]:
+    """Parse ``8000``, ``"8000"``, ``"10000-10010"`` or a list of those into ranges."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    ranges = []
+    for item in items:
+        if _is_number(item) and float(item).is_integer():
+            low = high = int(item)
+        elif isinstance(item, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", item):
+            low_text, _, high_text = item.partition("-")
+            low, high = int(low_text), int(high_text or low_text)
+        else:
+            raise ValueError(f"bad port {item!r} | hint: write 8000, '10000-10010' or a list of them")
+        if not (1 <= low <= 65535 and 1 <= high <= 65535):
+            raise ValueError(f"port {item!r} is outside 1-65535")
+        if low > high:
+            raise ValueError(f"port range {item!r} ends before it starts | hint: write LOW-HIGH")
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+def parse_infra(value: str) -> tuple[str | None, str | None, str | None]:
+    """Split ``cloud[/region[/zone]]`` (``*`` for any cloud) into its parts."""
+    parts = [p.strip() for p in value.split("/")]
+    if not 1 <= len(parts) <= 3 or any(not p for p in parts):
+        raise ValueError(f"bad infra {value!r} | hint: write CLOUD, CLOUD/REGION or CLOUD/REGION/ZONE")
+    cloud = None if parts[0] == "*" else parts[0].lower()
+    region = parts[1] if len(parts) > 1 else None
+    zone = parts[2] if len(parts) > 2 else None
+    return cloud, region, zone
+
+
+def check_safe_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it is safe as a cluster, task or service name; else raise."""
+    if not _SAFE_NAME.match(name) or len(name) > 63:
+        raise ValueError(
+            f"unsafe {what} {name!r} | hint: use 1-63 letters, digits, '-', '_' or '.', "
+            "starting with a letter and ending with a letter or digit")
+    return name
+
+
+def check_env_name(name: object, what: str = "environment variable") -> str:
+    """Return ``name`` if it is a valid environment variable name; else raise."""
+    if not isinstance(name, str) or not _ENV_NAME.match(name):
+        raise ValueError(f"bad {what} name {name!r}"
+                         " | hint: use letters, digits and '_', not starting with a digit")
+    return name
+
+
+def parse_minutes(value: object, what: str) -> int:
+    """Parse ``10``, ``"10m"``, ``"2h"`` or ``"1d"`` into whole minutes."""
+    if _is_number(value) and float(value).is_integer() and value >= 0:
+        return int(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"bad {what} {value!r} | hint: write minutes (10) or a duration (30m, 2h, 1d)")
+    amount, unit = int(match.group(1)), match.group(2) or "m"
+    return {"s": max(1, amount // 60) if amount else 0, "m": amount, "h": amount * 60,
+            "d": amount * 1440}[unit]

@@ -1,0 +1,1 @@
+"""skyk's Azure plugin. Importing it must not import an Azure SDK."""

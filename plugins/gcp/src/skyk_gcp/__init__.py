@@ -1,0 +1,1 @@
+"""skyk's GCP plugin. Importing it must not import a Google SDK."""

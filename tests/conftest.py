@@ -1,0 +1,59 @@
+"""Shared fixtures: the real catalogs beside the repository, and running the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+#: Real AWS/GCP/Azure catalogs, kept outside the repository (../shared/catalogs).
+SHARED_CATALOGS = REPO.parent / "shared" / "catalogs"
+
+
+@pytest.fixture(scope="session")
+def shared_catalogs() -> Path:
+    """The real catalogs directory; the suite needs it (CI places it beside the clone)."""
+    if not (SHARED_CATALOGS / "aws" / "vms.csv").is_file():
+        pytest.fail(f"real catalogs not found at {SHARED_CATALOGS}")
+    return SHARED_CATALOGS
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Keep each test away from the user's ~/.skyk, cloud credentials and plugin blocks."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SKYK_HOME", str(home / ".skyk"))
+    for var in list(os.environ):
+        if var.startswith(("AWS_", "AZURE_", "GOOGLE_", "CLOUDSDK_")) or var in (
+                "SKYK_DISABLE_PLUGINS", "SKYK_CATALOG_DIR", "SKYK_CATALOG_SOURCE"):
+            monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def skyk(shared_catalogs):
+    """Run the ``skyk`` CLI in a subprocess; returns a CompletedProcess with text output.
+
+    ``env`` entries are added to (or, when None, removed from) the environment;
+    the real catalogs are used unless the test sets SKYK_CATALOG_DIR itself.
+    """
+
+    def run(*args: str, env: dict[str, str | None] | None = None, cwd: Path | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ)
+        full_env.setdefault("SKYK_CATALOG_DIR", str(shared_catalogs))
+        for key, value in (env or {}).items():
+            if value is None:
+                full_env.pop(key, None)
+            else:
+                full_env[key] = value
+        return subprocess.run([sys.executable, "-m", "skyk", *args], capture_output=True,
+                              text=True, env=full_env, cwd=cwd, timeout=timeout)
+
+    return run

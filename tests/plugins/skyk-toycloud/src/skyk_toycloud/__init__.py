@@ -1,0 +1,1 @@
+"""Toy cloud: a fixed price list, credentials from TOYCLOUD_TOKEN."""
