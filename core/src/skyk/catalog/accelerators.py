@@ -8,6 +8,14 @@ from collections.abc import Iterable
 from skyk.errors import SpecError
 
 
+# Letters people type for look-alike digits (A1OO, Al00); compared as digits.
+_LOOKALIKES = str.maketrans("oil", "011")
+
+
+def _key(name: str) -> str:
+    return name.casefold().translate(_LOOKALIKES)
+
+
 class AcceleratorNames:
     """The canonical accelerator names the loaded catalogs know about."""
 
@@ -22,8 +30,9 @@ class AcceleratorNames:
         found = self._by_folded.get(name.casefold())
         if found:
             return found
-        close = difflib.get_close_matches(name.casefold(), list(self._by_folded), n=3, cutoff=0.5)
-        suggestion = ", ".join(self._by_folded[c] for c in close)
+        by_key = {_key(n): n for n in self._by_folded.values()}
+        close = difflib.get_close_matches(_key(name), list(by_key), n=3, cutoff=0.5)
+        suggestion = ", ".join(by_key[c] for c in close)
         message = f"{where}: unknown accelerator '{name}'"
         if suggestion:
             message += f"; did you mean {suggestion}?"

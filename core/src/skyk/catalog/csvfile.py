@@ -81,5 +81,6 @@ def read_offerings(path: Path, cloud: str, zone_column: str | None = None) -> li
             continue
         append(Offering(cloud, instance, float(vcpus or 0), float(memory or 0), region,
                         row[8] if zone_column else None, price(on_demand), price(spot),
-                        accelerator or None, float(count) if count else 0.0))
+                        # A count without a name (Azure's FPGA sizes) is no accelerator we rank.
+                        accelerator or None, float(count) if count and accelerator else 0.0))
     return out

@@ -35,7 +35,8 @@ def run(args) -> int:
 
     names = None
     if args.cloud:
-        names = check_cloud_names([Requirement(cloud=c.lower()) for c in args.cloud], "--cloud")
+        names = check_cloud_names(
+            [Requirement(cloud=c.lower(), cloud_origin="--cloud") for c in args.cloud], "")
     kernel = Kernel.load(("cloud",), names)
     warn_plugin_failures(kernel)
     directory = catalog_dir()

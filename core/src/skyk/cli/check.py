@@ -21,7 +21,8 @@ def run(args) -> int:
 
     names = None
     if args.clouds:
-        names = check_cloud_names([Requirement(cloud=c.lower()) for c in args.clouds], "skyk check")
+        names = check_cloud_names(
+            [Requirement(cloud=c.lower(), cloud_origin="skyk check") for c in args.clouds], "")
     kernel = Kernel.load(("cloud",), names)
     rows = []
     for name, cloud in sorted(kernel.clouds().items()):

@@ -59,10 +59,17 @@ def resource_overrides(args):
         try:
             ResourceFields.model_validate({field: value})
         except ValidationError as exc:
-            message = spec_error("", exc).one_line().split(": ", 2)[-1]
-            raise SpecError(f"--{flag.replace('_', '-')}: {message}") from None
+            error = spec_error("", exc)
+            message = error.message.split(": ", 2)[-1]
+            raise SpecError(f"--{flag.replace('_', '-')}: {message}", hint=error.hint) from None
         values[field] = value
-    return ResourceFields.model_validate(values) if values else None
+    if not values:
+        return None
+    try:
+        return ResourceFields.model_validate(values)
+    except ValidationError as exc:  # flags that contradict each other, e.g. --infra with --cloud
+        error = spec_error("", exc)
+        raise SpecError(f"flags: {error.message.split(': ', 2)[-1]}", hint=error.hint) from None
 
 
 def load(args):
@@ -80,7 +87,8 @@ def load(args):
     task = load_task(args.task).with_overrides(args.env, args.secret)
     if args.num_nodes is not None:
         if args.num_nodes < 1:
-            raise SpecError(f"--num-nodes must be at least 1, got {args.num_nodes}")
+            raise SpecError(f"--num-nodes must be at least 1, got {args.num_nodes}",
+                            hint="drop --num-nodes for a single node")
         task = task.model_copy(update={"num_nodes": args.num_nodes})
         task._source = args.task
     task.check_ready()
@@ -108,7 +116,8 @@ def run(args) -> int:
     from skyk.optimizer.planner import plan_task
 
     task, override = load(args)
-    planned = plan_task(task, override)
+    flags = {field: f"--{flag.replace('_', '-')}" for flag, field in _OVERRIDES.items()}
+    planned = plan_task(task, override, flags=flags)
     warn_plugin_failures(planned.kernel)
     plan = planned.plan
     best = plan.best

@@ -37,7 +37,7 @@ def run(args) -> int:
 
     names = None
     if args.cloud:
-        names = check_cloud_names([Requirement(cloud=args.cloud.lower())], "--cloud")
+        names = check_cloud_names([Requirement(cloud=args.cloud.lower(), cloud_origin="--cloud")], "")
     kernel = Kernel.load(("cloud",), names)
     warn_plugin_failures(kernel)
     catalog = Catalog.load(kernel)

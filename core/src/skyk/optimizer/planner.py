@@ -7,7 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from skyk.catalog.store import Catalog
-from skyk.errors import CatalogError, PluginError, SpecError
+from skyk.errors import CatalogError, NoFeasibleResources, PluginError, SpecError
 from skyk.optimizer.ranking import Location, Plan, canonicalize, rank
 from skyk.plugins.kinds import disabled_plugins
 from skyk.plugins.manager import Kernel, discover
@@ -26,17 +26,20 @@ class PlannedTask:
     ordered: bool
 
 
-def check_cloud_names(requirements: list[Requirement], where: str) -> set[str] | None:
+def check_cloud_names(requirements: list[Requirement], source: str) -> set[str] | None:
     """Return the pinned cloud names, or None if any requirement may use every cloud.
 
-    Raises ``SpecError`` for a cloud that is not installed or is disabled.
+    Raises ``SpecError`` for a cloud that is not installed or is disabled,
+    naming where it was written (``source`` is the task file or command).
     """
     pinned = {r.cloud for r in requirements}
     if None in pinned:
         return None
     installed = sorted({name for name, _ in discover("cloud")})
     blocked = disabled_plugins()
-    for cloud in sorted(pinned):
+    for requirement in requirements:
+        cloud = requirement.cloud
+        where = requirement.where(requirement.cloud_origin, source)
         if cloud in blocked:
             raise SpecError(f"{where}: cloud '{cloud}' is disabled by SKYK_DISABLE_PLUGINS",
                             hint="remove it from SKYK_DISABLE_PLUGINS or pick another cloud")
@@ -51,15 +54,15 @@ def check_cloud_names(requirements: list[Requirement], where: str) -> set[str] |
 
 
 def plan_task(task: Task, override: ResourceFields | None = None,
-              blocked: Collection[Location] = ()) -> PlannedTask:
+              blocked: Collection[Location] = (), flags: dict[str, str] | None = None
+              ) -> PlannedTask:
     """Rank where ``task`` can run, cheapest (or most preferred) first.
 
     Only the clouds the task can use are loaded, so a pinned task never
     reads the other clouds' catalogs.
     """
-    where = f"{task.source}: resources"
-    requirements = task.resources.requirements_with(override)
-    names = check_cloud_names(requirements, f"{where}.cloud")
+    requirements = task.resources.requirements_with(override, flags)
+    names = check_cloud_names(requirements, task.source)
     kernel = Kernel.load(("cloud",), names)
     for failure in kernel.failures:
         if names is not None and failure.name in names:
@@ -71,9 +74,12 @@ def plan_task(task: Task, override: ResourceFields | None = None,
         problems = "; ".join(f"{c}: {e}" for c, e in sorted(catalog.errors.items()))
         raise CatalogError(f"cannot check accelerator names, some catalogs are unusable: {problems}",
                            hint="run 'skyk catalog refresh' or set SKYK_CATALOG_DIR")
-    requirements = canonicalize(requirements, known, f"{where}.accelerators")
+    requirements = canonicalize(requirements, known, task.source)
     defaults = {name: (cloud.default_cpus, cloud.default_memory_gib)
                 for name, cloud in kernel.clouds().items()}
-    plan = rank(catalog, requirements, num_nodes=task.num_nodes,
-                ordered=task.resources.is_ordered, blocked=blocked, defaults=defaults)
+    try:
+        plan = rank(catalog, requirements, num_nodes=task.num_nodes,
+                    ordered=task.resources.is_ordered, blocked=blocked, defaults=defaults)
+    except NoFeasibleResources as exc:
+        raise NoFeasibleResources(f"{task.source}: {exc.message}", hint=exc.hint) from None
     return PlannedTask(task, plan, catalog, kernel, task.resources.is_ordered)

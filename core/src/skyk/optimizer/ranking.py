@@ -56,16 +56,33 @@ class Plan:
 
 
 def canonicalize(requirements: Sequence[Requirement], names: AcceleratorNames,
-                 where: str) -> list[Requirement]:
-    """Return requirements with accelerator names spelled as the catalogs spell them."""
-    return [replace(r, accelerator=names.canonical(r.accelerator, where)) if r.accelerator else r
-            for r in requirements]
+                 source: str) -> list[Requirement]:
+    """Return requirements with accelerator names spelled as the catalogs spell them.
+
+    ``source`` (the task file) prefixes errors about names written in it.
+    """
+    return [replace(r, accelerator=names.canonical(r.accelerator,
+                                                   r.where(r.accelerator_origin, source)))
+            if r.accelerator else r for r in requirements]
 
 
 def is_blocked(offering: Offering, blocked: Collection[Location]) -> bool:
     """Whether provisioning already failed at this offering's cloud, region or zone."""
     return any(cloud == offering.cloud and region in (None, offering.region)
                and zone in (None, offering.zone) for cloud, region, zone in blocked)
+
+
+def _pool(catalog: Catalog, req: Requirement, cloud: str | None = None) -> list[Offering]:
+    """The offerings that can match ``req`` at all: by accelerator, or by instance type.
+
+    A CPU-only request never lands on a GPU machine, unless it names the
+    instance type (which carries its own accelerators, like g5.xlarge).
+    """
+    if req.instance_type and not req.accelerator:
+        pool = catalog.all() if cloud is None else catalog.offerings.get(cloud, [])
+    else:
+        pool = catalog.with_accelerator(req.accelerator)
+    return pool if cloud is None else [o for o in pool if o.cloud == cloud]
 
 
 def _sizing(req: Requirement, defaults: Mapping[str, tuple[float | None, float | None]],
@@ -113,7 +130,7 @@ def rank(catalog: Catalog, requirements: Sequence[Requirement], *, num_nodes: in
     found: dict[tuple, Candidate] = {}
     considered = 0
     for preference, req in enumerate(requirements):
-        for offering in catalog.with_accelerator(req.accelerator):
+        for offering in _pool(catalog, req):
             if not _feasible(req, offering, defaults):
                 continue
             cost = offering.hourly_price(req.use_spot) * num_nodes
@@ -161,8 +178,8 @@ def explain(catalog: Catalog, requirements: Sequence[Requirement], num_nodes: in
 def _why_not(catalog: Catalog, cloud: str, req: Requirement, num_nodes: int,
              blocked: Collection[Location],
              defaults: Mapping[str, tuple[float | None, float | None]]) -> str:
-    offers = [o for o in catalog.offerings.get(cloud, []) if o.accelerator == req.accelerator]
-    what = req.accelerator or "CPU-only instances"
+    offers = _pool(catalog, req, cloud)
+    what = req.accelerator or ("instances" if req.instance_type else "CPU-only instances")
     if not offers:
         return f"no {what}"
     if req.accelerator:

@@ -24,6 +24,30 @@ _EXPECTED = {
 }
 
 
+#: A fix to suggest for each kind of pydantic error, when the check gave none.
+_HINTS = {
+    "int_type": "write a whole number without quotes, e.g. 2",
+    "int_parsing": "write a whole number without quotes, e.g. 2",
+    "int_from_float": "write a whole number, e.g. 2",
+    "float_type": "write a number without quotes, e.g. 1.5",
+    "float_parsing": "write a number without quotes, e.g. 1.5",
+    "bool_type": "write true or false, without quotes",
+    "bool_parsing": "write true or false, without quotes",
+    "string_type": "write text; quote it if YAML reads it as something else, and use '|' for"
+                   " several lines",
+    "dict_type": "indent the fields under this key, one 'name: value' per line",
+    "model_type": "indent the fields under this key, one 'name: value' per line",
+    "model_attributes_type": "indent the fields under this key, one 'name: value' per line",
+    "list_type": "write a list, e.g. [a, b] or one '- item' per line",
+    "literal_error": "use one of the values listed",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value",
+    "less_than_equal": "use a smaller value",
+    "missing": "add the field",
+}
+
+
 def field_path(loc: tuple) -> str:
     """Render a pydantic location as ``resources.any_of[1].cpus``."""
     out = ""
@@ -56,13 +80,14 @@ def spec_error(source: str, exc: ValidationError) -> SpecError:
         return SpecError(f"{source}: {path}: unknown field", hint=ctx["hint"])
     path = field_path(loc)
     if kind == "missing":
-        return SpecError(f"{source}: {path}: is required")
+        return SpecError(f"{source}: {path}: is required", hint=f"add {loc[-1]}: ...")
     if kind == "value_error":
         message = str(ctx.get("error", err["msg"]))
         text, _, hint = message.partition(" | hint: ")
-        return SpecError(f"{source}: {path}: {text}", hint=hint or None)
+        return SpecError(f"{source}: {path}: {text}", hint=hint or "fix the value as the message says")
     expected = _EXPECTED.get(kind) or err["msg"][0].lower() + err["msg"][1:]
-    return SpecError(f"{source}: {path}: {expected}, got {_got(err.get('input'))}")
+    return SpecError(f"{source}: {path}: {expected}, got {_got(err.get('input'))}",
+                     hint=_HINTS.get(kind, "see the task YAML reference in the README"))
 
 
 def _is_union_tag(part: object) -> bool:

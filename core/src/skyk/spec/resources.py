@@ -52,6 +52,15 @@ class Requirement:
     memory: Quantity | None = None
     use_spot: bool = False
     max_hourly_cost: float | None = None
+    #: Where the cloud pin and the accelerator were written (a field path such
+    #: as ``resources.any_of[1].cloud``, or a flag such as ``--gpus``), so
+    #: errors found later point at them.
+    cloud_origin: str = "resources.cloud"
+    accelerator_origin: str = "resources.accelerators"
+
+    def where(self, origin: str, source: str) -> str:
+        """Return ``origin`` prefixed by the task file, unless it is a flag."""
+        return origin if origin.startswith("--") or not source else f"{source}: {origin}"
 
     @property
     def wants_defaults(self) -> bool:
@@ -116,6 +125,13 @@ class ResourceFields(SpecModel):
     @classmethod
     def _ports(cls, value: Any) -> tuple[tuple[int, int], ...]:
         return value if isinstance(value, tuple) else parse_ports(value)
+
+    @field_validator("infra")
+    @classmethod
+    def _infra(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_infra(value)  # reject a malformed pin here, where its path is known
+        return value
 
     @field_validator("cloud", mode="before")
     @classmethod
@@ -226,7 +242,8 @@ class Resources(ResourceFields):
     @model_validator(mode="after")
     def _alternatives(self) -> Resources:
         if self.any_of is not None and self.ordered is not None:
-            raise ValueError("give either any_of or ordered, not both")
+            raise ValueError("give either any_of or ordered, not both"
+                             " | hint: any_of picks the cheapest, ordered the first that fits")
         for key in ("any_of", "ordered"):
             if getattr(self, key) == []:
                 raise ValueError(f"{key} is empty | hint: list at least one alternative, or remove {key}")
@@ -237,20 +254,36 @@ class Resources(ResourceFields):
         """Whether candidates are ranked by the user's preference rather than by price."""
         return self.ordered is not None or bool(self.accelerators and self.accelerators.ordered)
 
-    def requirements_with(self, override: ResourceFields | None = None) -> list[Requirement]:
+    def requirements_with(self, override: ResourceFields | None = None,
+                          flags: dict[str, str] | None = None) -> list[Requirement]:
         """Expand into every Requirement the optimizer should consider, in preference order.
 
-        ``override`` (from command-line flags) applies on top of each alternative.
+        ``override`` (from command-line flags) applies on top of each alternative;
+        ``flags`` maps its field names to the flags that set them, for errors.
         """
         explicit = self._explicit()
         explicit.pop("any_of", None)
         explicit.pop("ordered", None)
         base = ResourceFields.model_validate(explicit)
+        key = "any_of" if self.any_of else "ordered"
         alternatives = self.any_of or self.ordered or [ResourceFields()]
+        layers = [(self, "resources")]
         found: list[Requirement] = []
-        for alternative in alternatives:
+        for index, alternative in enumerate(alternatives):
             fields = base.merged(alternative)
+            layers = [(self, "resources"), (alternative, f"resources.{key}[{index}]")]
             if override is not None:
                 fields = fields.merged(override)
-            found.extend(fields.requirements())
+                layers.append((override, None))
+            origins = {}
+            for field in ("cloud", "accelerators"):
+                for layer, path in layers:
+                    for name in ((field, "infra") if field == "cloud" else (field,)):
+                        if name in layer.model_fields_set:
+                            origins[field] = (f"{path}.{name}" if path else
+                                              (flags or {}).get(name, f"--{name}"))
+            found.extend(replace(r, cloud_origin=origins.get("cloud", "resources.cloud"),
+                                 accelerator_origin=origins.get("accelerators",
+                                                                "resources.accelerators"))
+                         for r in fields.requirements())
         return found

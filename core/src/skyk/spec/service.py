@@ -42,7 +42,7 @@ class ReplicaPolicy(SpecModel):
     def _bounds(self) -> ReplicaPolicy:
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas"
-                             f" ({self.min_replicas})")
+                             f" ({self.min_replicas}) | hint: raise max_replicas or lower min_replicas")
         if self.max_replicas not in (None, self.min_replicas) and self.target_qps_per_replica is None:
             raise ValueError("autoscaling between min_replicas and max_replicas needs"
                              " target_qps_per_replica | hint: add target_qps_per_replica: 5")
@@ -75,7 +75,8 @@ class Service(SpecModel):
     @model_validator(mode="after")
     def _replicas(self) -> Service:
         if self.replicas is not None and self.replica_policy is not None:
-            raise ValueError("give either replicas or replica_policy, not both")
+            raise ValueError("give either replicas or replica_policy, not both"
+                             " | hint: replicas is a fixed count; replica_policy autoscales")
         return self
 
     @property

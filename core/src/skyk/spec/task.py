@@ -31,7 +31,8 @@ def _env_values(value: Any, section: str) -> Any:
         elif isinstance(item, (bool, int, float)):
             out[key] = str(item)  # YAML reads 8 or true; jobs see text either way
         else:
-            raise ValueError(f"{section}.{key} must be a string or number, got {item!r}")
+            raise ValueError(f"{key} must be a string or number, got {item!r}"
+                             " | hint: quote structured values, e.g. '[1, 2]'")
     return out
 
 

@@ -69,7 +69,8 @@ def parse_quantity(value: object, what: str) -> Quantity | None:
                              f" | hint: write '{what}: 8' for exactly 8 or '{what}: 8+' for at least 8")
         number, plus = float(match.group(1)), match.group(2)
     if number <= 0:
-        raise ValueError(f"{what} must be positive, got {value!r}")
+        raise ValueError(f"{what} must be positive, got {value!r}"
+                         f" | hint: leave {what} out to take the cloud's default")
     return Quantity(number, plus == "+")
 
 
@@ -160,7 +161,8 @@ def parse_ports(value: object) -> tuple[tuple[int, int], ...]:
         else:
             raise ValueError(f"bad port {item!r} | hint: write 8000, '10000-10010' or a list of them")
         if not (1 <= low <= 65535 and 1 <= high <= 65535):
-            raise ValueError(f"port {item!r} is outside 1-65535")
+            raise ValueError(f"port {item!r} is outside 1-65535"
+                             " | hint: ports are numbers from 1 to 65535")
         if low > high:
             raise ValueError(f"port range {item!r} ends before it starts | hint: write LOW-HIGH")
         ranges.append((low, high))

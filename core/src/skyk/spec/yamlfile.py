@@ -24,7 +24,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             hash(key)
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+                None, None, "a list or mapping cannot be a key", key_node.start_mark) from None
         if key in mapping:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} appears twice", key_node.start_mark)
@@ -55,6 +55,11 @@ def load_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t":
+            problem = "a tab character; YAML indents with spaces only"
+        elif "another document" in problem:
+            problem = "more than one YAML document ('---'); a task file holds one task"
         raise SpecError(f"{path}: {where}malformed YAML: {problem}",
                         hint="check indentation and that every 'key: value' has a space after ':'"
                         ) from None

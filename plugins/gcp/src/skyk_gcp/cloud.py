@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import os
 from pathlib import Path
 
@@ -33,6 +34,26 @@ def _gcloud_project() -> str | None:
     return config.get("core", "project", fallback=None)
 
 
+def _validate(info: object) -> str | None:
+    """Check a credentials file's content offline; return the project it names, if any.
+
+    Raises ValueError when google-auth would refuse it.
+    """
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
+
+    if not isinstance(info, dict):
+        raise ValueError("not a JSON object")
+    kind = info.get("type")
+    if kind == "service_account":
+        service_account.Credentials.from_service_account_info(info)
+    elif kind == "authorized_user":
+        user_credentials.Credentials.from_authorized_user_info(info)
+    elif kind not in ("external_account", "impersonated_service_account"):
+        raise ValueError(f"unknown credential type {kind!r}")
+    return info.get("project_id") or info.get("quota_project_id")
+
+
 class GCPCloud(Cloud):
     """Google Compute Engine."""
 
@@ -44,13 +65,10 @@ class GCPCloud(Cloud):
             return CredentialCheck(False, "no application-default credentials found",
                                    hint="run 'gcloud auth application-default login' or set"
                                    " GOOGLE_APPLICATION_CREDENTIALS to a service-account key")
-        import google.auth
-        from google.auth.exceptions import DefaultCredentialsError
-
         try:
-            # Parses and validates the file; no token is fetched.
-            _, file_project = google.auth.load_credentials_from_file(str(path))
-        except DefaultCredentialsError as exc:
+            info = json.loads(path.read_text())
+            file_project = _validate(info)
+        except (OSError, ValueError) as exc:
             return CredentialCheck(False, f"unusable credentials file {path}: {exc}".splitlines()[0],
                                    hint="create a new key or rerun 'gcloud auth application-default login'")
         project = (os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("CLOUDSDK_CORE_PROJECT")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent
 #: Real AWS/GCP/Azure catalogs, kept outside the repository (../shared/catalogs).
 SHARED_CATALOGS = REPO.parent / "shared" / "catalogs"
 

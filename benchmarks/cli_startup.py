@@ -1,0 +1,140 @@
+"""Benchmark skyk CLI start-up against bare interpreter start-up.
+
+Usage: python benchmarks/cli_startup.py [--runs N] [--json]
+
+Each command runs as a fresh process of the active interpreter (``sys.executable``);
+its wall time is taken with ``time.perf_counter`` around ``subprocess.run``. Commands
+are interleaved round-robin so that machine noise hits them all alike, after two
+uncounted warm-up rounds. Exit status: 0 when every target is met, 1 when one is
+missed, 2 when a command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+#: Real AWS/GCP/Azure catalogs, kept beside the repository (../shared/catalogs).
+CATALOGS = REPO.parent / "shared" / "catalogs"
+WARMUP_ROUNDS = 2
+#: Median wall time (seconds) each command must stay under.
+TARGETS = {"launch --dryrun": 0.5, "--help": 0.2}
+TASK_YAML = "resources:\n  accelerators: A100:8\n"
+
+
+def skyk_argv() -> list[str]:
+    """Return how to start skyk: the venv's console script (what users run), else ``-m skyk``."""
+    # shutil.which also finds skyk.exe on Windows, where scripts carry an extension.
+    script = shutil.which("skyk", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "skyk"]
+
+
+def commands(task_file: Path) -> dict[str, list[str]]:
+    """Return the benchmarked commands by label; ``baseline`` is interpreter start-up."""
+    skyk = skyk_argv()
+    return {
+        "baseline": [sys.executable, "-c", "pass"],
+        "--help": [*skyk, "--help"],
+        "show-gpus A100": [*skyk, "show-gpus", "A100"],
+        "launch --dryrun": [*skyk, "launch", "--dryrun", str(task_file)],
+    }
+
+
+def bench_env() -> dict[str, str]:
+    """Return the environment: real catalogs, and no plugin blocked so all three clouds load."""
+    env = dict(os.environ)
+    env["SKYK_CATALOG_DIR"] = str(CATALOGS)
+    env.pop("SKYK_DISABLE_PLUGINS", None)
+    return env
+
+
+def time_once(argv: list[str], env: dict[str, str]) -> float:
+    """Run ``argv`` once and return its wall time; exit with status 2 if it fails."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.stderr.write(f"FAILED (exit {proc.returncode}): {' '.join(argv)}\n"
+                         f"{proc.stdout}{proc.stderr}")
+        raise SystemExit(2)
+    return elapsed
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    """Return median, min and p90 (nearest-rank, so it is an observed time) in seconds."""
+    ordered = sorted(times)
+    p90 = ordered[math.ceil(0.9 * len(ordered)) - 1]
+    return {"median_s": statistics.median(ordered), "min_s": ordered[0], "p90_s": p90}
+
+
+def run_benchmark(runs: int) -> dict:
+    """Time every command ``runs`` times, round-robin, and return the report as a dict."""
+    env = bench_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        task_file = Path(tmp) / "task.yaml"
+        task_file.write_text(TASK_YAML)
+        cmds = commands(task_file)
+        times: dict[str, list[float]] = {label: [] for label in cmds}
+        for round_no in range(WARMUP_ROUNDS + runs):
+            for label, argv in cmds.items():
+                elapsed = time_once(argv, env)
+                # Warm-up rounds fill the OS file cache and bytecode caches; not counted.
+                if round_no >= WARMUP_ROUNDS:
+                    times[label].append(elapsed)
+    base = statistics.median(times["baseline"])
+    results = {}
+    for label, argv in cmds.items():
+        stats = summarize(times[label])
+        results[label] = {"argv": argv, **stats, "ratio": stats["median_s"] / base}
+    targets = [{"command": label, "limit_s": limit, "median_s": results[label]["median_s"],
+                "passed": results[label]["median_s"] <= limit}
+               for label, limit in TARGETS.items()]
+    return {"python": sys.executable, "runs": runs, "warmup_rounds": WARMUP_ROUNDS,
+            "catalog_dir": str(CATALOGS), "commands": results, "targets": targets,
+            "passed": all(t["passed"] for t in targets)}
+
+
+def print_text(report: dict) -> None:
+    """Print the report as a table followed by one PASS/FAIL line per target."""
+    print(f"python: {report['python']}  runs: {report['runs']} "
+          f"(+{report['warmup_rounds']} warm-up)")
+    print(f"{'COMMAND':<18}{'MEDIAN':>9}{'MIN':>9}{'P90':>9}{'xBASE':>8}")
+    for label, r in report["commands"].items():
+        print(f"{label:<18}{r['median_s']:>8.3f}s{r['min_s']:>8.3f}s{r['p90_s']:>8.3f}s"
+              f"{r['ratio']:>7.1f}x")
+    for t in report["targets"]:
+        verdict, op = ("PASS", "<=") if t["passed"] else ("FAIL", ">")
+        print(f"{verdict}: {t['command']} median {t['median_s']:.3f}s {op} {t['limit_s']}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the benchmark, print it; return 1 if a target is missed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15, help="counted rounds (default 15)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if not (CATALOGS / "aws" / "vms.csv").is_file():
+        sys.stderr.write(f"real catalogs not found at {CATALOGS}\n")
+        return 2
+    report = run_benchmark(args.runs)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_text(report)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

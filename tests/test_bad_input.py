@@ -1,0 +1,322 @@
+"""Bad input never gets a traceback: one line on stderr, naming what is wrong, with a hint.
+
+Each case runs the real ``skyk`` command in a subprocess against the real
+catalogs and checks that it
+
+* exits non-zero, with no Python traceback anywhere in its output;
+* writes exactly one line to stderr, containing the expected text;
+* carries a hint (``hint:`` or ``did you mean``);
+* for a problem in a task file, names that file, and for a problem in one
+  field of the spec, names the field's path (``resources.accelerators``).
+
+Task YAML is written to ``tmp_path/task.yaml`` and the command runs in
+``tmp_path``. In command arguments and environment values, ``{task}`` stands
+for that file and ``{tmp}`` for ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+#: A task that is valid on its own, for cases whose problem is on the command line.
+VALID = "name: ok\nrun: echo hi\n"
+
+#: An environment variable no test run sets (``--env NAME`` must then fail).
+UNSET_VAR = "SKYK_TEST_SURELY_UNSET_VAR"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input and what the CLI must say about it."""
+
+    yaml: str | bytes | None
+    """The task file's content; None when the case writes no task file."""
+    args: tuple[str, ...]
+    """For a task case, the flags after ``launch --dryrun {task}``; else the whole command."""
+    expect: str
+    """Text the single stderr line must contain."""
+    file: str | None = None
+    """Path (template) the line must name: the task file for YAML problems."""
+    field_path: str | None = None
+    """Spec field path the line must name, for errors in one field."""
+    env: dict[str, str | None] = field(default_factory=dict)
+
+
+def yaml_case(case_id: str, yaml: str | bytes, expect: str, field_path: str | None = None,
+              *, args: tuple[str, ...] = (), env: dict[str, str | None] | None = None):
+    """A problem in the task file: the line must name the file (and the field)."""
+    return pytest.param(Case(yaml, args, expect, "{task}", field_path, env or {}), id=case_id)
+
+
+def flag_case(case_id: str, args: tuple[str, ...], expect: str,
+              *, env: dict[str, str | None] | None = None):
+    """A problem in a ``launch`` flag, given with a valid task file."""
+    return pytest.param(Case(VALID, args, expect, None, None, env or {}), id=case_id)
+
+
+def cmd_case(case_id: str, args: tuple[str, ...], expect: str, *, file: str | None = None,
+             env: dict[str, str | None] | None = None):
+    """A whole command with no task file written."""
+    return pytest.param(Case(None, args, expect, file, None, env or {}), id=case_id)
+
+
+CASES = [
+    # --- malformed YAML ------------------------------------------------------
+    yaml_case("yaml-bad-indentation",
+              "resources:\n    cpus: 4\n  accelerators: A100\nrun: echo\n", "malformed YAML"),
+    yaml_case("yaml-tab-indentation", "resources:\n\tcpus: 4\nrun: echo\n", "tab character"),
+    yaml_case("yaml-unclosed-bracket",
+              "resources:\n  accelerators: [A100, H100\nrun: echo\n", "malformed YAML"),
+    yaml_case("yaml-unclosed-quote", 'run: "echo hi\n', "malformed YAML"),
+    yaml_case("yaml-duplicate-key", "run: echo a\nrun: echo b\n", "appears twice"),
+    yaml_case("yaml-duplicate-nested-key",
+              "resources:\n  cpus: 4\n  cpus: 8\nrun: echo\n", "appears twice"),
+    yaml_case("yaml-unhashable-key", "[a, b]: c\nrun: echo\n", "cannot be a key"),
+    yaml_case("yaml-empty-file", "", "is empty"),
+    yaml_case("yaml-only-comments", "# nothing here\n", "is empty"),
+    yaml_case("yaml-top-level-list", "- run: echo hi\n", "expected a mapping"),
+    yaml_case("yaml-top-level-scalar", "echo hi\n", "expected a mapping"),
+    yaml_case("yaml-not-utf8", b"name: caf\xe9\nrun: echo\n", "not UTF-8"),
+    yaml_case("yaml-multiple-documents", "run: echo a\n---\nrun: echo b\n", "malformed YAML"),
+
+    # --- unknown keys, with did-you-mean -------------------------------------
+    yaml_case("unknown-top-level-typo", "resorces:\n  cpus: 4\nrun: echo\n",
+              "did you mean 'resources'", "resorces"),
+    yaml_case("unknown-top-level-far", "zzz: 1\nrun: echo\n", "unknown field", "zzz"),
+    yaml_case("unknown-resources-key", "resources:\n  acelerators: A100\n",
+              "did you mean 'accelerators'", "resources.acelerators"),
+    yaml_case("unknown-service-key", "service:\n  replica: 2\n",
+              "did you mean 'replicas'", "service.replica"),
+    yaml_case("unknown-readiness-probe-key", "service:\n  readiness_probe:\n    pth: /health\n",
+              "did you mean 'path'", "service.readiness_probe.pth"),
+    yaml_case("unknown-replica-policy-key",
+              "service:\n  replica_policy:\n    min_replicas: 1\n    max_replica: 3\n",
+              "did you mean 'max_replicas'", "service.replica_policy.max_replica"),
+    yaml_case("unknown-any-of-entry-key",
+              "resources:\n  any_of:\n    - cpu: 4\n", "did you mean 'cpus'",
+              "resources.any_of[0].cpu"),
+    yaml_case("unknown-ordered-entry-key",
+              "resources:\n  ordered:\n    - accelerators: L4\n    - acclerators: A10G\n",
+              "did you mean 'accelerators'", "resources.ordered[1].acclerators"),
+    yaml_case("unknown-autostop-key", "resources:\n  autostop:\n    idle_minute: 5\n",
+              "idle_minute", "resources.autostop"),
+
+    # --- wrong types -----------------------------------------------------------
+    yaml_case("type-num-nodes-string", "num_nodes: two\nrun: echo\n",
+              "expected an integer", "num_nodes"),
+    yaml_case("type-use-spot-string", 'resources:\n  use_spot: "yes"\n',
+              "expected true or false", "resources.use_spot"),
+    yaml_case("type-run-list", "run: [1]\n", "expected a string", "run"),
+    yaml_case("type-env-value-list", "envs:\n  FOO: [1, 2]\nrun: echo\n",
+              "must be a string or number", "envs"),
+    yaml_case("type-disk-size-negative", "resources:\n  disk_size: -5\n",
+              "greater than 0", "resources.disk_size"),
+    yaml_case("type-ports-word", "resources:\n  ports: abc\n", "bad port", "resources.ports"),
+    yaml_case("type-resources-list", "resources: [A100]\nrun: echo\n",
+              "expected a mapping", "resources"),
+    yaml_case("type-disk-tier-unknown", "resources:\n  disk_tier: fast\n",
+              "disk_tier", "resources.disk_tier"),
+
+    # --- bad accelerator strings ----------------------------------------------
+    yaml_case("acc-missing-count", "resources:\n  accelerators: 'A100:'\n",
+              "bad accelerator count", "resources.accelerators"),
+    yaml_case("acc-word-count", "resources:\n  accelerators: A100:x\n",
+              "bad accelerator count", "resources.accelerators"),
+    yaml_case("acc-missing-name", "resources:\n  accelerators: ':8'\n",
+              "bad accelerator", "resources.accelerators"),
+    yaml_case("acc-negative-count", "resources:\n  accelerators: A100:-1\n",
+              "must be positive", "resources.accelerators"),
+    yaml_case("acc-zero-count", "resources:\n  accelerators: A100:0\n",
+              "must be positive", "resources.accelerators"),
+    yaml_case("acc-mapping-zero-count", "resources:\n  accelerators: {A100: 0}\n",
+              "must be positive", "resources.accelerators"),
+    yaml_case("acc-empty-list", "resources:\n  accelerators: []\n",
+              "list is empty", "resources.accelerators"),
+    yaml_case("acc-empty-mapping", "resources:\n  accelerators: {}\n",
+              "mapping is empty", "resources.accelerators"),
+    yaml_case("acc-count-in-key-and-value", "resources:\n  accelerators: {'A100:8': 2}\n",
+              "both key and value", "resources.accelerators"),
+    yaml_case("acc-unknown-name", "resources:\n  accelerators: A1OO:8\n",
+              "did you mean A100", "resources.accelerators"),
+
+    # --- negative or zero counts -----------------------------------------------
+    yaml_case("count-num-nodes-zero", "num_nodes: 0\nrun: echo\n",
+              "greater than or equal to 1", "num_nodes"),
+    yaml_case("count-cpus-negative", "resources:\n  cpus: -1\n",
+              "must be positive", "resources.cpus"),
+    yaml_case("count-memory-zero", "resources:\n  memory: 0\n",
+              "must be positive", "resources.memory"),
+    yaml_case("count-cpus-word", "resources:\n  cpus: lots\n",
+              "expected a number", "resources.cpus"),
+
+    # --- impossible requests ---------------------------------------------------
+    yaml_case("impossible-a100-3", "resources:\n  accelerators: A100:3\n",
+              "comes only in counts"),
+    yaml_case("impossible-cpus-100000", "resources:\n  cpus: 100000\n", "100000"),
+    yaml_case("impossible-h100-azure-nowhere",
+              "resources:\n  accelerators: H100:8\n  cloud: azure\n  region: nowhere\n",
+              "region nowhere"),
+    yaml_case("impossible-max-hourly-cost",
+              "resources:\n  accelerators: A100:8\n  max_hourly_cost: 0.01\n",
+              "max_hourly_cost"),
+    yaml_case("impossible-spot-without-spot-price",
+              "resources:\n  accelerators: H100:8\n  infra: aws/ap-northeast-2\n"
+              "  use_spot: true\n", "no spot price"),
+    yaml_case("impossible-instance-type",
+              "resources:\n  cloud: aws\n  instance_type: p9.imaginary\n", "p9.imaginary"),
+
+    # --- unknown clouds --------------------------------------------------------
+    yaml_case("cloud-typo", "resources:\n  cloud: awz\n", "did you mean aws", "resources.cloud"),
+    yaml_case("cloud-typo-in-any-of", "resources:\n  any_of:\n    - cloud: gpc\n",
+              "did you mean gcp", "resources.any_of[0].cloud"),
+    yaml_case("infra-unknown-cloud", "resources:\n  infra: foo/bar\n",
+              "unknown cloud 'foo'", "resources.infra"),
+
+    # --- bad infra forms and conflicting pins --------------------------------------
+    yaml_case("infra-empty-part", "resources:\n  infra: aws//x\n", "bad infra", "resources.infra"),
+    yaml_case("infra-four-parts", "resources:\n  infra: a/b/c/d\n", "bad infra", "resources.infra"),
+    yaml_case("infra-and-cloud", "resources:\n  infra: aws/us-east-1\n  cloud: gcp\n",
+              "not both", "resources"),
+    yaml_case("any-of-and-ordered",
+              "resources:\n  any_of:\n    - cpus: 4\n  ordered:\n    - cpus: 8\n",
+              "not both", "resources"),
+    yaml_case("any-of-empty", "resources:\n  any_of: []\n", "any_of is empty", "resources"),
+
+    # --- bad ports ---------------------------------------------------------------
+    yaml_case("port-range-reversed", "resources:\n  ports: 9000-8000\n",
+              "ends before it starts", "resources.ports"),
+    yaml_case("port-too-high", "resources:\n  ports: 70000\n", "1-65535", "resources.ports"),
+    yaml_case("port-three-parts", "resources:\n  ports: 1-2-3\n", "bad port", "resources.ports"),
+
+    # --- unsafe names ----------------------------------------------------------
+    yaml_case("name-path-traversal", "name: ../etc\nrun: echo\n", "unsafe task name", "name"),
+    yaml_case("name-with-space", "name: a b\nrun: echo\n", "unsafe task name", "name"),
+    yaml_case("name-leading-digit", "name: 1abc\nrun: echo\n", "unsafe task name", "name"),
+    yaml_case("name-leading-dash", "name: -abc\nrun: echo\n", "unsafe task name", "name"),
+    flag_case("cluster-name-unsafe", ("-c", "bad name!"), "unsafe cluster name"),
+
+    # --- env names and values ------------------------------------------------------
+    yaml_case("env-name-leading-digit", "envs:\n  1X: a\nrun: echo\n",
+              "bad envs variable name", "envs"),
+    yaml_case("secret-name-dash", "secrets:\n  A-B: x\nrun: echo\n",
+              "bad secrets variable name", "secrets"),
+    flag_case("env-flag-bad-name", ("--env", "BAD-NAME=1"), "bad environment variable name"),
+    yaml_case("env-null-not-supplied", "envs:\n  FOO: null\nrun: echo\n",
+              "has no value", "envs.FOO"),
+    yaml_case("secret-null-not-supplied", "secrets:\n  TOKEN:\nrun: echo\n",
+              "has no value", "secrets.TOKEN"),
+    flag_case("env-flag-unset-var", ("--env", UNSET_VAR), "not set in your environment",
+              env={UNSET_VAR: None}),
+
+    # --- files -------------------------------------------------------------------
+    cmd_case("task-file-missing", ("launch", "--dryrun", "{tmp}/no-such-task.yaml"),
+             "not found", file="{tmp}/no-such-task.yaml"),
+    cmd_case("task-path-is-directory", ("launch", "--dryrun", "{tmp}"),
+             "is a directory", file="{tmp}"),
+    yaml_case("workdir-missing", "workdir: ./no-such-dir\nrun: echo\n",
+              "is not a directory", "workdir"),
+    yaml_case("file-mounts-source-missing", "file_mounts:\n  /data: ./no-such-file\nrun: echo\n",
+              "does not exist", "file_mounts"),
+    yaml_case("file-mounts-relative-dest", "file_mounts:\n  data: s3://bucket\nrun: echo\n",
+              "must be an absolute path", "file_mounts"),
+
+    # --- service -------------------------------------------------------------------
+    yaml_case("service-replicas-and-policy",
+              "service:\n  replicas: 2\n  replica_policy:\n    min_replicas: 1\n",
+              "not both", "service"),
+    yaml_case("service-max-below-min",
+              "service:\n  replica_policy:\n    min_replicas: 3\n    max_replicas: 1\n",
+              "below min_replicas", "service.replica_policy"),
+    yaml_case("service-probe-path-no-slash", "service:\n  readiness_probe: health\n",
+              "must start with '/'", "service.readiness_probe.path"),
+    yaml_case("service-probe-mapping-path-no-slash",
+              "service:\n  readiness_probe:\n    path: v1/models\n",
+              "must start with '/'", "service.readiness_probe.path"),
+    yaml_case("service-autoscaling-without-qps",
+              "service:\n  replica_policy:\n    min_replicas: 1\n    max_replicas: 3\n",
+              "target_qps_per_replica", "service.replica_policy"),
+    yaml_case("service-policy-missing-min",
+              "service:\n  replica_policy:\n    max_replicas: 3\n",
+              "is required", "service.replica_policy.min_replicas"),
+    yaml_case("service-replicas-negative", "service:\n  replicas: -1\n",
+              "greater than or equal to 0", "service.replicas"),
+
+    # --- bad launch flags --------------------------------------------------------------
+    flag_case("flag-gpus-word-count", ("--gpus", "A100:x"), "bad accelerator count"),
+    flag_case("flag-gpus-unknown-name", ("--gpus", "A1OO"), "--gpus"),
+    flag_case("flag-cpus-word", ("--cpus", "abc"), "--cpus"),
+    flag_case("flag-memory-zero", ("--memory", "0"), "--memory"),
+    flag_case("flag-num-nodes-zero", ("--num-nodes", "0"), "--num-nodes"),
+    flag_case("flag-num-nodes-word", ("--num-nodes", "two"), "--num-nodes"),
+    flag_case("flag-max-hourly-cost-word", ("--max-hourly-cost", "cheap"), "--max-hourly-cost"),
+    flag_case("flag-max-hourly-cost-zero", ("--max-hourly-cost", "0"), "--max-hourly-cost"),
+    flag_case("flag-cloud-typo", ("--cloud", "awz"), "--cloud"),
+    flag_case("flag-infra-four-parts", ("--infra", "a/b/c/d"), "bad infra"),
+    flag_case("flag-infra-and-cloud", ("--infra", "aws", "--cloud", "gcp"), "not both"),
+    flag_case("flag-unknown", ("--bogus-flag",), "--bogus-flag"),
+    flag_case("flag-output-choice", ("-o", "yaml"), "invalid choice"),
+    cmd_case("launch-without-task", ("launch", "--dryrun"), "TASK.yaml"),
+    cmd_case("unknown-command", ("lanch", "task.yaml"), "invalid choice"),
+
+    # --- other commands ---------------------------------------------------------------
+    cmd_case("show-gpus-unknown", ("show-gpus", "A1OO"), "did you mean A100"),
+    cmd_case("show-gpus-bad-count", ("show-gpus", "A100:x"), "bad accelerator count"),
+    cmd_case("show-gpus-count-not-offered", ("show-gpus", "A100:3"), "no cloud offers A100:3"),
+    cmd_case("show-gpus-cloud-typo", ("show-gpus", "--cloud", "awz"), "did you mean aws"),
+    cmd_case("check-cloud-typo", ("check", "awz"), "did you mean aws"),
+    cmd_case("check-cloud-unknown", ("check", "nosuchcloud"), "unknown cloud 'nosuchcloud'"),
+    cmd_case("catalog-refresh-missing-source",
+             ("catalog", "refresh", "--source", "{tmp}/no-such-source"), "could not be refreshed",
+             env={"SKYK_CATALOG_DIR": "{tmp}/catalogs"}),
+    cmd_case("catalog-refresh-cloud-typo",
+             ("catalog", "refresh", "--source", "{tmp}", "--cloud", "gpc"), "did you mean gcp",
+             env={"SKYK_CATALOG_DIR": "{tmp}/catalogs"}),
+]
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def test_case_ids_are_unique():
+    ids = [param.id for param in CASES]
+    assert len(ids) == len(set(ids))
+    assert len(ids) >= 40
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gives_one_line_with_hint(case: Case, skyk, tmp_path):
+    task = tmp_path / "task.yaml"
+    values = {"task": str(task), "tmp": str(tmp_path)}
+    if case.yaml is None:
+        args = [_fill(a, values) for a in case.args]
+    else:
+        if isinstance(case.yaml, bytes):
+            task.write_bytes(case.yaml)
+        else:
+            task.write_text(case.yaml, encoding="utf-8")
+        args = ["launch", "--dryrun", str(task), *case.args]
+    env = {k: None if v is None else _fill(v, values) for k, v in case.env.items()}
+
+    result = skyk(*args, env=env, cwd=tmp_path)
+
+    shown = f"skyk {' '.join(args)}\nrc={result.returncode}\nstderr:\n{result.stderr}"
+    assert result.returncode != 0, shown
+    assert "Traceback" not in result.stderr + result.stdout, shown
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, shown
+    line = lines[0]
+    assert case.expect in line, shown
+    assert "hint:" in line or "did you mean" in line, f"no hint\n{shown}"
+    if case.file is not None:
+        path = _fill(case.file, values)
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        assert path in line or name in line, f"file not named\n{shown}"
+    if case.field_path is not None:
+        assert case.field_path in line, f"field path {case.field_path!r} not named\n{shown}"

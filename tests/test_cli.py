@@ -1,0 +1,59 @@
+"""Every command has --help; tables have a JSON twin; the third-party toy cloud shows up."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from skyk.cli.main import COMMANDS
+
+
+@pytest.mark.parametrize("argv", [[], *[[c] for c in COMMANDS], ["catalog", "refresh"]])
+def test_help(skyk, argv):
+    result = skyk(*argv, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: skyk" in result.stdout
+
+
+def test_version(skyk):
+    result = skyk("--version")
+    assert result.returncode == 0 and result.stdout.startswith("skyk ")
+
+
+def test_check_lists_every_cloud_with_a_reason(skyk):
+    result = skyk("check", "-o", "json", env={"TOYCLOUD_TOKEN": "t"})
+    assert result.returncode == 0, result.stderr
+    rows = {r["cloud"]: r for r in json.loads(result.stdout)}
+    assert {"local", "aws", "gcp", "azure", "toy"} <= set(rows)
+    assert rows["local"]["enabled"] and rows["toy"]["enabled"]
+    assert not rows["aws"]["enabled"] and rows["aws"]["hint"]
+    table = skyk("check", "aws", "local")
+    assert "Enabled clouds: local" in table.stdout
+
+
+def test_show_gpus_list_and_prices(skyk):
+    listing = json.loads(skyk("show-gpus", "-o", "json").stdout)
+    names = {r["accelerator"]: r for r in listing}
+    assert {"A100", "H100", "L4", "T4", "ToyGPU"} <= set(names)
+    assert names["A100"]["clouds"] == ["aws", "azure", "gcp"]
+    prices = json.loads(skyk("show-gpus", "a100:8", "-o", "json").stdout)
+    assert prices and all(r["accelerator"] == "A100" and r["accelerator_count"] == 8 for r in prices)
+    assert {r["cloud"] for r in prices} == {"aws", "azure", "gcp"}
+    assert prices == sorted(prices, key=lambda r: r["price"])
+    regions = json.loads(skyk("show-gpus", "A100:8", "--cloud", "aws", "--all-regions",
+                              "-o", "json").stdout)
+    assert len({r["region"] for r in regions}) > 1 and {r["cloud"] for r in regions} == {"aws"}
+    table = skyk("show-gpus", "H100")
+    assert table.returncode == 0 and table.stdout.startswith("CLOUD")
+
+
+def test_third_party_cloud_appears_without_core_changes(skyk, tmp_path):
+    plugins = {p["name"]: p for p in json.loads(skyk("plugins", "-o", "json").stdout)}
+    assert plugins["toy"]["distribution"] == "skyk-toycloud"
+    assert "no toy token" in skyk("check", "toy").stdout
+    assert "toy" in skyk("show-gpus", "ToyGPU").stdout
+    task = tmp_path / "task.yaml"
+    task.write_text("resources:\n  accelerators: ToyGPU:2\n")
+    out = json.loads(skyk("launch", "--dryrun", str(task), "-o", "json").stdout)
+    assert out["chosen"]["cloud"] == "toy" and out["chosen"]["instance_type"] == "toy.gpu2"

@@ -1,0 +1,169 @@
+"""The task spec accepts SkyPilot's YAML forms and normalises them."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from skyk.errors import SpecError
+from skyk.spec.resources import ResourceFields
+from skyk.spec.task import load_task, task_from_mapping
+from skyk.spec.values import Accelerator, Quantity
+
+
+def task(text: str, tmp_path):
+    path = tmp_path / "task.yaml"
+    path.write_text(textwrap.dedent(text))
+    return load_task(path)
+
+
+@pytest.mark.parametrize("written, expected, ordered", [
+    ("A100", [("A100", 1)], False),
+    ("A100:8", [("A100", 8)], False),
+    ("{A100: 8}", [("A100", 8)], False),
+    ("{A100:8, A100-80GB:4}", [("A100", 8), ("A100-80GB", 4)], False),
+    ("{A100: 8, H100: 8}", [("A100", 8), ("H100", 8)], False),
+    ("[L4, A10G]", [("L4", 1), ("A10G", 1)], True),
+    ("['L4:4', {A10G: 4}]", [("L4", 4), ("A10G", 4)], True),
+    ("A10:0.5", [("A10", 0.5)], False),
+])
+def test_accelerator_forms(tmp_path, written, expected, ordered):
+    t = task(f"resources:\n  accelerators: {written}\n", tmp_path)
+    choice = t.resources.accelerators
+    assert choice.options == tuple(Accelerator(n, float(c)) for n, c in expected)
+    assert t.resources.is_ordered is ordered
+
+
+@pytest.mark.parametrize("written, quantity", [
+    ("4", Quantity(4, False)), ("'4+'", Quantity(4, True)), ("4.5", Quantity(4.5, False)),
+    ("'32+'", Quantity(32, True)),
+])
+def test_cpus_and_memory(tmp_path, written, quantity):
+    t = task(f"resources:\n  cpus: {written}\n  memory: {written}\n", tmp_path)
+    assert t.resources.cpus == quantity and t.resources.memory == quantity
+
+
+def test_ports(tmp_path):
+    t = task("resources:\n  ports: [8000, '10000-10010', '9000']\n", tmp_path)
+    assert t.resources.ports == ((8000, 8000), (10000, 10010), (9000, 9000))
+
+
+@pytest.mark.parametrize("infra, pins", [
+    ("aws", ("aws", None, None)),
+    ("aws/us-east-1", ("aws", "us-east-1", None)),
+    ("gcp/us-central1/us-central1-a", ("gcp", "us-central1", "us-central1-a")),
+    ("'*/us-east-1'", (None, "us-east-1", None)),
+])
+def test_infra(tmp_path, infra, pins):
+    t = task(f"resources:\n  infra: {infra}\n", tmp_path)
+    r = t.resources
+    assert (r.cloud, r.region, r.zone) == pins
+
+
+def test_any_of_expands_over_the_base(tmp_path):
+    t = task("""
+        resources:
+          accelerators: A100:8
+          use_spot: true
+          any_of:
+            - cloud: aws
+            - infra: gcp/us-central1
+              accelerators: H100:8
+        """, tmp_path)
+    reqs = t.resources.requirements_with()
+    assert [(r.cloud, r.region, r.accelerator, r.use_spot) for r in reqs] == [
+        ("aws", None, "A100", True), ("gcp", "us-central1", "H100", True)]
+    assert not t.resources.is_ordered
+
+
+def test_ordered_is_a_preference(tmp_path):
+    t = task("resources:\n  ordered:\n    - accelerators: L4\n    - accelerators: T4\n", tmp_path)
+    assert t.resources.is_ordered
+    assert [r.accelerator for r in t.resources.requirements_with()] == ["L4", "T4"]
+
+
+def test_command_line_overrides_apply_to_every_alternative(tmp_path):
+    t = task("resources:\n  infra: aws\n  any_of:\n    - region: us-east-1\n    - region: us-west-2\n",
+             tmp_path)
+    override = ResourceFields.model_validate({"accelerators": "H100:8", "use_spot": True})
+    reqs = t.resources.requirements_with(override)
+    assert [(r.cloud, r.region, r.accelerator, r.use_spot) for r in reqs] == [
+        ("aws", "us-east-1", "H100", True), ("aws", "us-west-2", "H100", True)]
+
+
+def test_region_override_keeps_the_cloud_from_infra(tmp_path):
+    t = task("resources:\n  infra: aws/us-east-1\n", tmp_path)
+    reqs = t.resources.requirements_with(ResourceFields.model_validate({"region": "us-west-2"}))
+    assert (reqs[0].cloud, reqs[0].region) == ("aws", "us-west-2")
+
+
+def test_envs_override_from_flag_and_environment(tmp_path, monkeypatch):
+    t = task("envs:\n  MODEL: qwen\n  HF_TOKEN: null\n  BATCH: 8\n", tmp_path)
+    assert t.envs == {"MODEL": "qwen", "HF_TOKEN": None, "BATCH": "8"}
+    with pytest.raises(SpecError, match="HF_TOKEN has no value"):
+        t.check_ready()
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    ready = t.with_overrides(["MODEL=llama", "HF_TOKEN"])
+    ready.check_ready()
+    assert ready.envs == {"MODEL": "llama", "HF_TOKEN": "hf_secret", "BATCH": "8"}
+    assert ready.source == t.source
+
+
+def test_full_skypilot_task_parses_unchanged(tmp_path):
+    (tmp_path / "app").mkdir()
+    t = task(f"""
+        name: qwen-serve
+        workdir: {tmp_path / 'app'}
+        num_nodes: 2
+        resources:
+          infra: aws/us-east-1
+          accelerators: {{A100: 8}}
+          cpus: 32+
+          memory: 256+
+          use_spot: true
+          disk_size: 512
+          disk_tier: best
+          ports: 8000
+          image_id: {{us-east-1: ami-0123}}
+          job_recovery: {{strategy: EAGER_NEXT_REGION, max_restarts_on_errors: 3}}
+          autostop: {{idle_minutes: 30, down: true}}
+          labels: {{team: ml}}
+        envs:
+          MODEL: Qwen/Qwen2.5-72B-Instruct
+        secrets:
+          HF_TOKEN: abc
+        file_mounts:
+          /data: s3://bucket/data
+          ~/cfg: {{source: gs://bucket/cfg, mode: COPY}}
+        setup: pip install vllm
+        run: vllm serve $MODEL --tensor-parallel-size $SKYPILOT_NUM_GPUS_PER_NODE
+        service:
+          readiness_probe:
+            path: /v1/models
+            initial_delay_seconds: 600
+            headers: {{Authorization: Bearer x}}
+          replica_policy:
+            min_replicas: 1
+            max_replicas: 4
+            target_qps_per_replica: 2.5
+            base_ondemand_fallback_replicas: 1
+          load_balancing_policy: least_load
+          ports: 8000
+        """, tmp_path)
+    t.check_ready()
+    assert t.num_nodes == 2 and t.resources.autostop.idle_minutes == 30
+    assert t.resources.job_recovery.max_restarts_on_errors == 3
+    assert t.service.probe.path == "/v1/models"
+    assert t.service.replica_policy.max_replicas == 4
+
+
+def test_service_short_forms(tmp_path):
+    t = task("service:\n  readiness_probe: /health\n  replicas: 2\n", tmp_path)
+    assert t.service.probe.path == "/health" and t.service.replicas == 2
+
+
+def test_autostop_forms():
+    for written, minutes in ((True, 5), (10, 10), ("2h", 120), ("30m", 30)):
+        t = task_from_mapping({"resources": {"autostop": written}}, "x.yaml")
+        assert t.resources.autostop.idle_minutes == minutes
