@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from catalog_math import cheapest_gcp_fixed, cheapest_whole_rows
 
 

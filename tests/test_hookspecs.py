@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 
 import pytest
-
 from skyk import hookspecs
 
 from conftest import REPO

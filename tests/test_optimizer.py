@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from skyk.catalog.offering import Offering
 from skyk.catalog.store import Catalog
 from skyk.errors import NoFeasibleResources

@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from skyk.plugins.manager import Kernel
 
 CLOUD_MODULE = '''

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from skyk.errors import SpecError
 from skyk.spec.resources import ResourceFields
 from skyk.spec.task import load_task, task_from_mapping

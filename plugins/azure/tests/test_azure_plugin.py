@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from skyk.plugins.manager import Kernel
 from skyk.testing import CloudPluginContract
 

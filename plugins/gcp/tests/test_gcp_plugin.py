@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
+from catalog_math import cheapest_gcp_fixed
 from skyk.plugins.manager import Kernel
 from skyk.testing import CloudPluginContract
-
-from catalog_math import cheapest_gcp_fixed
 
 SHARED = Path(__file__).resolve().parents[4] / "shared" / "catalogs"
 

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 
 from skyk.errors import SpecError
 
-
 # Letters people type for look-alike digits (A1OO, Al00); compared as digits.
 _LOOKALIKES = str.maketrans("oil", "011")
 

@@ -20,7 +20,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file=None
     cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=file)
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=file)
 
 
 def print_json(data: Any) -> None:

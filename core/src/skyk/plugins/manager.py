@@ -200,7 +200,7 @@ class Kernel:
         """
         offerings: dict[str, list] = {}
         errors: dict[str, str] = {}
-        for reg_name, plugin in self._pm.list_name_plugin():
+        for reg_name, _plugin in self._pm.list_name_plugin():
             kind, name, _ = self._origin[reg_name]
             if kind != "cloud":
                 continue

@@ -52,7 +52,7 @@ _N1_HOSTS = ("n1-standard-", "n1-highmem-", "n1-highcpu-")
 TPU_INSTANCE = "TPU-VM"
 
 
-@functools.lru_cache(maxsize=None)  # a few hundred machine types, ~30k rows
+@functools.cache  # a few hundred machine types, ~30k rows
 def fixed_gpu(instance_type: str) -> tuple[str, int] | None:
     """Return the (accelerator, count) a GCP machine type always carries, if any."""
     if instance_type in _G2_L4:
