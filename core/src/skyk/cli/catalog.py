@@ -29,15 +29,9 @@ def run(args) -> int:
     from skyk.catalog.store import catalog_dir
     from skyk.cli.output import warn_plugin_failures
     from skyk.errors import CatalogError
-    from skyk.optimizer.planner import check_cloud_names
-    from skyk.plugins.manager import Kernel
-    from skyk.spec.resources import Requirement
+    from skyk.optimizer.planner import load_clouds
 
-    names = None
-    if args.cloud:
-        names = check_cloud_names(
-            [Requirement(cloud=c.lower(), cloud_origin="--cloud") for c in args.cloud], "")
-    kernel = Kernel.load(("cloud",), names)
+    kernel = load_clouds(args.cloud, "--cloud")
     warn_plugin_failures(kernel)
     directory = catalog_dir()
     source = args.source or default_source()

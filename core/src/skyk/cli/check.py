@@ -15,15 +15,9 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     """Check each cloud's credentials and print the verdicts."""
-    from skyk.optimizer.planner import check_cloud_names
-    from skyk.plugins.manager import Kernel
-    from skyk.spec.resources import Requirement
+    from skyk.optimizer.planner import load_clouds
 
-    names = None
-    if args.clouds:
-        names = check_cloud_names(
-            [Requirement(cloud=c.lower(), cloud_origin="skyk check") for c in args.clouds], "")
-    kernel = Kernel.load(("cloud",), names)
+    kernel = load_clouds(args.clouds, "skyk check")
     rows = []
     for name, cloud in sorted(kernel.clouds().items()):
         result = cloud.check_credentials()

@@ -30,15 +30,10 @@ def run(args) -> int:
     from skyk.catalog.store import Catalog
     from skyk.cli.output import warn_plugin_failures
     from skyk.errors import SpecError
-    from skyk.optimizer.planner import check_cloud_names
-    from skyk.plugins.manager import Kernel
-    from skyk.spec.resources import Requirement
+    from skyk.optimizer.planner import load_clouds
     from skyk.spec.values import parse_accelerator
 
-    names = None
-    if args.cloud:
-        names = check_cloud_names([Requirement(cloud=args.cloud.lower(), cloud_origin="--cloud")], "")
-    kernel = Kernel.load(("cloud",), names)
+    kernel = load_clouds([args.cloud] if args.cloud else None, "--cloud")
     warn_plugin_failures(kernel)
     catalog = Catalog.load(kernel)
     for cloud, error in sorted(catalog.errors.items()):

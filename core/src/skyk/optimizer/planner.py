@@ -53,6 +53,18 @@ def check_cloud_names(requirements: list[Requirement], source: str) -> set[str] 
     return pinned  # type: ignore[return-value]
 
 
+def load_clouds(clouds: list[str] | None, origin: str) -> Kernel:
+    """Load the cloud plugins a command names (all when ``clouds`` is empty or None).
+
+    ``origin`` (a flag or command) prefixes the error for an unknown cloud.
+    """
+    names = None
+    if clouds:
+        names = check_cloud_names([Requirement(cloud=c.lower(), cloud_origin=origin)
+                                   for c in clouds], "")
+    return Kernel.load(("cloud",), names)
+
+
 def plan_task(task: Task, override: ResourceFields | None = None,
               blocked: Collection[Location] = (), flags: dict[str, str] | None = None
               ) -> PlannedTask:
