@@ -81,24 +81,22 @@ def test_a_broken_plugin_is_reported_and_the_rest_keep_working(skyk, site, tmp_p
     assert "plugin failed to load" in check.stdout and "fake credentials" in check.stdout
 
 
-def test_two_plugins_with_one_name_fail_naming_both(skyk, site):
-    fake_dist(site, "skyk-aws-fork", {"aws": "aws_fork"},
-              {"aws_fork": CLOUD_MODULE.format(cloud="aws")})
+@pytest.mark.parametrize("dist, entry, module, cloud, expected", [
+    # Two entry points with one name.
+    ("skyk-aws-fork", "aws", "aws_fork", "aws",
+     ["two cloud plugins are named 'aws'", "skyk-aws-fork 1.2.3", "skyk-aws "]),
+    # Two plugins registering one cloud name.
+    ("skyk-sneaky", "sneaky", "sneaky_plugin", "gcp",
+     ["two plugins provide the cloud 'gcp'", "skyk-sneaky 1.2.3", "skyk-gcp"]),
+], ids=["entry-point-name", "cloud-name"])
+def test_duplicate_names_fail_naming_both(skyk, site, dist, entry, module, cloud, expected):
+    fake_dist(site, dist, {entry: module}, {module: CLOUD_MODULE.format(cloud=cloud)})
     result = run_with(skyk, site, "check")
     assert result.returncode != 0
     line = result.stderr.strip()
-    assert "\n" not in line and "two cloud plugins are named 'aws'" in line
-    assert "skyk-aws-fork 1.2.3" in line and "skyk-aws " in line and "Traceback" not in line
-
-
-def test_two_plugins_registering_one_cloud_fail_naming_both(skyk, site):
-    fake_dist(site, "skyk-sneaky", {"sneaky": "sneaky_plugin"},
-              {"sneaky_plugin": CLOUD_MODULE.format(cloud="gcp")})
-    result = run_with(skyk, site, "check")
-    assert result.returncode != 0
-    line = result.stderr.strip()
-    assert "two plugins provide the cloud 'gcp'" in line
-    assert "skyk-sneaky 1.2.3" in line and "skyk-gcp" in line
+    assert "\n" not in line and "Traceback" not in line
+    for text in expected:
+        assert text in line
 
 
 def test_disabled_plugins_are_never_imported(skyk, site):

@@ -30,7 +30,8 @@ class Catalog:
 
     offerings: dict[str, list[Offering]]
     errors: dict[str, str] = field(default_factory=dict)
-    _by_accelerator: dict[str | None, list[Offering]] | None = None
+    _by_accelerator: dict[str | None, list[Offering]] | None = field(default=None, init=False,
+                                                                     repr=False)
 
     @classmethod
     def load(cls, kernel, directory: Path | None = None) -> Catalog:

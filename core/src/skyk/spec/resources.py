@@ -267,7 +267,6 @@ class Resources(ResourceFields):
         base = ResourceFields.model_validate(explicit)
         key = "any_of" if self.any_of else "ordered"
         alternatives = self.any_of or self.ordered or [ResourceFields()]
-        layers = [(self, "resources")]
         found: list[Requirement] = []
         for index, alternative in enumerate(alternatives):
             fields = base.merged(alternative)
