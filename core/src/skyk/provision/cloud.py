@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from skyk.provision.types import ClusterHandle, ProvisionRequest
+
+#: What a node really is doing, as ``status -r`` reports it.
+NodeState = Literal["running", "stopped", "missing"]
 
 
 @dataclass(frozen=True)
@@ -20,8 +26,11 @@ class Cloud(abc.ABC):
     """A cloud skyk can place work on.
 
     Subclasses set ``name`` (lower case, as users write it in ``cloud:`` and
-    ``infra:``) and implement :meth:`check_credentials`. Provisioning verbs
-    join this interface as the kernel grows them.
+    ``infra:``) and implement :meth:`check_credentials`. A cloud that can
+    run tasks also implements the provisioning verbs: :meth:`provision`,
+    :meth:`wait_ready`, :meth:`query`, :meth:`stop`, :meth:`start` and
+    :meth:`terminate`. Until it does, launching on it fails with an
+    ``unsupported`` error and the optimizer moves to another cloud.
     """
 
     name: ClassVar[str]
@@ -39,6 +48,49 @@ class Cloud(abc.ABC):
         Must not use the network: it reads environment variables and local
         files only, so ``skyk check`` is fast and works offline.
         """
+
+    def provision(self, request: ProvisionRequest) -> ClusterHandle:
+        """Create the nodes ``request`` asks for and return their handle.
+
+        Raise :class:`~skyk.provision.types.ProvisionError` with the scope
+        of the failure (zone, region or cloud) so failover can move on; clean
+        up any node this call made before raising.
+        """
+        raise self._unsupported()
+
+    def wait_ready(self, handle: ClusterHandle, timeout: float) -> None:
+        """Block until every node of ``handle`` accepts commands, or raise ``ProvisionError``."""
+        return None  # by default a node is usable as soon as provision returns
+
+    def query(self, handle: ClusterHandle) -> list[NodeState]:
+        """Return what each node of ``handle`` really is doing, head first."""
+        raise self._unsupported()
+
+    def stop(self, handle: ClusterHandle) -> None:
+        """Stop the nodes, keeping their disks, so :meth:`start` can bring them back."""
+        raise self._unsupported()
+
+    def start(self, handle: ClusterHandle) -> ClusterHandle:
+        """Start stopped nodes; return the handle (addresses may have changed)."""
+        raise self._unsupported()
+
+    def terminate(self, handle: ClusterHandle) -> None:
+        """Delete the nodes and everything made for them; succeed if already gone."""
+        raise self._unsupported()
+
+    def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:
+        """Return the shell command the head node's agent runs to stop (or tear down) itself.
+
+        ``None`` means the cloud cannot stop a node from inside, and autostop
+        is refused on it.
+        """
+        return None
+
+    def _unsupported(self) -> Exception:
+        from skyk.provision.types import ProvisionError
+
+        return ProvisionError("unsupported", "cloud",
+                              f"the {self.name} plugin cannot provision nodes in this version")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
