@@ -3,19 +3,35 @@
 Its single offering is the machine itself: its CPUs, memory and any NVIDIA
 GPUs ``nvidia-smi`` reports. Like SkyPilot's Kubernetes cloud it costs
 nothing, so it wins whenever it can run the task.
+
+Its nodes are sandboxes on this machine: a home directory and a process
+marker each (:mod:`skyk.builtin.local_sandbox`), and, when running as root,
+a network namespace with its own address (:mod:`skyk.builtin.local_network`,
+which also describes the loopback fallback). Nodes are ready the moment they
+exist; stopping one kills its processes and keeps its files and address.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+from skyk.agent.runners import LocalRunner, runner_from_spec
+from skyk.builtin import local_network as network
+from skyk.builtin import local_sandbox as sandbox
 from skyk.catalog.offering import Offering
+from skyk.catalog.store import skyk_home
 from skyk.hookspecs import hookimpl
-from skyk.provision.cloud import Cloud, CredentialCheck
+from skyk.provision.cloud import Cloud, CredentialCheck, NodeState
+from skyk.provision.types import ClusterHandle, NodeInfo, ProvisionError, ProvisionRequest
 
 NAME = "local"
 
@@ -89,6 +105,151 @@ class LocalCloud(Cloud):
         return Offering(cloud=NAME, instance_type="local", vcpus=float(os.cpu_count() or 1),
                         memory_gib=memory_gib(), region="local", zone=None, price=0.0,
                         spot_price=None, accelerator=accelerator, accelerator_count=float(count))
+
+    def provision(self, request: ProvisionRequest) -> ClusterHandle:
+        root = sandbox.cluster_root(request.cluster, request.uid)
+        markers = [f"{request.uid}-{rank}" for rank in range(request.num_nodes)]
+        namespaced = network.namespaces_enabled()
+        try:
+            subnet = network.bridge_subnet() if namespaced else network.LOOPBACK_SUBNET
+            # Not exist_ok: the directory is this attempt's alone, and is removed on failure.
+            root.mkdir(parents=True)
+        except (OSError, network.NetworkError) as exc:
+            raise ProvisionError("other", "cloud",
+                                 f"could not make local nodes for {request.cluster}: {exc}") from exc
+        # Everything terminate needs later; nodes: home, netns, veth, address.
+        extra = {"root": str(root), "subnet": str(subnet), "nodes": []}
+        try:
+            nodes = [{"home": str(home),
+                      "netns": network.namespace_name(marker) if namespaced else None,
+                      "veth": network.veth_name(marker) if namespaced else None}
+                     for home, marker in zip(sandbox.make_homes(root, request.num_nodes), markers,
+                                             strict=True)]
+            addresses = network.allocate(subnet, [{"owner": n["home"], "netns": n["netns"]}
+                                                  for n in nodes])
+            extra["nodes"] = [{**n, "address": a} for n, a in zip(nodes, addresses, strict=True)]
+            if namespaced:
+                network.ensure_bridge(subnet)
+                network.add_namespaces(extra["nodes"], subnet)
+        except BaseException as exc:
+            _destroy(extra, markers)
+            if isinstance(exc, (OSError, network.NetworkError)):
+                raise ProvisionError("other", "cloud",
+                                     f"could not make local nodes for {request.cluster}: {exc}") from exc
+            raise
+        offering = request.offering
+        nodes = tuple(NodeInfo(node_id=marker, internal_ip=node["address"], external_ip=None,
+                               runner=LocalRunner(node["home"], marker, node["netns"]).spec())
+                      for marker, node in zip(markers, extra["nodes"], strict=True))
+        return ClusterHandle(cluster=request.cluster, uid=request.uid, cloud=NAME,
+                             region=offering.region, zone=offering.zone,
+                             instance_type=offering.instance_type, use_spot=False, hourly_price=0.0,
+                             accelerator=offering.accelerator,
+                             accelerator_count=offering.accelerator_count, nodes=nodes, extra=extra)
+
+    def wait_ready(self, handle: ClusterHandle, timeout: float) -> None:
+        # Nodes are ready once they exist; check each one runs a command.
+        try:
+            procs = [runner_from_spec(n.runner).popen("true", stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.PIPE, text=True)
+                     for n in handle.nodes]
+        except OSError as exc:  # e.g. a node directory is gone
+            raise ProvisionError("other", "cloud", f"local node cannot run commands: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        for node, proc in zip(handle.nodes, procs, strict=True):
+            try:
+                _, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise ProvisionError("timeout", "cloud",
+                                     f"local node {node.node_id} did not answer in {timeout:g}s") from None
+            if proc.returncode != 0:
+                raise ProvisionError("other", "cloud", f"local node {node.node_id} cannot run"
+                                     f" commands: {err.strip() or proc.returncode}")
+
+    def query(self, handle: ClusterHandle) -> list[NodeState]:
+        stopped = sandbox.is_stopped(Path(handle.extra["root"]))
+        states: list[NodeState] = []
+        for node in handle.extra["nodes"]:
+            if not os.path.isdir(node["home"]):
+                states.append("missing")
+            elif stopped or (node["netns"] and not network.namespace_exists(node["netns"])):
+                # A namespace gone without stop() means the machine rebooted:
+                # the node's processes are gone, as after a stop.
+                states.append("stopped")
+            else:
+                states.append("running")
+        return states
+
+    def stop(self, handle: ClusterHandle) -> None:
+        root = Path(handle.extra["root"])
+        if not root.is_dir():
+            raise ProvisionError("other", "cloud", f"cluster {handle.cluster}'s directory {root} is gone")
+        _kill(handle.extra, [n.node_id for n in handle.nodes])
+        sandbox.mark_stopped(root)
+
+    def start(self, handle: ClusterHandle) -> ClusterHandle:
+        extra = handle.extra
+        root = Path(extra["root"])
+        if not all(os.path.isdir(n["home"]) for n in extra["nodes"]):
+            raise ProvisionError("other", "cloud", f"cluster {handle.cluster}'s directory {root} is gone")
+        subnet = ipaddress.IPv4Network(extra["subnet"])
+        try:
+            # A node without its namespace (or any loopback node) may have lost
+            # its address claim in a reboot: claim it again (rarely, it changes)
+            # and rebuild the namespace. Live namespaces keep their claims.
+            nodes, rebuild = [], []
+            for node in extra["nodes"]:
+                if node["netns"] and network.namespace_exists(node["netns"]):
+                    nodes.append(node)
+                    continue
+                claim = {"owner": node["home"], "netns": node["netns"]}
+                node = {**node, "address": network.keep(subnet, node["address"], claim)}
+                nodes.append(node)
+                if node["netns"]:
+                    rebuild.append(node)
+            if rebuild:
+                network.ensure_bridge(subnet)
+                network.add_namespaces(rebuild, subnet)
+        except (OSError, network.NetworkError) as exc:
+            raise ProvisionError("other", "cloud",
+                                 f"could not restart local nodes of {handle.cluster}: {exc}") from exc
+        sandbox.clear_stopped(root)
+        infos = tuple(dataclasses.replace(info, internal_ip=node["address"])
+                      for info, node in zip(handle.nodes, nodes, strict=True))
+        return dataclasses.replace(handle, nodes=infos, extra={**extra, "nodes": nodes})
+
+    def terminate(self, handle: ClusterHandle) -> None:
+        _destroy(handle.extra, [n.node_id for n in handle.nodes])
+
+    def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:
+        # The head node's agent runs this on this machine, with the client's
+        # skyk and state directory: the node cannot tear itself down otherwise.
+        verb = "down" if down else "stop"
+        return (f"SKYK_HOME={shlex.quote(str(skyk_home()))} {shlex.quote(sys.executable)}"
+                f" -m skyk {verb} {shlex.quote(handle.cluster)} -y")
+
+
+def _kill(extra: dict, markers: list[str]) -> None:
+    """Kill every process of the cluster's nodes."""
+    inodes = [network.namespace_inode(n["netns"]) for n in extra["nodes"] if n["netns"]]
+    sandbox.kill_processes(markers, [i for i in inodes if i is not None])
+
+
+def _destroy(extra: dict, markers: list[str]) -> None:
+    """Remove whatever exists of a cluster: processes, namespaces, addresses, files.
+
+    Each step tolerates what is already gone, so this serves terminate, a
+    repeated terminate, and cleaning up after a provision that failed midway.
+    """
+    _kill(extra, markers)
+    try:
+        network.delete_namespaces([n["netns"] for n in extra["nodes"] if n["netns"]])
+    except network.NetworkError as exc:
+        raise ProvisionError("other", "cloud", str(exc)) from exc
+    network.release({n["address"]: n["home"] for n in extra["nodes"]})
+    sandbox.remove(Path(extra["root"]))
 
 
 @hookimpl
