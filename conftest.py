@@ -33,7 +33,12 @@ def isolated_home(tmp_path, monkeypatch):
         if var.startswith(("AWS_", "AZURE_", "GOOGLE_", "CLOUDSDK_")) or var in (
                 "SKYK_DISABLE_PLUGINS", "SKYK_CATALOG_DIR", "SKYK_CATALOG_SOURCE"):
             monkeypatch.delenv(var, raising=False)
-    return home
+    yield home
+    if (home / ".skyk" / "local").is_dir():
+        # A test that made local clusters and did not tear them down must not
+        # leave their processes, namespaces or addresses to the next tests.
+        subprocess.run([sys.executable, "-m", "skyk", "down", "-a", "-y", "--purge"],
+                       capture_output=True, timeout=120)
 
 
 @pytest.fixture

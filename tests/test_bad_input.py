@@ -259,7 +259,7 @@ CASES = [
     flag_case("flag-infra-and-cloud", ("--infra", "aws", "--cloud", "gcp"), "not both"),
     flag_case("flag-unknown", ("--bogus-flag",), "--bogus-flag"),
     flag_case("flag-output-choice", ("-o", "yaml"), "invalid choice"),
-    cmd_case("launch-without-task", ("launch", "--dryrun"), "TASK.yaml"),
+    cmd_case("launch-without-task", ("launch", "--dryrun"), "TASK|CMD"),
     cmd_case("unknown-command", ("lanch", "task.yaml"), "invalid choice"),
 
     # --- other commands ---------------------------------------------------------------

@@ -95,10 +95,3 @@ def test_disabled_clouds_are_not_considered(skyk, tmp_path):
     out = plan(skyk, tmp_path, "resources:\n  accelerators: A100:8\n",
                env={"SKYK_DISABLE_PLUGINS": "gcp,azure"})
     assert {c["cloud"] for c in out["best_per_cloud"]} == {"aws"}
-
-
-def test_launch_without_dryrun_says_what_is_missing(skyk, tmp_path):
-    path = tmp_path / "task.yaml"
-    path.write_text("run: echo hi\n")
-    result = skyk("launch", str(path), "-y")
-    assert result.returncode != 0 and "--dryrun" in result.stderr

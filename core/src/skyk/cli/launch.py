@@ -1,10 +1,10 @@
-"""``skyk launch``: plan (and, with a provisioner, run) a task on the cheapest feasible cloud."""
+"""``skyk launch``: plan a task, provision the cheapest feasible cluster, run the task there."""
 
 from __future__ import annotations
 
 from skyk.cli.output import add_output_flag, money, print_json, print_table
 
-HELP = "Launch a task on the cheapest feasible cloud; --dryrun prints the plan only."
+HELP = "Launch a task (YAML or a command) on the cheapest feasible cloud; --dryrun plans only."
 
 #: command-line flag -> resources field it overrides
 _OVERRIDES = {
@@ -20,9 +20,17 @@ _JSON_CANDIDATES = 50
 
 def configure(parser) -> None:
     """Add this command's arguments."""
-    parser.add_argument("task", metavar="TASK.yaml", help="the task YAML file")
-    parser.add_argument("-c", "--cluster", metavar="NAME", help="cluster name")
+    parser.add_argument("task", metavar="TASK|CMD", help="a task YAML file, or a command to run")
+    parser.add_argument("-c", "--cluster", metavar="NAME", help="cluster name (new or existing)")
     parser.add_argument("--dryrun", action="store_true", help="print the plan, provision nothing")
+    parser.add_argument("-d", "--detach-run", dest="detach", action="store_true",
+                        help="return once the job is submitted, without streaming its output")
+    parser.add_argument("-i", "--idle-minutes-to-autostop", dest="idle_minutes", type=float, metavar="N",
+                        help="stop the cluster after N idle minutes (fractions allowed)")
+    parser.add_argument("--down", action="store_true",
+                        help="tear the cluster down (not stop) when idle; alone: once its jobs are done")
+    parser.add_argument("--retry-until-up", action="store_true",
+                        help="when every place fails, keep retrying with backoff until one works")
     parser.add_argument("--cloud", help="pin a cloud (aws, gcp, azure, local, ...)")
     parser.add_argument("--region", help="pin a region")
     parser.add_argument("--zone", help="pin a zone")
@@ -72,19 +80,36 @@ def resource_overrides(args):
         raise SpecError(f"flags: {error.message.split(': ', 2)[-1]}", hint=error.hint) from None
 
 
+def check_cluster_name(name: str, flag: str) -> str:
+    """Return ``name`` if it is a safe cluster name; else raise a one-line error naming ``flag``."""
+    from skyk.errors import SpecError
+    from skyk.spec.values import check_safe_name
+
+    try:
+        return check_safe_name(name, "cluster name")
+    except ValueError as exc:
+        message, _, hint = str(exc).partition(" | hint: ")
+        raise SpecError(f"{flag}{message}", hint=hint) from None
+
+
+def task_or_command(text: str):
+    """Load ``text`` as a task YAML file, or make a task that runs it as a command."""
+    import os
+
+    from skyk.spec.task import load_task, task_from_mapping
+
+    if os.path.exists(text) or text.endswith((".yaml", ".yml")):
+        return load_task(text)
+    return task_from_mapping({"run": text}, "<command>")
+
+
 def load(args):
     """Load the task with the command line applied; return (task, resource override)."""
     from skyk.errors import SpecError
-    from skyk.spec.task import load_task
-    from skyk.spec.values import check_safe_name
 
     if args.cluster is not None:
-        try:
-            check_safe_name(args.cluster, "cluster name")
-        except ValueError as exc:
-            message, _, hint = str(exc).partition(" | hint: ")
-            raise SpecError(f"-c: {message}", hint=hint) from None
-    task = load_task(args.task).with_overrides(args.env, args.secret)
+        check_cluster_name(args.cluster, "-c: ")
+    task = task_or_command(args.task).with_overrides(args.env, args.secret)
     if args.num_nodes is not None:
         if args.num_nodes < 1:
             raise SpecError(f"--num-nodes must be at least 1, got {args.num_nodes}",
@@ -109,14 +134,35 @@ def _row(candidate, chosen: bool) -> dict:
 
 
 def run(args) -> int:
+    """Print the plan (``--dryrun``), or launch the task and follow its job."""
+    task, override = load(args)
+    flags = {field: f"--{flag.replace('_', '-')}" for flag, field in _OVERRIDES.items()}
+    if args.dryrun:
+        return dry_run(args, task, override, flags)
+    from skyk.errors import SpecError
+    from skyk.lifecycle.launch import LaunchOptions, launch
+
+    if args.idle_minutes is not None and args.idle_minutes < 0:
+        raise SpecError(f"-i must be 0 or more minutes, got {args.idle_minutes:g}",
+                        hint="use 'skyk autostop NAME --cancel' to turn autostop off")
+    cluster = args.cluster or _generated_name()
+    return launch(task, LaunchOptions(cluster, override, flags, detach=args.detach,
+                                      idle_minutes=args.idle_minutes, down=args.down,
+                                      retry_until_up=args.retry_until_up))
+
+
+def _generated_name() -> str:
+    import secrets
+
+    return f"skyk-{secrets.token_hex(2)}"
+
+
+def dry_run(args, task, override, flags) -> int:
     """Plan the task; print the optimizer table (or JSON)."""
     from skyk.catalog.offering import format_count
     from skyk.cli.output import warn_plugin_failures
-    from skyk.errors import SkykError
     from skyk.optimizer.planner import plan_task
 
-    task, override = load(args)
-    flags = {field: f"--{flag.replace('_', '-')}" for flag, field in _OVERRIDES.items()}
     planned = plan_task(task, override, flags=flags)
     warn_plugin_failures(planned.kernel)
     plan = planned.plan
@@ -143,7 +189,4 @@ def run(args) -> int:
         print(f"\nConsidered {plan.considered} candidates on {clouds} cloud(s); "
               f"chose {best.offering.instance_type} on {best.offering.infra} "
               f"at ${best.hourly_cost:.2f}/h.")
-    if args.dryrun:
-        return 0
-    raise SkykError("this build of skyk can only plan; provisioning arrives with the cluster lifecycle",
-                    hint="add --dryrun to print the plan")
+    return 0

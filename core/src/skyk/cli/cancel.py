@@ -1,0 +1,36 @@
+"""``skyk cancel``: cancel jobs on a cluster."""
+
+from __future__ import annotations
+
+HELP = "Cancel jobs on a cluster (their processes on every node are killed)."
+
+
+def configure(parser) -> None:
+    """Add this command's arguments."""
+    parser.add_argument("cluster", metavar="NAME", help="the cluster")
+    parser.add_argument("jobs", nargs="*", type=int, metavar="JOB", help="job ids")
+    parser.add_argument("-a", "--all", action="store_true", help="cancel every unfinished job")
+
+
+def run(args) -> int:
+    """Cancel the named jobs, or all with ``-a``."""
+    from skyk.cli.launch import check_cluster_name
+    from skyk.errors import SpecError
+    from skyk.lifecycle.lookup import head_client, require_up
+    from skyk.lifecycle.progress import say
+    from skyk.state import db
+
+    check_cluster_name(args.cluster, "")
+    if args.all == bool(args.jobs):
+        raise SpecError("give job ids or -a (not both)", hint=f"skyk cancel {args.cluster} 3, or -a for all")
+    _, handle = require_up(db.connect(), args.cluster)
+    client = head_client(handle)
+    if args.jobs:
+        for job_id in args.jobs:
+            client.job(job_id)  # unknown ids are errors, before anything is cancelled
+    cancelled = client.cancel(None if args.all else args.jobs)
+    if cancelled:
+        say(f"Cancelled job(s) {', '.join(map(str, cancelled))} on cluster {args.cluster}")
+    else:
+        say("No unfinished job to cancel")
+    return 0

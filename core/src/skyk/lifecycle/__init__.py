@@ -1,0 +1,1 @@
+"""Cluster lifecycle: launch, exec, stop, start, down and reconciling state with reality."""

@@ -1,0 +1,99 @@
+"""Stopping, starting and tearing down clusters, and reconciling state with what really runs."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from skyk.lifecycle import lookup, nodes
+from skyk.lifecycle.progress import step
+from skyk.provision.types import ClusterHandle
+from skyk.state import clusters
+from skyk.state.clusters import ClusterRecord
+
+#: seconds to wait for an agent to cancel its jobs before the nodes go anyway
+_SHUTDOWN_TIMEOUT = 15
+
+
+def _shutdown_agent(handle: ClusterHandle) -> None:
+    """Cancel the cluster's jobs on every node; best effort, the nodes go next anyway."""
+    from skyk.errors import SkykError
+
+    try:
+        lookup.head_client(handle, timeout=_SHUTDOWN_TIMEOUT).shutdown()
+    except (SkykError, OSError):
+        pass
+
+
+def teardown(conn: sqlite3.Connection, record: ClusterRecord, purge: bool = False) -> None:
+    """Terminate a cluster's nodes and forget it.
+
+    With ``purge``, a cluster whose cloud plugin is gone (or fails) is
+    forgotten anyway, as SkyPilot's ``down --purge`` does.
+    """
+    if record.handle is not None:
+        try:
+            cloud = lookup.cloud_of(record.handle.cloud)
+            _shutdown_agent(record.handle)
+            cloud.terminate(record.handle)
+        except Exception:
+            if not purge:
+                raise
+    clusters.remove(conn, record.name)
+
+
+def stop_cluster(conn: sqlite3.Connection, record: ClusterRecord) -> None:
+    """Stop an UP (or half-made) cluster's nodes, keeping their disks."""
+    cloud = lookup.cloud_of(record.handle.cloud)
+    _shutdown_agent(record.handle)
+    cloud.stop(record.handle)
+    clusters.set_status(conn, record.name, clusters.STOPPED)
+
+
+def start_cluster(conn: sqlite3.Connection, record: ClusterRecord):
+    """Start a stopped cluster and its agent; return (handle, agent client)."""
+    cloud = lookup.cloud_of(record.handle.cloud)
+    clusters.set_status(conn, record.name, clusters.INIT, note="starting", owner_pid=os.getpid())
+    with step(f"Starting cluster {record.name} on {record.handle.infra}"):
+        handle = cloud.start(record.handle)
+        clusters.set_handle(conn, record.name, handle)
+        cloud.wait_ready(handle, 600)
+        client = nodes.start_agent(handle, cloud)
+        if record.autostop_minutes is not None:
+            client.autostop(record.autostop_minutes, record.autostop_down)
+    clusters.set_status(conn, record.name, clusters.UP)
+    return handle, client
+
+
+def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | None:
+    """Ask the cloud and the agent what really runs; update and return the record (None: gone).
+
+    A cluster another skyk process is working on is left as it is.
+    """
+    if lookup.owner_alive(record):
+        return record
+    if record.handle is None:
+        note = "launch was interrupted before any node existed"
+        clusters.set_status(conn, record.name, clusters.INIT, note=note)
+        return clusters.get(conn, record.name)
+    cloud = lookup.cloud_of(record.handle.cloud)
+    states = cloud.query(record.handle)
+    if all(s == "missing" for s in states):
+        clusters.remove(conn, record.name)
+        return None
+    if all(s == "stopped" for s in states):
+        status, note = clusters.STOPPED, None
+    elif all(s == "running" for s in states):
+        health = lookup.head_client(record.handle).health()
+        if health and health.get("alive"):
+            status, note = clusters.UP, None
+        elif record.status == clusters.INIT and record.note:
+            status, note = clusters.INIT, record.note
+        else:
+            status, note = clusters.INIT, "node agent is not running (processes killed?)"
+    else:
+        status = clusters.INIT
+        note = "nodes: " + ", ".join(f"{i}={s}" for i, s in enumerate(states))
+    if (status, note) != (record.status, record.note):
+        clusters.set_status(conn, record.name, status, note=note)
+    return clusters.get(conn, record.name)

@@ -1,0 +1,144 @@
+"""``launch`` and ``exec``: from a task to a job running on a cluster."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from skyk.errors import SkykError
+from skyk.lifecycle import lookup, nodes
+from skyk.lifecycle.jobs import follow, job_spec
+from skyk.lifecycle.progress import say, step
+from skyk.spec.resources import ResourceFields
+from skyk.spec.task import Task
+from skyk.state import clusters, db
+from skyk.state.locks import cluster_lock
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How to launch: the cluster, command-line overrides and behaviour flags."""
+
+    cluster: str
+    override: ResourceFields | None = None
+    flags: dict[str, str] | None = None
+    detach: bool = False
+    idle_minutes: float | None = None
+    down: bool = False
+    retry_until_up: bool = False
+
+
+def launch(task: Task, options: LaunchOptions) -> int:
+    """Provision (or reuse) the cluster, run ``setup`` then ``run`` as a job; return the exit code."""
+    conn = db.connect()
+    name = options.cluster
+    with cluster_lock(name):
+        record = clusters.get(conn, name)
+        if record is not None and record.status == clusters.UP:
+            say(f"Reusing cluster {name} on {record.handle.infra}")
+            handle = record.handle
+            nodes.check_mounts(task, handle.cloud)
+            client = lookup.head_client(handle)
+        elif record is not None and record.status == clusters.STOPPED:
+            from skyk.lifecycle.control import start_cluster
+
+            nodes.check_mounts(task, record.handle.cloud)
+            handle, client = start_cluster(conn, record)
+        else:
+            if record is not None and record.handle is not None:
+                from skyk.lifecycle.control import teardown
+
+                with step(f"Cleaning up the unfinished cluster {name}"):
+                    teardown(conn, record)
+            handle, client = _provision(conn, task, options)
+        if task.workdir or task.file_mounts:
+            with step("Syncing workdir and file mounts"):
+                nodes.sync_files(handle, task)
+        idle, down = options.idle_minutes, options.down
+        if down and idle is None:
+            idle = 0.0  # --down alone: tear down as soon as the jobs are done
+        if idle is None and task.resources.autostop is not None:
+            idle, down = task.resources.autostop.idle_minutes, task.resources.autostop.down
+        if idle is not None:
+            set_autostop(conn, handle, client, idle, down)
+        clusters.set_status(conn, name, clusters.UP)
+        job_id = _submit(client, name, task, with_setup=True)
+    # Outside the lock: following a log must not keep 'down' or 'stop' waiting.
+    return _follow_or_detach(client, name, job_id, options.detach)
+
+
+def _provision(conn, task: Task, options: LaunchOptions):
+    from skyk.optimizer.planner import plan_task
+    from skyk.provision.failover import ProvisionFailed, provision_with_failover
+
+    planned = plan_task(task, options.override, flags=options.flags)
+    for cloud_name in {c.offering.cloud for c in planned.plan.candidates}:
+        nodes.check_mounts(task, cloud_name)
+    name = options.cluster
+    clusters.begin_launch(conn, name, os.getpid())
+    try:
+        handle = provision_with_failover(planned, name, retry_until_up=options.retry_until_up,
+                                         progress=say,
+                                         on_handle=lambda h: clusters.set_handle(db.connect(), name, h))
+    except ProvisionFailed:
+        clusters.remove(conn, name)  # every attempt cleaned up after itself
+        raise
+    except BaseException:
+        record = clusters.get(conn, name)
+        if record is not None and record.handle is None:
+            clusters.remove(conn, name)  # interrupted before any node existed
+        raise
+    clusters.set_handle(conn, name, handle)
+    cloud = planned.kernel.clouds()[handle.cloud]
+    try:
+        with step(f"Starting the node agent on {len(handle.nodes)} node(s)"):
+            client = nodes.start_agent(handle, cloud)
+    except Exception as exc:
+        clusters.set_status(conn, name, clusters.INIT, note=f"agent did not start: {exc}")
+        raise SkykError(f"cluster {name}: the node agent did not start: {exc}",
+                        hint=f"'skyk down {name}' cleans up; 'skyk status -r {name}' checks it") from None
+    return handle, client
+
+
+def set_autostop(conn, handle, client, idle_minutes: float | None, down: bool) -> None:
+    """Tell the head's agent and the state database the autostop setting (None cancels)."""
+    if idle_minutes is not None:
+        cloud = lookup.cloud_of(handle.cloud)
+        if cloud.autostop_command(handle, down) is None:
+            raise SkykError(f"the {handle.cloud} cloud cannot {'tear down' if down else 'stop'} its"
+                            " nodes from inside, so autostop is not available there",
+                            hint="stop the cluster yourself with 'skyk stop'")
+    client.autostop(idle_minutes, down)
+    clusters.set_autostop(conn, handle.cluster, idle_minutes, down)
+
+
+def _submit(client, name: str, task: Task, with_setup: bool) -> int | None:
+    if not (task.run or (with_setup and task.setup)):
+        say(f"✓ Cluster {name} is UP (the task has no run command)")
+        return None
+    return client.submit(job_spec(task, with_setup))
+
+
+def _follow_or_detach(client, name: str, job_id: int | None, detach: bool) -> int:
+    if job_id is None:
+        return 0
+    if detach:
+        say(f"✓ Job {job_id} submitted to cluster {name}. Follow it with: skyk logs {name} {job_id}")
+        return 0
+    say(f"✓ Job {job_id} submitted to cluster {name}; streaming its output (Ctrl-C detaches)")
+    return follow(client, name, job_id)
+
+
+def execute(task: Task, cluster: str, detach: bool) -> int:
+    """Run ``task``'s ``run`` on an UP cluster, without provisioning or ``setup``."""
+    conn = db.connect()
+    _, handle = lookup.require_up(conn, cluster)
+    if task.num_nodes > len(handle.nodes):
+        raise SkykError(f"the task needs {task.num_nodes} nodes but cluster {cluster} has {len(handle.nodes)}",
+                        hint="launch a bigger cluster with skyk launch --num-nodes")
+    nodes.check_mounts(task, handle.cloud)
+    if task.workdir or task.file_mounts:
+        with step("Syncing workdir and file mounts"):
+            nodes.sync_files(handle, task)
+    client = lookup.head_client(handle)
+    return _follow_or_detach(client, cluster, _submit(client, cluster, task, with_setup=False), detach)

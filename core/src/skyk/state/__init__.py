@@ -1,0 +1,1 @@
+"""What skyk remembers between commands: clusters and their cost, in SQLite."""

@@ -1,0 +1,149 @@
+"""Cluster records and their usage intervals (for ``cost-report``)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from skyk.provision.types import ClusterHandle
+from skyk.state.db import transaction
+
+#: Provisioning or repairing; the nodes may be partly made.
+INIT = "INIT"
+#: Nodes up and the agent running.
+UP = "UP"
+#: Nodes stopped; disks kept.
+STOPPED = "STOPPED"
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """A cluster as the state database knows it."""
+
+    name: str
+    status: str
+    handle: ClusterHandle | None
+    launched_at: float
+    status_at: float
+    autostop_minutes: float | None
+    autostop_down: bool
+    #: the ``skyk`` process working on the cluster right now, if any
+    owner_pid: int | None
+    #: why the status is what it is, when that is not obvious (e.g. "agent not running")
+    note: str | None
+
+
+def _record(row: sqlite3.Row) -> ClusterRecord:
+    return ClusterRecord(
+        name=row["name"], status=row["status"],
+        handle=ClusterHandle.from_json(row["handle"]) if row["handle"] else None,
+        launched_at=row["launched_at"], status_at=row["status_at"],
+        autostop_minutes=row["autostop_minutes"], autostop_down=bool(row["autostop_down"]),
+        owner_pid=row["owner_pid"], note=row["note"])
+
+
+def get(conn: sqlite3.Connection, name: str) -> ClusterRecord | None:
+    """Return the cluster called ``name``, or None."""
+    row = conn.execute("SELECT * FROM clusters WHERE name = ?", (name,)).fetchone()
+    return _record(row) if row else None
+
+
+def list_clusters(conn: sqlite3.Connection) -> list[ClusterRecord]:
+    """Return every cluster, most recently launched first."""
+    rows = conn.execute("SELECT * FROM clusters ORDER BY launched_at DESC, name").fetchall()
+    return [_record(r) for r in rows]
+
+
+def begin_launch(conn: sqlite3.Connection, name: str, owner_pid: int) -> None:
+    """Record that ``owner_pid`` is provisioning cluster ``name`` (status INIT, no nodes yet)."""
+    now = time.time()
+    with transaction(conn):
+        conn.execute("INSERT INTO clusters (name, status, launched_at, status_at, owner_pid)"
+                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET status = excluded.status,"
+                     " status_at = excluded.status_at, owner_pid = excluded.owner_pid, note = NULL",
+                     (name, INIT, now, now, owner_pid))
+
+
+def set_handle(conn: sqlite3.Connection, name: str, handle: ClusterHandle) -> None:
+    """Remember the nodes of ``name`` as soon as they exist, so teardown can find them."""
+    with transaction(conn):
+        conn.execute("UPDATE clusters SET handle = ?, launched_at = ? WHERE name = ?",
+                     (handle.to_json(), time.time(), name))
+
+
+def set_status(conn: sqlite3.Connection, name: str, status: str, note: str | None = None,
+               owner_pid: int | None = None) -> None:
+    """Change a cluster's status; track usage for ``cost-report`` as nodes start and stop."""
+    now = time.time()
+    with transaction(conn):
+        row = conn.execute("SELECT status, handle FROM clusters WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return
+        conn.execute("UPDATE clusters SET status = ?, status_at = ?, note = ?, owner_pid = ?"
+                     " WHERE name = ?", (status, now, note, owner_pid, name))
+        if status == UP and row["handle"]:
+            _start_usage(conn, ClusterHandle.from_json(row["handle"]), now)
+        elif status == STOPPED:
+            _end_usage(conn, name, now)
+
+
+def set_autostop(conn: sqlite3.Connection, name: str, idle_minutes: float | None, down: bool) -> None:
+    """Remember the autostop setting shown by ``status``."""
+    with transaction(conn):
+        conn.execute("UPDATE clusters SET autostop_minutes = ?, autostop_down = ? WHERE name = ?",
+                     (idle_minutes, int(down), name))
+
+
+def remove(conn: sqlite3.Connection, name: str) -> None:
+    """Forget a torn-down cluster, closing its usage interval."""
+    with transaction(conn):
+        _end_usage(conn, name, time.time())
+        conn.execute("DELETE FROM clusters WHERE name = ?", (name,))
+
+
+def _start_usage(conn: sqlite3.Connection, handle: ClusterHandle, now: float) -> None:
+    open_row = conn.execute("SELECT 1 FROM usage WHERE cluster = ? AND ended_at IS NULL",
+                            (handle.cluster,)).fetchone()
+    if open_row:
+        return
+    resources = handle.instance_type + (f" ({handle.accelerator}:{handle.accelerator_count:g})"
+                                        if handle.accelerator else "")
+    conn.execute("INSERT INTO usage (cluster, uid, infra, resources, num_nodes, hourly_price, started_at)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (handle.cluster, handle.uid, handle.infra, resources + (" [spot]" if handle.use_spot else ""),
+                  len(handle.nodes), handle.hourly_price, now))
+
+
+def _end_usage(conn: sqlite3.Connection, name: str, now: float) -> None:
+    conn.execute("UPDATE usage SET ended_at = ? WHERE cluster = ? AND ended_at IS NULL", (now, name))
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One cluster launch's bill: how long its nodes ran and what that cost."""
+
+    cluster: str
+    infra: str
+    resources: str
+    num_nodes: int
+    #: per node
+    hourly_price: float
+    started_at: float
+    seconds: float
+    #: all nodes, USD
+    cost: float
+    running: bool
+
+
+def usage_report(conn: sqlite3.Connection) -> list[Usage]:
+    """Return usage per cluster launch (one launch may span stops and starts), newest first."""
+    now = time.time()
+    rows = conn.execute("SELECT cluster, uid, infra, resources, num_nodes, hourly_price,"
+                        " MIN(started_at) AS started_at,"
+                        " SUM(COALESCE(ended_at, ?) - started_at) AS seconds,"
+                        " MAX(ended_at IS NULL) AS running"
+                        " FROM usage GROUP BY cluster, uid ORDER BY started_at DESC", (now,)).fetchall()
+    return [Usage(r["cluster"], r["infra"], r["resources"], r["num_nodes"], r["hourly_price"],
+                  r["started_at"], r["seconds"], r["hourly_price"] * r["num_nodes"] * r["seconds"] / 3600,
+                  bool(r["running"])) for r in rows]

@@ -1,0 +1,1 @@
+"""Flaky cloud: local sandboxes sold in four zones, failing where FLAKY_FAIL says."""

@@ -1,0 +1,93 @@
+"""Failover through the real CLI, with the flaky test cloud failing in chosen zones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from lifecycle_helpers import node_processes, status_json, wait_for
+
+
+def _attempted(path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_launch_lands_in_the_third_cheapest_zone_and_lists_attempts(skyk, tmp_path):
+    attempts = tmp_path / "attempts"
+    env = {"FLAKY_FAIL": "flaky-east-1a=capacity,flaky-east-1b=quota", "FLAKY_ATTEMPTS": str(attempts)}
+    result = skyk("launch", "-c", "ft", "--cloud", "flaky", "echo landed", "-y", env=env)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "landed" in result.stdout
+        assert _attempted(attempts) == ["flaky-east-1a", "flaky-east-1b", "flaky-west-1a"]
+        assert "capacity: injected capacity failure in flaky-east-1a" in result.stderr
+        assert "quota: injected quota failure in flaky-east-1b" in result.stderr
+        [cluster] = status_json(skyk)
+        assert (cluster["cloud"], cluster["region"], cluster["zone"]) == ("flaky", "flaky-west-1", "flaky-west-1a")
+        assert cluster["hourly_price"] == 0.30
+    finally:
+        skyk("down", "ft", "-y")
+
+
+def test_region_scoped_failure_skips_the_rest_of_the_region(skyk, tmp_path):
+    attempts = tmp_path / "attempts"
+    env = {"FLAKY_FAIL": "flaky-east-1a=outage:region", "FLAKY_ATTEMPTS": str(attempts)}
+    result = skyk("launch", "-c", "fr", "--cloud", "flaky", "-d", "true", "-y", env=env)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert _attempted(attempts) == ["flaky-east-1a", "flaky-west-1a"]
+    finally:
+        skyk("down", "fr", "-y")
+
+
+def test_every_zone_failing_lists_every_attempt_in_one_line(skyk, tmp_path):
+    result = skyk("launch", "-c", "fa", "--cloud", "flaky", "echo never", "-y",
+                  env={"FLAKY_FAIL": "*=capacity"})
+    assert result.returncode == 3
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("skyk: error: could not provision cluster fa after 4 attempt(s)")
+    for zone in ("flaky-east-1a", "flaky-east-1b", "flaky-west-1a", "flaky-west-1b"):
+        assert zone in error
+    assert "--retry-until-up" in error and "Traceback" not in result.stderr
+    assert status_json(skyk) == []
+
+
+def test_a_hanging_region_times_out_and_the_search_moves_on(skyk, tmp_path):
+    attempts = tmp_path / "attempts"
+    env = {"FLAKY_HANG": "flaky-east-1a", "SKYK_PROVISION_TIMEOUT": "1", "FLAKY_ATTEMPTS": str(attempts)}
+    result = skyk("launch", "-c", "fh", "--cloud", "flaky", "-d", "true", "-y", env=env)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "timeout: no answer after 1s" in result.stderr
+        # the whole region is blocked, so east-1b is not tried
+        assert _attempted(attempts) == ["flaky-east-1a", "flaky-west-1a"]
+    finally:
+        skyk("down", "fh", "-y")
+
+
+def test_retry_until_up_backs_off_until_interrupted(shared_catalogs, tmp_path):
+    attempts = tmp_path / "attempts"
+    env = dict(os.environ, SKYK_CATALOG_DIR=str(shared_catalogs), FLAKY_FAIL="*=capacity",
+               FLAKY_ATTEMPTS=str(attempts), SKYK_RETRY_BACKOFF="0.2")
+    proc = subprocess.Popen([sys.executable, "-m", "skyk", "launch", "-c", "fz", "--cloud", "flaky",
+                             "--retry-until-up", "echo never", "-y"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(_attempted(attempts)) >= 12, timeout=30, what="three rounds of attempts")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "retrying in 0.2s" in stderr and "retrying in 0.4s" in stderr and "retrying in 0.8s" in stderr
+    assert "Traceback" not in stderr
+    time.sleep(0.2)
+    count = len(_attempted(attempts))
+    time.sleep(1)
+    assert len(_attempted(attempts)) == count, "still trying after the interrupt"
+    result = subprocess.run([sys.executable, "-m", "skyk", "status", "-o", "json"], env=env,
+                            capture_output=True, text=True)
+    assert result.stdout.strip() == "[]"
+    assert node_processes() == {}

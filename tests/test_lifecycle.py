@@ -1,0 +1,143 @@
+"""End to end through the real CLI on the local cloud: launch, logs, exec, queue, cancel,
+stop, start, down, multi-node, ports, autostop, and cleanup."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from lifecycle_helpers import (
+    cmdlines,
+    netns_available,
+    node_processes,
+    sandboxes,
+    status_json,
+    wait_for,
+)
+
+
+@pytest.fixture
+def cli(skyk, isolated_home):
+    """The skyk CLI; tears every cluster down afterwards and checks nothing is left."""
+    yield skyk
+    skyk("down", "-a", "-y", "--purge")
+    assert node_processes() == {}, "node processes left behind"
+    assert sandboxes(isolated_home) == [], "sandbox directories left behind"
+
+
+def _jobs(cli, cluster: str) -> dict[int, dict]:
+    result = cli("queue", cluster, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return {job["id"]: job for job in json.loads(result.stdout)[cluster]}
+
+
+def test_full_lifecycle_through_the_cli(cli, isolated_home, tmp_path):
+    task = tmp_path / "task.yaml"
+    task.write_text("name: life\nsetup: echo setting-up\nrun: echo hello from rank $SKYK_NODE_RANK\n")
+    launched = cli("launch", "-c", "life", str(task), "-y")
+    assert launched.returncode == 0, launched.stderr
+    assert "setting-up" in launched.stdout and "hello from rank 0" in launched.stdout
+    assert "SUCCEEDED" in launched.stderr
+
+    logs = cli("logs", "life", "1", "--no-follow")
+    assert logs.returncode == 0 and "hello from rank 0" in logs.stdout
+
+    again = cli("exec", "life", "echo ran-without-setup")
+    assert again.returncode == 0, again.stderr
+    assert "ran-without-setup" in again.stdout and "setting-up" not in again.stdout
+
+    assert cli("exec", "life", "-d", "sleep 60").returncode == 0          # job 3
+    assert cli("exec", "life", "-d", "echo after-cancel").returncode == 0  # job 4
+    jobs = wait_for(lambda: (j := _jobs(cli, "life"))[3]["status"] == "RUNNING" and j, what="job 3 running")
+    assert jobs[4]["status"] == "PENDING"
+    assert [jobs[1]["status"], jobs[2]["status"]] == ["SUCCEEDED", "SUCCEEDED"]
+    cancelled = cli("cancel", "life", "3")
+    assert cancelled.returncode == 0, cancelled.stderr
+    jobs = wait_for(lambda: (j := _jobs(cli, "life"))[4]["status"] == "SUCCEEDED" and j, what="job 4 done")
+    assert jobs[3]["status"] == "CANCELLED"
+    assert "sleep 60" not in " ".join(cmdlines(node_processes()))
+
+    stopped = cli("stop", "life", "-y")
+    assert stopped.returncode == 0, stopped.stderr
+    assert [c["status"] for c in status_json(cli)] == ["STOPPED"]
+    assert node_processes() == {}
+    assert cli("exec", "life", "echo no").returncode != 0
+
+    started = cli("start", "life")
+    assert started.returncode == 0, started.stderr
+    assert [c["status"] for c in status_json(cli)] == ["UP"]
+    back = cli("exec", "life", "echo back")
+    assert back.returncode == 0 and "back" in back.stdout
+    assert 4 in _jobs(cli, "life"), "the job queue survives stop and start"
+
+    down = cli("down", "life", "-y")
+    assert down.returncode == 0, down.stderr
+    assert status_json(cli) == []
+    assert node_processes() == {}
+    assert sandboxes(isolated_home) == []
+    report = cli("cost-report", "-o", "json")
+    assert report.returncode == 0 and json.loads(report.stdout)[0]["cluster"] == "life"
+
+
+def test_two_nodes_print_their_rank_and_ips(cli):
+    run = ('echo "rank=$SKYK_NODE_RANK sky=$SKYPILOT_NODE_RANK nodes=$SKYK_NUM_NODES'
+           ' ips=$(echo $SKYK_NODE_IPS | tr " " ,) same=$([ "$SKYK_NODE_IPS" = "$SKYPILOT_NODE_IPS" ] && echo y)"')
+    result = cli("launch", "-c", "pair", "--num-nodes", "2", run, "-y")
+    assert result.returncode == 0, result.stderr
+    [cluster] = status_json(cli)
+    ips = ",".join(cluster["node_ips"])
+    assert len(set(cluster["node_ips"])) == 2
+    for rank in (0, 1):
+        assert f"rank={rank} sky={rank} nodes=2 ips={ips} same=y" in result.stdout
+    assert "(head, rank=0)" in result.stdout and "(worker1, rank=1)" in result.stdout
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip netns for per-node addresses")
+def test_two_clusters_serve_port_8000_side_by_side(cli, tmp_path):
+    run = 'echo "I am $SKYK_CLUSTER_NAME" > index.html && exec python3 -m http.server 8000 --bind 0.0.0.0'
+    for name in ("web-a", "web-b"):
+        result = cli("launch", "-c", name, "-d", run, "-y")
+        assert result.returncode == 0, result.stderr
+    for name in ("web-a", "web-b"):
+        endpoint = cli("status", "--endpoint", "8000", name)
+        assert endpoint.returncode == 0, endpoint.stderr
+        address = endpoint.stdout.strip()
+        assert address.endswith(":8000") and "\n" not in address
+
+        def fetch(address=address):
+            try:
+                return urllib.request.urlopen(f"http://{address}/index.html", timeout=2).read().decode()
+            except OSError:
+                return None
+
+        assert wait_for(fetch, what=f"{name} serving") == f"I am {name}\n"
+    ip = cli("status", "--ip", "web-a").stdout.strip()
+    assert ip == cli("status", "--endpoint", "8000", "web-a").stdout.strip().rsplit(":", 1)[0]
+
+
+def test_autostop_stops_and_autodown_tears_down(cli):
+    assert cli("launch", "-c", "idle-stop", "-i", "0.02", "echo hi", "-y").returncode == 0
+    assert cli("launch", "-c", "idle-down", "--down", "echo hi", "-y").returncode == 0
+
+    def statuses():
+        return {c["name"]: c["status"] for c in status_json(cli)}
+
+    wait_for(lambda: statuses() == {"idle-stop": "STOPPED"}, timeout=60, interval=0.5,
+             what="autostop to stop one cluster and tear the other down")
+    assert node_processes() == {}
+
+
+def test_down_all_of_ten_clusters_leaves_nothing(cli, isolated_home):
+    import concurrent.futures
+
+    names = [f"many-{i}" for i in range(10)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda n: cli("launch", "-c", n, "-d", "sleep 300 & sleep 300", "-y"), names))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
+    wait_for(lambda: len(set(node_processes().values())) == 10, what="ten nodes running")
+    down = cli("down", "-a", "-y")
+    assert down.returncode == 0, down.stderr
+    assert status_json(cli) == []
+    assert node_processes() == {}
+    assert sandboxes(isolated_home) == []

@@ -1,0 +1,152 @@
+"""Concurrency, interrupted launches and bad input on the cluster commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from lifecycle_helpers import cmdlines, node_processes, sandboxes, status_json, wait_for
+
+
+def test_twenty_parallel_launch_and_down_keep_the_state_sound(shared_catalogs, isolated_home):
+    env = dict(os.environ, SKYK_CATALOG_DIR=str(shared_catalogs))
+    script = (f"set -e; {sys.executable} -m skyk launch -c p$I -d 'echo hi' -y;"
+              f" {sys.executable} -m skyk status -o json > /dev/null; {sys.executable} -m skyk down p$I -y")
+    procs = [subprocess.Popen(["bash", "-c", script], env=dict(env, I=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(20)]
+    outcomes = [(p.wait(timeout=240), p.stderr.read()) for p in procs]
+    failed = [err for code, err in outcomes if code != 0]
+    assert not failed, failed[0]
+    db = isolated_home / ".skyk" / "state.db"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT COUNT(*) FROM clusters").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0] == 20
+    assert node_processes() == {}
+    assert sandboxes(isolated_home) == []
+
+
+@pytest.mark.parametrize("hang", ["FLAKY_WAIT_HANG", "FLAKY_HANG"])
+def test_killed_launch_is_reported_by_status_refresh_and_cleaned_by_down(skyk, shared_catalogs,
+                                                                         isolated_home, hang):
+    env = dict(os.environ, SKYK_CATALOG_DIR=str(shared_catalogs), **{hang: "flaky-east-1a" if
+                                                                       hang == "FLAKY_HANG" else "1"})
+    proc = subprocess.Popen([sys.executable, "-m", "skyk", "launch", "-c", "killed", "--cloud", "flaky",
+                             "echo never", "-y"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        if hang == "FLAKY_WAIT_HANG":
+            wait_for(lambda: sandboxes(isolated_home), what="nodes to exist")
+        wait_for(lambda: status_json(skyk), what="the cluster record")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    refreshed = skyk("status", "-r", "-o", "json")
+    assert refreshed.returncode == 0, refreshed.stderr
+    [cluster] = [c for c in __import__("json").loads(refreshed.stdout)]
+    assert cluster["status"] == "INIT" and cluster["note"]
+    down = skyk("down", "killed", "-y")
+    assert down.returncode == 0, down.stderr
+    assert status_json(skyk) == []
+    assert sandboxes(isolated_home) == []
+    assert node_processes() == {}
+
+
+def test_processes_killed_from_outside_show_in_refresh_and_down_cleans(skyk, isolated_home):
+    assert skyk("launch", "-c", "victim", "-d", "sleep 300", "-y").returncode == 0
+    wait_for(lambda: any("sleep" in c for c in cmdlines(node_processes())), what="the job running")
+
+    def kill_all() -> bool:
+        pids = node_processes()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return not pids
+
+    wait_for(kill_all, what="processes to die")
+    [cluster] = __import__("json").loads(skyk("status", "-r", "-o", "json").stdout)
+    assert cluster["status"] == "INIT" and "agent" in cluster["note"]
+    assert "INIT" in skyk("status").stdout
+    assert skyk("down", "victim", "-y").returncode == 0
+    assert status_json(skyk) == [] and sandboxes(isolated_home) == []
+
+
+def _one_line_error(result, *needles):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("skyk: error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+
+
+@pytest.mark.parametrize("name", ["a;rm -rf ~", "$(touch x)", "a b", "x" * 64, "bad-", "../x"])
+def test_unsafe_cluster_names_are_refused(skyk, name):
+    for args in (("launch", "-c", name, "echo hi", "-y"), ("exec", name, "echo hi"), ("logs", name),
+                 ("down", name, "-y")):
+        result = skyk(*args)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+    _one_line_error(skyk("launch", "-c", name, "echo", "-y"), "unsafe cluster name")
+    assert status_json(skyk) == []
+
+
+def test_unknown_clusters_and_jobs(skyk):
+    _one_line_error(skyk("exec", "nope", "echo hi"), "cluster nope does not exist", "skyk status")
+    _one_line_error(skyk("logs", "nope"), "cluster nope does not exist")
+    _one_line_error(skyk("down", "nope", "-y"), "cluster nope does not exist")
+    _one_line_error(skyk("status", "--ip", "nope"), "cluster nope does not exist")
+    assert skyk("launch", "-c", "known", "echo hi", "-y").returncode == 0
+    try:
+        _one_line_error(skyk("logs", "known", "7"), "no job 7")
+        _one_line_error(skyk("cancel", "known", "7"), "no job 7")
+        _one_line_error(skyk("exec", "knwon", "echo"), "did you mean known")
+    finally:
+        skyk("down", "known", "-y")
+
+
+def test_missing_workdir_and_file_mount_sources(skyk, tmp_path):
+    task = tmp_path / "t.yaml"
+    task.write_text("workdir: ./no-such-dir\nrun: echo hi\n")
+    _one_line_error(skyk("launch", "-c", "w", str(task), "-y", cwd=tmp_path), "workdir", "no-such-dir")
+    task.write_text("file_mounts:\n  ~/data: ./missing.txt\nrun: echo hi\n")
+    _one_line_error(skyk("launch", "-c", "w", str(task), "-y", cwd=tmp_path), "missing.txt does not exist")
+    task.write_text("file_mounts:\n  /etc/skyk-test: ./t.yaml\nrun: echo hi\n")
+    _one_line_error(skyk("launch", "-c", "w", str(task), "-y", cwd=tmp_path), "outside its sandbox")
+    assert status_json(skyk) == []
+
+
+def test_workdir_and_file_mounts_reach_every_node(skyk, tmp_path):
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "main.sh").write_text("echo from-workdir\n")
+    (tmp_path / "data.txt").write_text("payload\n")
+    task = tmp_path / "t.yaml"
+    task.write_text("workdir: ./code\nnum_nodes: 2\nfile_mounts:\n  ~/in/data.txt: ./data.txt\n"
+                    "run: bash main.sh && cat ~/in/data.txt\n")
+    result = skyk("launch", "-c", "files", str(task), "-y", cwd=tmp_path)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("from-workdir") == 2 and result.stdout.count("payload") == 2
+    finally:
+        skyk("down", "files", "-y")
+
+
+def test_a_failing_run_shows_its_exit_code(skyk):
+    result = skyk("launch", "-c", "fails", "echo before; exit 3", "-y")
+    try:
+        _one_line_error(result, "job 1 on cluster fails FAILED (exit code 3)", "skyk logs fails 1")
+        assert "before" in result.stdout
+        jobs = __import__("json").loads(skyk("queue", "fails", "-o", "json").stdout)["fails"]
+        assert (jobs[0]["status"], jobs[0]["exit_code"]) == ("FAILED", 3)
+        _one_line_error(skyk("exec", "fails", "false"), "FAILED (exit code 1)")
+        setup = skyk("launch", "-c", "fails", "--env", "X=1", "echo hi", "-y")
+        assert setup.returncode == 0
+    finally:
+        skyk("down", "fails", "-y")
