@@ -141,3 +141,26 @@ def test_down_all_of_ten_clusters_leaves_nothing(cli, isolated_home):
     assert status_json(cli) == []
     assert node_processes() == {}
     assert sandboxes(isolated_home) == []
+
+
+def test_logs_tail_autostop_command_and_cost_report(cli):
+    launched = cli("launch", "-c", "tl", "for i in 1 2 3 4 5; do echo line$i; done", "-y")
+    assert launched.returncode == 0, launched.stderr
+    assert cli("logs", "tl", "--no-follow", "--tail", "2").stdout.split() == ["line4", "line5"]
+    followed = cli("logs", "tl", "--tail", "1")  # the job is done, so following returns at once
+    assert followed.returncode == 0 and followed.stdout.split() == ["line5"]
+
+    assert cli("autostop", "tl", "-i", "30").returncode == 0
+    assert status_json(cli)[0]["autostop"] == {"idle_minutes": 30, "down": False}
+    assert "30m" in cli("status").stdout
+    assert cli("autostop", "tl", "--cancel").returncode == 0
+    assert status_json(cli)[0]["autostop"] is None
+    assert cli("autostop", "tl", "-i", "0.02").returncode == 0
+    wait_for(lambda: status_json(cli)[0]["status"] == "STOPPED", timeout=60, interval=0.5,
+             what="autostop set by 'skyk autostop' to stop the cluster")
+
+    report = cli("cost-report")
+    assert report.returncode == 0
+    assert report.stdout.splitlines()[0].split() == ["NAME", "LAUNCHED", "DURATION", "INFRA", "RESOURCES",
+                                                     "$/h", "COST", "STATUS"]
+    assert "tl" in report.stdout and "Total: $0.00" in report.stdout

@@ -150,3 +150,16 @@ def test_a_failing_run_shows_its_exit_code(skyk):
         assert setup.returncode == 0
     finally:
         skyk("down", "fails", "-y")
+
+
+def test_relaunch_on_a_cluster_that_cannot_fit_the_task_is_refused(skyk):
+    assert skyk("launch", "-c", "small", "echo hi", "-y").returncode == 0
+    try:
+        _one_line_error(skyk("launch", "-c", "small", "--gpus", "H100:8", "echo hi", "-y"),
+                        "does not have the resources", "skyk down small")
+        _one_line_error(skyk("launch", "-c", "small", "--num-nodes", "3", "echo hi", "-y"),
+                        "does not have the resources")
+        again = skyk("launch", "-c", "small", "--cloud", "local", "echo reused", "-y")
+        assert again.returncode == 0 and "reused" in again.stdout and "Reusing" in again.stderr
+    finally:
+        skyk("down", "small", "-y")

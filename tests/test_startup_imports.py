@@ -56,3 +56,16 @@ def test_help_does_not_load_pydantic_or_plugins():
             "assert 'stevedore' not in sys.modules, 'stevedore'\n"
             "assert not any(m.startswith('skyk_') for m in sys.modules)")
     assert loaded_forbidden(body) == ""
+
+
+@pytest.mark.parametrize("argv", [["status"], ["status", "-o", "json"], ["cost-report"]])
+def test_local_state_commands_load_no_plugin_or_pydantic(argv):
+    # 'status' answers from the state database: nothing else may load.
+    body = ("import io, contextlib\nfrom skyk.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main({argv!r}) == 0\n"
+            "assert 'pydantic' not in sys.modules, 'pydantic'\n"
+            "assert 'stevedore' not in sys.modules, 'stevedore'\n"
+            "assert 'pluggy' not in sys.modules, 'pluggy'\n"
+            "assert not any(m.startswith('skyk_') for m in sys.modules)")
+    assert loaded_forbidden(body) == ""

@@ -148,7 +148,7 @@ def run(args) -> int:
     cluster = args.cluster or _generated_name()
     return launch(task, LaunchOptions(cluster, override, flags, detach=args.detach,
                                       idle_minutes=args.idle_minutes, down=args.down,
-                                      retry_until_up=args.retry_until_up))
+                                      retry_until_up=args.retry_until_up, confirm=not args.yes))
 
 
 def _generated_name() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 from skyk.errors import SkykError
@@ -26,6 +27,8 @@ class LaunchOptions:
     idle_minutes: float | None = None
     down: bool = False
     retry_until_up: bool = False
+    #: ask before provisioning a new cluster (only when a person is at a terminal)
+    confirm: bool = False
 
 
 def launch(task: Task, options: LaunchOptions) -> int:
@@ -35,8 +38,9 @@ def launch(task: Task, options: LaunchOptions) -> int:
     with cluster_lock(name):
         record = clusters.get(conn, name)
         if record is not None and record.status == clusters.UP:
-            say(f"Reusing cluster {name} on {record.handle.infra}")
             handle = record.handle
+            check_fits(task, options, handle)
+            say(f"Reusing cluster {name} on {handle.infra}")
             nodes.check_mounts(task, handle.cloud)
             client = lookup.head_client(handle)
         elif record is not None and record.status == clusters.STOPPED:
@@ -67,6 +71,27 @@ def launch(task: Task, options: LaunchOptions) -> int:
     return _follow_or_detach(client, name, job_id, options.detach)
 
 
+def check_fits(task: Task, options: LaunchOptions, handle) -> None:
+    """Refuse to reuse a cluster that cannot give the task what it asks for."""
+    def fits(req) -> bool:
+        pins = ((req.cloud, handle.cloud), (req.region, handle.region), (req.zone, handle.zone),
+                (req.instance_type, handle.instance_type))
+        if any(want is not None and want.lower() != (have or "").lower() for want, have in pins):
+            return False
+        if req.accelerator is None:
+            return True
+        return (req.accelerator.lower() == (handle.accelerator or "").lower()
+                and req.accelerator_count <= handle.accelerator_count)
+
+    requirements = task.resources.requirements_with(options.override, options.flags)
+    if task.num_nodes > len(handle.nodes) or not any(fits(r) for r in requirements):
+        have = f"{len(handle.nodes)}x {handle.instance_type}" + (
+            f" {{{handle.accelerator}:{handle.accelerator_count:g}}}" if handle.accelerator else "")
+        raise SkykError(f"cluster {handle.cluster} ({have} on {handle.infra}) does not have the"
+                        " resources this task asks for",
+                        hint=f"launch it on a new cluster name, or 'skyk down {handle.cluster}' first")
+
+
 def _provision(conn, task: Task, options: LaunchOptions):
     from skyk.optimizer.planner import plan_task
     from skyk.provision.failover import ProvisionFailed, provision_with_failover
@@ -75,6 +100,13 @@ def _provision(conn, task: Task, options: LaunchOptions):
     for cloud_name in {c.offering.cloud for c in planned.plan.candidates}:
         nodes.check_mounts(task, cloud_name)
     name = options.cluster
+    best = planned.plan.best
+    say(f"Best of {planned.plan.considered} candidates: {best.offering.instance_type} on"
+        f" {best.offering.infra} at ${best.hourly_cost:.2f}/h")
+    if options.confirm and sys.stdin.isatty():
+        answer = input(f"Launch a new cluster {name}? [Y/n] ").strip().lower()
+        if answer not in ("", "y", "yes"):
+            raise SkykError("launch cancelled; nothing was provisioned", hint="add -y to skip this question")
     clusters.begin_launch(conn, name, os.getpid())
     try:
         handle = provision_with_failover(planned, name, retry_until_up=options.retry_until_up,

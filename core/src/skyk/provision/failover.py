@@ -29,6 +29,8 @@ DEFAULT_TIMEOUT = 900.0
 BACKOFF_ENV = "SKYK_RETRY_BACKOFF"
 DEFAULT_BACKOFF = 5.0
 MAX_BACKOFF = 300.0
+#: seconds between "still provisioning" lines
+HEARTBEAT = 10.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ def _seconds(env: str, default: float) -> float:
 
 
 def _attempt(cloud: Cloud, request: ProvisionRequest, timeout: float,
-             on_handle: Callable[[ClusterHandle], None]) -> ClusterHandle:
+             on_handle: Callable[[ClusterHandle], None],
+             progress: Callable[[str], None]) -> ClusterHandle:
     """Provision and wait for the nodes in a thread, giving up after ``timeout``.
 
     ``on_handle`` sees the nodes as soon as they exist, before they are
@@ -106,8 +109,13 @@ def _attempt(cloud: Cloud, request: ProvisionRequest, timeout: float,
 
     thread = threading.Thread(target=work, name=f"provision-{request.uid}", daemon=True)
     thread.start()
+    started = time.monotonic()
     try:
-        thread.join(timeout)
+        # Join in slices so a long attempt (real clouds take minutes) shows signs of life.
+        while thread.is_alive() and (waited := time.monotonic() - started) < timeout:
+            thread.join(min(HEARTBEAT, timeout - waited))
+            if thread.is_alive() and time.monotonic() - started < timeout:
+                progress(f"  still provisioning ({time.monotonic() - started:.0f}s)")
     except KeyboardInterrupt:
         # Give a quick plugin call a moment to return, so what it made is removed.
         abandoned.set()
@@ -183,7 +191,7 @@ def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_u
                      f" on {offering.infra} (${candidate.hourly_cost:.2f}/h)")
             try:
                 _check_credentials(clouds[offering.cloud], credentials)
-                return _attempt(clouds[offering.cloud], request, timeout, on_handle)
+                return _attempt(clouds[offering.cloud], request, timeout, on_handle, progress)
             except ProvisionError as error:
                 attempts.append(Attempt(offering.infra, offering.instance_type, error.kind, error.reason))
                 blocked.add(blocked_location(candidate, error))
