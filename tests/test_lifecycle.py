@@ -82,14 +82,15 @@ def test_full_lifecycle_through_the_cli(cli, isolated_home, tmp_path):
 
 def test_two_nodes_print_their_rank_and_ips(cli):
     run = ('echo "rank=$SKYK_NODE_RANK sky=$SKYPILOT_NODE_RANK nodes=$SKYK_NUM_NODES'
-           ' ips=$(echo $SKYK_NODE_IPS | tr " " ,) same=$([ "$SKYK_NODE_IPS" = "$SKYPILOT_NODE_IPS" ] && echo y)"')
+           ' ips=$(echo $SKYK_NODE_IPS | tr " " ,) same=$([ "$SKYK_NODE_IPS" = "$SKYPILOT_NODE_IPS" ] && echo y)'
+           ' me=$SKYK_NODE_IP"')
     result = cli("launch", "-c", "pair", "--num-nodes", "2", run, "-y")
     assert result.returncode == 0, result.stderr
     [cluster] = status_json(cli)
     ips = ",".join(cluster["node_ips"])
     assert len(set(cluster["node_ips"])) == 2
-    for rank in (0, 1):
-        assert f"rank={rank} sky={rank} nodes=2 ips={ips} same=y" in result.stdout
+    for rank, ip in enumerate(cluster["node_ips"]):
+        assert f"rank={rank} sky={rank} nodes=2 ips={ips} same=y me={ip}" in result.stdout
     assert "(head, rank=0)" in result.stdout and "(worker1, rank=1)" in result.stdout
 
 

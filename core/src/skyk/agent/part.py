@@ -61,6 +61,9 @@ def system_env(ctx: dict, rank: int, phase: str) -> dict[str, str]:
               "TASK_ID": ctx["task_id"]}
     env = {f"SKYK_{k}": v for k, v in shared.items()}
     env.update({f"SKYPILOT_{k}": v for k, v in shared.items()})
+    # The node's own address: where a service should bind when nodes share
+    # this machine's port space (the local cloud without namespaces).
+    env["SKYK_NODE_IP"] = ctx["node_ips"][rank]
     env["SKYK_JOB_ID"] = str(ctx["job_id"])
     env["SKYK_CLUSTER_NAME"] = ctx["cluster"]
     if phase == "setup":

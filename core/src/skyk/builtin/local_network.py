@@ -16,7 +16,7 @@ Two modes, chosen per cluster at provisioning time:
 * **Loopback** (otherwise): no namespace; each node gets a distinct address
   in ``127.213.0.0/16``, which Linux routes to ``lo`` without configuration.
   The port space is shared with this machine and every other node: a service
-  must bind its node's own address (``$SKYK_NODE_IP``-style), because two
+  must bind its node's own address (``$SKYK_NODE_IP``), because two
   clusters that both bind ``0.0.0.0:8000`` collide.
 
 The bridge and loopback addresses belong to the whole machine, not to one
