@@ -163,3 +163,19 @@ def test_relaunch_on_a_cluster_that_cannot_fit_the_task_is_refused(skyk):
         assert again.returncode == 0 and "reused" in again.stdout and "Reusing" in again.stderr
     finally:
         skyk("down", "small", "-y")
+
+
+def test_state_database_is_versioned_and_damage_is_one_line(skyk, isolated_home):
+    assert skyk("status").returncode == 0
+    db = isolated_home / ".skyk" / "state.db"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] >= 1
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute("PRAGMA user_version = 999")
+    _one_line_error(skyk("status"), "schema version 999", "upgrade skyk")
+    for suffix in ("", "-wal", "-shm"):
+        path = db.with_name(db.name + suffix)
+        if path.exists():
+            path.unlink()
+    db.write_bytes(b"this is not a database" * 100)
+    _one_line_error(skyk("status"), "state database", "is unusable", "move it aside")
