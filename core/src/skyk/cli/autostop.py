@@ -19,7 +19,7 @@ def run(args) -> int:
     """Set or cancel autostop on each cluster's agent."""
     from skyk.cli.launch import check_cluster_name
     from skyk.errors import SpecError
-    from skyk.lifecycle.launch import set_autostop
+    from skyk.lifecycle.control import set_autostop
     from skyk.lifecycle.lookup import head_client, require_up
     from skyk.lifecycle.progress import say
     from skyk.state import db

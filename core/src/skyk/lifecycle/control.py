@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from skyk.errors import SkykError
 from skyk.lifecycle import lookup, nodes
 from skyk.lifecycle.progress import step
 from skyk.provision.types import ClusterHandle
@@ -17,8 +18,6 @@ _SHUTDOWN_TIMEOUT = 15
 
 def _shutdown_agent(handle: ClusterHandle) -> None:
     """Cancel the cluster's jobs on every node; best effort, the nodes go next anyway."""
-    from skyk.errors import SkykError
-
     try:
         lookup.head_client(handle, timeout=_SHUTDOWN_TIMEOUT).shutdown()
     except (SkykError, OSError):
@@ -97,3 +96,15 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
     if (status, note) != (record.status, record.note):
         clusters.set_status(conn, record.name, status, note=note)
     return clusters.get(conn, record.name)
+
+
+def set_autostop(conn, handle, client, idle_minutes: float | None, down: bool) -> None:
+    """Tell the head's agent and the state database the autostop setting (None cancels)."""
+    if idle_minutes is not None:
+        cloud = lookup.cloud_of(handle.cloud)
+        if cloud.autostop_command(handle, down) is None:
+            raise SkykError(f"the {handle.cloud} cloud cannot {'tear down' if down else 'stop'} its"
+                            " nodes from inside, so autostop is not available there",
+                            hint="stop the cluster yourself with 'skyk stop'")
+    client.autostop(idle_minutes, down)
+    clusters.set_autostop(conn, handle.cluster, idle_minutes, down)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from skyk.errors import SkykError
 from skyk.lifecycle import lookup, nodes
+from skyk.lifecycle.control import set_autostop, start_cluster, teardown
 from skyk.lifecycle.jobs import follow, job_spec
 from skyk.lifecycle.progress import say, step
 from skyk.spec.resources import ResourceFields
@@ -44,14 +45,11 @@ def launch(task: Task, options: LaunchOptions) -> int:
             nodes.check_mounts(task, handle.cloud)
             client = lookup.head_client(handle)
         elif record is not None and record.status == clusters.STOPPED:
-            from skyk.lifecycle.control import start_cluster
-
+            check_fits(task, options, record.handle)
             nodes.check_mounts(task, record.handle.cloud)
             handle, client = start_cluster(conn, record)
         else:
             if record is not None and record.handle is not None:
-                from skyk.lifecycle.control import teardown
-
                 with step(f"Cleaning up the unfinished cluster {name}"):
                     teardown(conn, record)
             handle, client = _provision(conn, task, options)
@@ -130,18 +128,6 @@ def _provision(conn, task: Task, options: LaunchOptions):
         raise SkykError(f"cluster {name}: the node agent did not start: {exc}",
                         hint=f"'skyk down {name}' cleans up; 'skyk status -r {name}' checks it") from None
     return handle, client
-
-
-def set_autostop(conn, handle, client, idle_minutes: float | None, down: bool) -> None:
-    """Tell the head's agent and the state database the autostop setting (None cancels)."""
-    if idle_minutes is not None:
-        cloud = lookup.cloud_of(handle.cloud)
-        if cloud.autostop_command(handle, down) is None:
-            raise SkykError(f"the {handle.cloud} cloud cannot {'tear down' if down else 'stop'} its"
-                            " nodes from inside, so autostop is not available there",
-                            hint="stop the cluster yourself with 'skyk stop'")
-    client.autostop(idle_minutes, down)
-    clusters.set_autostop(conn, handle.cluster, idle_minutes, down)
 
 
 def _submit(client, name: str, task: Task, with_setup: bool) -> int | None:
