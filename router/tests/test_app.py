@@ -1,24 +1,24 @@
-"""Tests of the router skeleton: the Falcon app, the CLI, and a real gunicorn."""
+"""Tests of the Falcon app in process (falcon.testing) and of the ``skyk-router`` CLI."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
+import asyncio
+import hashlib
+import json
 import sys
-import time
 
 import falcon
+import falcon.asgi
 import falcon.testing
 import pytest
-import requests
 from skyk_router import __main__ as cli
 from skyk_router.app import create_app
+from skyk_router.settings import CONTROLLER_ENV, REPLICAS_FILE_ENV, RouterSettings
 
 
 @pytest.fixture
 def client() -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(create_app())
+    return falcon.testing.TestClient(create_app(RouterSettings()))
 
 
 def test_health_ok(client):
@@ -28,8 +28,8 @@ def test_health_ok(client):
     assert result.json == {"status": "ok"}
 
 
-def test_unknown_path_404(client):
-    assert client.simulate_get("/v1/does-not-exist").status_code == 404
+def test_unknown_router_path_404(client):
+    assert client.simulate_get("/-/does-not-exist").status_code == 404
 
 
 def test_health_rejects_post(client):
@@ -37,81 +37,109 @@ def test_health_rejects_post(client):
 
 
 def test_factory_builds_independent_apps():
-    assert create_app() is not create_app()
-    assert isinstance(create_app(), falcon.App)
+    assert create_app(RouterSettings()) is not create_app(RouterSettings())
+    assert isinstance(create_app(RouterSettings()), falcon.asgi.App)
+
+
+def test_no_replica_answers_503_with_hint(client):
+    result = client.simulate_post("/v1/chat/completions", json={"messages": []})
+    assert result.status_code == 503
+    assert result.json["error"] == "no ready replica"
+    assert "--controller" in result.json["hint"]
+
+
+def test_stats_of_a_single_worker(client):
+    client.simulate_get("/v1/models")
+    stats = client.simulate_get("/-/stats").json
+    assert stats["window_s"] == 60
+    assert stats["requests_last_window"] == 1
+    assert stats["requests_per_second"] == pytest.approx(1 / 60)
+    assert len(stats["workers"]) == 1
+
+
+def test_metrics_text(client):
+    client.simulate_get("/v1/models")
+    result = client.simulate_get("/metrics")
+    assert result.headers["content-type"].startswith("text/plain")
+    assert 'skyk_router_requests_total{status_class="5xx"} 1.0' in result.text
+    assert 'skyk_router_errors_total{kind="no_replica"} 1.0' in result.text
+
+
+def test_api_keys_guard_the_model_api_only(tmp_path):
+    replicas = tmp_path / "replicas.json"
+    replicas.write_text(json.dumps({"replicas": [], "api_keys_sha256": [
+        hashlib.sha256(b"sesame").hexdigest()]}))
+    app = create_app(RouterSettings(replicas_file=str(replicas)))
+
+    async def scenario() -> dict[str, int]:
+        # The conductor runs the app's lifespan, which reads the replicas file.
+        async with falcon.testing.ASGIConductor(app) as conductor:
+            return {
+                "none": (await conductor.simulate_get("/v1/models")).status_code,
+                "wrong": (await conductor.simulate_get(
+                    "/v1/models", headers={"Authorization": "Bearer nope"})).status_code,
+                # Past the key check, on to "no replica".
+                "right": (await conductor.simulate_get(
+                    "/v1/models", headers={"Authorization": "Bearer sesame"})).status_code,
+                "health": (await conductor.simulate_get("/-/health")).status_code,
+                "stats": (await conductor.simulate_get("/-/stats")).status_code,
+            }
+
+    assert asyncio.run(scenario()) == {"none": 401, "wrong": 401, "right": 503,
+                                       "health": 200, "stats": 200}
+
+
+def run_cli(monkeypatch, argv, env=None):
+    """Run ``main(argv)`` with exec replaced; return the argv and environment it would exec."""
+    calls = []
+    monkeypatch.setattr(cli.os, "execvpe", lambda file, args, environ: calls.append((args, environ)))
+    for name in (CONTROLLER_ENV, REPLICAS_FILE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    cli.main(argv)
+    return calls[0]
 
 
 def test_main_execs_gunicorn_with_defaults(monkeypatch):
-    calls = []
-    monkeypatch.setattr(cli.os, "execvp", lambda file, argv: calls.append((file, argv)))
-    cli.main([])
-    assert calls == [(sys.executable, [sys.executable, "-m", "gunicorn", "skyk_router.wsgi:app",
-                                       "--bind", "127.0.0.1:8080", "--workers", "2"])]
+    argv, env = run_cli(monkeypatch, ["--controller", "http://10.0.0.1:9000"])
+    assert argv == [sys.executable, "-m", "gunicorn", "skyk_router.asgi:app",
+                    "--config", "python:skyk_router.gunicorn_conf",
+                    "--bind", "127.0.0.1:8080", "--workers", "2"]
+    assert env[CONTROLLER_ENV] == "http://10.0.0.1:9000"
+    assert REPLICAS_FILE_ENV not in env
 
 
-def test_main_passes_options(monkeypatch):
-    calls = []
-    monkeypatch.setattr(cli.os, "execvp", lambda file, argv: calls.append(argv))
-    cli.main(["--host", "0.0.0.0", "--port", "9000", "--workers", "4"])
-    argv = calls[0]
+def test_main_passes_options(monkeypatch, tmp_path):
+    argv, env = run_cli(monkeypatch, [
+        "--host", "0.0.0.0", "--port", "9000", "--workers", "4",
+        "--replicas-file", "replicas.json", "--ssl-keyfile", "k.pem", "--ssl-certfile", "c.pem"],
+        env={CONTROLLER_ENV: "http://inherited"})
     assert argv[argv.index("--bind") + 1] == "0.0.0.0:9000"
     assert argv[argv.index("--workers") + 1] == "4"
+    assert argv[argv.index("--keyfile") + 1] == "k.pem"
+    assert argv[argv.index("--certfile") + 1] == "c.pem"
+    assert env[REPLICAS_FILE_ENV].endswith("/replicas.json")
+    assert CONTROLLER_ENV not in env  # the flag wins over the inherited variable
+
+
+def test_main_reads_the_controller_from_the_environment(monkeypatch):
+    _, env = run_cli(monkeypatch, [], env={CONTROLLER_ENV: "http://c:1"})
+    assert env[CONTROLLER_ENV] == "http://c:1"
 
 
 def test_main_brackets_ipv6(monkeypatch):
-    calls = []
-    monkeypatch.setattr(cli.os, "execvp", lambda file, argv: calls.append(argv))
-    cli.main(["--host", "::1", "--port", "9001"])
-    assert calls[0][calls[0].index("--bind") + 1] == "[::1]:9001"
+    argv, _ = run_cli(monkeypatch, ["--host", "::1", "--port", "9001", "--controller", "http://c"])
+    assert argv[argv.index("--bind") + 1] == "[::1]:9001"
 
 
-@pytest.mark.parametrize("bad", [["--workers", "0"], ["--port", "70000"], ["--port", "x"]])
+@pytest.mark.parametrize("bad", [
+    ["--workers", "0"], ["--port", "70000"], ["--port", "x"], [],
+    ["--controller", "http://c", "--replicas-file", "f"],
+    ["--controller", "http://c", "--ssl-keyfile", "k.pem"]])
 def test_main_rejects_bad_options(monkeypatch, bad):
-    monkeypatch.setattr(cli.os, "execvp", lambda *a: pytest.fail("must not exec"))
+    monkeypatch.setattr(cli.os, "execvpe", lambda *a: pytest.fail("must not exec"))
+    monkeypatch.delenv(CONTROLLER_ENV, raising=False)
     with pytest.raises(SystemExit) as exc:
         cli.main(bad)
     assert exc.value.code == 2
-
-
-def free_loopback_port() -> int:
-    """Return a port the kernel just handed out on 127.0.0.1 (released for gunicorn)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_gunicorn_serves_health(tmp_path):
-    port = free_loopback_port()
-    # Newer gunicorn puts a control socket under $HOME; keep it out of the real one.
-    env = dict(os.environ, HOME=str(tmp_path))
-    url = f"http://127.0.0.1:{port}/-/health"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "skyk_router.wsgi:app",
-         "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        deadline = time.monotonic() + 15
-        response = None
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {proc.returncode}: {proc.stderr.read()}")
-            try:
-                response = requests.get(url, timeout=1)
-            except requests.ConnectionError:
-                time.sleep(0.1)
-                continue
-            if response.status_code == 200:
-                break
-            time.sleep(0.1)
-        assert response is not None, "gunicorn never answered within 15 s"
-        assert response.status_code == 200
-        assert response.json() == {"status": "ok"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()

@@ -1,8 +1,10 @@
 """skyk's router: the HTTP front door of a served model.
 
-For now it is a skeleton that answers its own health check; replica
-discovery, streaming (SSE) proxying and load-balancing policies come with
-the serving feature.
+A Falcon ASGI app run by gunicorn with uvicorn workers. Each worker learns
+the ready replicas from the service controller (or a file), proxies every
+request outside ``/-/`` to one of them under a load-balancing policy, streams
+responses through as they arrive, and reports its load on ``/-/stats`` and
+``/metrics``. See :mod:`skyk_router.app` for the parts.
 """
 
 __version__ = "0.1.0"

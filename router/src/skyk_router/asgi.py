@@ -1,4 +1,4 @@
-"""The WSGI entry point gunicorn loads: ``skyk_router.wsgi:app``."""
+"""The ASGI entry point gunicorn's uvicorn workers load: ``skyk_router.asgi:app``."""
 
 from __future__ import annotations
 

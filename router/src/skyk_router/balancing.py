@@ -1,0 +1,173 @@
+"""Load-balancing policies built into the router, and the in-flight counts they use.
+
+The policies implement :class:`skyk.serve.policies.LoadBalancingPolicy`; each
+gunicorn worker holds its own instances, so ``least_load`` balances the
+requests of its worker, and ``consistent_hash`` needs no coordination because
+its ring is a pure function of the replica URLs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import itertools
+import json
+from collections import Counter
+from collections.abc import Sequence
+
+from skyk.builtin.policies import RoundRobin
+from skyk.serve.policies import LoadBalancingPolicy
+
+#: Header a client sets to keep its conversation on one replica.
+SESSION_HEADER = "X-Session-ID"
+#: How much of a prompt keys the hash: enough to tell system prompts apart.
+PROMPT_PREFIX_BYTES = 256
+#: Points per replica on the ring; more points, more even shares.
+RING_POINTS_PER_REPLICA = 160
+
+
+class InFlight:
+    """Requests each replica is serving now, from this worker.
+
+    Callers pair every :meth:`acquire` with exactly one :meth:`release`
+    (in ``finally`` blocks), which keeps the counts right on errors and
+    client disconnects.
+    """
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+
+    def acquire(self, url: str) -> None:
+        """Count one more request on ``url``."""
+        self._counts[url] += 1
+
+    def release(self, url: str) -> None:
+        """Count one request on ``url`` as finished."""
+        self._counts[url] -= 1
+
+    def get(self, url: str) -> int:
+        """Requests in flight on ``url``."""
+        return self._counts[url]
+
+    def snapshot(self) -> dict[str, int]:
+        """Every replica seen so far and its count (zeros included)."""
+        return dict(self._counts)
+
+
+class LeastLoad(LoadBalancingPolicy):
+    """The replica with the fewest requests in flight; ties go round in turn."""
+
+    name = "least_load"
+
+    def __init__(self, in_flight: InFlight) -> None:
+        self._in_flight = in_flight
+        self._start = itertools.count()
+
+    def choose(self, replicas: Sequence[str], request_key: str | None = None) -> str | None:
+        """Return the least busy replica, or None when there are none."""
+        if not replicas:
+            return None
+        # Starting the scan at a moving offset spreads equal loads over all replicas.
+        offset = next(self._start) % len(replicas)
+        rotated = [*replicas[offset:], *replicas[:offset]]
+        return min(rotated, key=self._in_flight.get)
+
+
+def _point(text: str) -> int:
+    # A stable hash (not Python's salted hash()) so all workers agree.
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+@functools.lru_cache(maxsize=16)
+def _ring(replicas: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    """The sorted ring points of ``replicas`` and the replica owning each point."""
+    points = sorted((_point(f"{url}#{i}"), url)
+                    for url in replicas for i in range(RING_POINTS_PER_REPLICA))
+    return [p for p, _ in points], [url for _, url in points]
+
+
+class ConsistentHash(LoadBalancingPolicy):
+    """Same key, same replica; a replica leaving moves only its own keys.
+
+    Requests without a key go round in turn.
+    """
+
+    name = "consistent_hash"
+
+    def __init__(self) -> None:
+        self._fallback = RoundRobin()
+
+    def choose(self, replicas: Sequence[str], request_key: str | None = None) -> str | None:
+        """Return the replica that owns ``request_key`` on the ring of ``replicas``."""
+        if not replicas:
+            return None
+        if request_key is None:
+            return self._fallback.choose(replicas)
+        points, owners = _ring(tuple(replicas))
+        index = bisect.bisect(points, _point(request_key)) % len(points)
+        return owners[index]
+
+
+def make_policy(name: str, in_flight: InFlight) -> LoadBalancingPolicy:
+    """Build the policy called ``name``; raise KeyError for an unknown name."""
+    if name == "round_robin":
+        return RoundRobin()
+    if name == "least_load":
+        return LeastLoad(in_flight)
+    if name == "consistent_hash":
+        return ConsistentHash()
+    raise KeyError(name)
+
+
+def request_key(session: str | None, body: bytes) -> str | None:
+    """The affinity key of a request: its session, else a prefix of its prompt.
+
+    ``session`` is the ``X-Session-ID`` header; else the OpenAI ``user`` field;
+    the prompt prefix is the first 256 bytes of ``prompt`` or of the messages'
+    text, so requests sharing a system prompt share a replica (and its cache).
+    """
+    if session:
+        return f"session:{session}"
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    user = document.get("user")
+    if isinstance(user, str) and user:
+        return f"session:{user}"
+    prefix = _prompt_text(document).encode()[:PROMPT_PREFIX_BYTES]
+    return f"prompt:{prefix.hex()}" if prefix else None
+
+
+def _prompt_text(document: dict) -> str:
+    prompt = document.get("prompt")
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]  # a batch of prompts: key on the first
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list):  # token ids
+        return json.dumps(prompt[:PROMPT_PREFIX_BYTES])
+    parts: list[str] = []
+    size = 0
+    for message in document.get("messages") or ():
+        for text in _message_texts(message):
+            parts.append(text)
+            size += len(text)
+        if size >= PROMPT_PREFIX_BYTES:
+            break
+    return "".join(parts)
+
+
+def _message_texts(message: object) -> list[str]:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):  # multi-part content: its text parts
+        return [part["text"] for part in content
+                if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    return []

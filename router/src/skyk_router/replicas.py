@@ -1,0 +1,146 @@
+"""Replica discovery: the ready replicas and the service's routing settings.
+
+Every worker polls its source (the controller's ``GET /-/replicas`` or a JSON
+file) on its own; the list is small and the poll cheap, and it spares the
+workers any shared state. When the source fails, the last good list stays in
+use, so a controller restart does not take the service down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+#: The controller path that lists the ready replicas.
+REPLICAS_PATH = "/-/replicas"
+DEFAULT_POLICY = "round_robin"
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A ready replica: the controller's id and the base URL it serves on."""
+
+    id: int | str
+    url: str
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    """One answer of the replica source, validated."""
+
+    replicas: tuple[Replica, ...] = ()
+    load_balancing_policy: str = DEFAULT_POLICY
+    #: Lower-case hex sha256 of each accepted API key; None when keys are not required.
+    api_keys_sha256: frozenset[str] | None = None
+    urls: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "urls", tuple(r.url for r in self.replicas))
+
+
+def parse_view(document: Any) -> ReplicaView:
+    """Validate the controller's JSON document; raise ValueError naming what is wrong."""
+    if not isinstance(document, dict) or not isinstance(document.get("replicas"), list):
+        raise ValueError('expected an object with a "replicas" list')
+    replicas = []
+    for entry in document["replicas"]:
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
+                or not urlsplit(url).netloc:
+            raise ValueError(f"replica entry without an http(s) url: {entry!r}")
+        replicas.append(Replica(id=entry.get("id", url), url=url.rstrip("/")))
+    policy = document.get("load_balancing_policy") or DEFAULT_POLICY
+    if not isinstance(policy, str):
+        raise ValueError(f"load_balancing_policy must be a string, not {policy!r}")
+    hashes = document.get("api_keys_sha256")
+    if hashes is not None:
+        if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+            raise ValueError("api_keys_sha256 must be a list of hex strings or null")
+        hashes = frozenset(h.lower() for h in hashes)
+    # Sorted by URL so every worker (and the hash ring) sees the same order.
+    return ReplicaView(tuple(sorted(replicas, key=lambda r: r.url)), policy, hashes)
+
+
+class ControllerSource:
+    """Reads the view from ``GET {controller}/-/replicas``."""
+
+    def __init__(self, base_url: str) -> None:
+        self.location = base_url.rstrip("/") + REPLICAS_PATH
+        self._session: aiohttp.ClientSession | None = None
+
+    async def fetch(self) -> ReplicaView | None:
+        """Return the controller's current view (never None: the answer is always fresh)."""
+        if self._session is None:  # made here, inside the worker's event loop
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        async with self._session.get(self.location) as response:
+            response.raise_for_status()
+            return parse_view(await response.json(content_type=None))
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+
+
+class FileSource:
+    """Reads the view from a JSON file, again only when its modification time changes."""
+
+    def __init__(self, path: str) -> None:
+        self.location = path
+        self._seen: tuple[int, int] | None = None
+
+    async def fetch(self) -> ReplicaView | None:
+        """Return the file's view, or None when the file is unchanged since the last read."""
+        stat = os.stat(self.location)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._seen:
+            return None
+        with open(self.location, encoding="utf-8") as handle:
+            view = parse_view(json.load(handle))
+        # Remembered only after a good parse: a half-written file is read again next time.
+        self._seen = stamp
+        return view
+
+    async def aclose(self) -> None:
+        """Nothing to release; here so both sources close alike."""
+
+
+class ReplicaWatcher:
+    """Holds the current :class:`ReplicaView` and refreshes it from a source."""
+
+    def __init__(self, source: ControllerSource | FileSource | None) -> None:
+        self.source = source
+        self.view = ReplicaView()
+        self._last_error: str | None = None
+
+    async def refresh(self) -> None:
+        """Poll the source once; keep the last good view when it fails."""
+        if self.source is None:
+            return
+        try:
+            view = await self.source.fetch()
+        except (OSError, ValueError, aiohttp.ClientError, asyncio.TimeoutError) as error:
+            message = f"cannot read replicas from {self.source.location}: {error}"
+            # Logged once per distinct failure, not twice a second.
+            if message != self._last_error:
+                log.warning("%s; keeping the last list (%d replicas)", message,
+                            len(self.view.replicas))
+                self._last_error = message
+            return
+        self._last_error = None
+        if view is not None:
+            self.view = view
+
+    async def aclose(self) -> None:
+        """Release the source's resources."""
+        if self.source is not None:
+            await self.source.aclose()

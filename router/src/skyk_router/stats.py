@@ -1,0 +1,123 @@
+"""The router's load report, ``GET /-/stats``, summed over gunicorn workers.
+
+A scrape reaches one worker at random, so each worker publishes its own
+numbers to ``{stats_dir}/{pid}.json`` every poll (0.5 s) and the worker that
+answers sums every fresh file. The controller thus reads the whole router's
+load in one request; the numbers lag by at most one poll.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import falcon
+
+from skyk_router.balancing import InFlight
+from skyk_router.replicas import ReplicaView
+
+#: The rate window the controller's autoscaler reads.
+WINDOW_S = 60
+#: A worker file older than this belongs to a worker that died or hangs.
+STALE_AFTER_S = 5.0
+
+
+class RequestRate:
+    """Requests counted in one-second buckets over the last :data:`WINDOW_S` seconds."""
+
+    def __init__(self) -> None:
+        self._buckets: deque[list[int]] = deque()  # [second, count], oldest first
+
+    def record(self, now: float | None = None) -> None:
+        """Count one request arriving at ``now`` (monotonic seconds)."""
+        second = int(time.monotonic() if now is None else now)
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += 1
+        else:
+            self._buckets.append([second, 1])
+            self._trim(second)
+
+    def count(self, now: float | None = None) -> int:
+        """Requests in the window ending at ``now``."""
+        self._trim(int(time.monotonic() if now is None else now))
+        return sum(count for _, count in self._buckets)
+
+    def _trim(self, second: int) -> None:
+        while self._buckets and self._buckets[0][0] <= second - WINDOW_S:
+            self._buckets.popleft()
+
+
+class WorkerStats:
+    """This worker's load, and the sum over all workers."""
+
+    def __init__(self, in_flight: InFlight, stats_dir: str | None,
+                 view: Callable[[], ReplicaView] = ReplicaView) -> None:
+        self.rate = RequestRate()
+        self._in_flight = in_flight
+        self._view = view
+        self._dir = Path(stats_dir) if stats_dir else None
+        self._pid = os.getpid()
+
+    def snapshot(self) -> dict[str, Any]:
+        """This worker's numbers, and the replica list it routes to."""
+        count = self.rate.count()
+        view = self._view()
+        return {"pid": self._pid, "requests_last_window": count,
+                "requests_per_second": count / WINDOW_S,
+                "in_flight": self._in_flight.snapshot(),
+                "replicas": list(view.urls),
+                "load_balancing_policy": view.load_balancing_policy,
+                "api_keys_required": view.api_keys_sha256 is not None}
+
+    def publish(self) -> None:
+        """Write this worker's numbers where the other workers read them."""
+        if self._dir is None:
+            return
+        path = self._dir / f"{self._pid}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.snapshot()))
+        # Atomic: a reader sees the old file or the new one, never half of one.
+        os.replace(temporary, path)
+
+    def withdraw(self) -> None:
+        """Remove this worker's file (on shutdown)."""
+        if self._dir is not None:
+            (self._dir / f"{self._pid}.json").unlink(missing_ok=True)
+
+    def total(self) -> dict[str, Any]:
+        """The whole router's load: every live worker's numbers and their sums."""
+        workers = {self._pid: self.snapshot()}
+        if self._dir is not None:
+            oldest = time.time() - STALE_AFTER_S
+            for path in self._dir.glob("*.json"):
+                try:
+                    if path.stat().st_mtime < oldest:
+                        continue
+                    report = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue  # a worker exiting right now
+                workers.setdefault(report["pid"], report)
+        in_flight: dict[str, int] = {}
+        for report in workers.values():
+            for url, count in report["in_flight"].items():
+                in_flight[url] = in_flight.get(url, 0) + count
+        count = sum(report["requests_last_window"] for report in workers.values())
+        return {"window_s": WINDOW_S, "requests_last_window": count,
+                "requests_per_second": count / WINDOW_S, "in_flight": in_flight,
+                "workers": sorted(workers.values(), key=lambda report: report["pid"])}
+
+
+class StatsResource:
+    """``GET /-/stats``."""
+
+    def __init__(self, stats: WorkerStats) -> None:
+        self._stats = stats
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """Reply with the load of all workers as JSON."""
+        resp.media = self._stats.total()

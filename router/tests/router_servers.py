@@ -1,0 +1,162 @@
+"""Real servers on loopback for the router's tests: fake replicas and a gunicorn router.
+
+Each start function stops what it started if it fails to come up; the
+fixtures in conftest.py stop the rest in ``finally`` blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_loopback_port() -> int:
+    """Return a port the kernel just handed out on 127.0.0.1 (released for the server)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 15.0,
+               message: str = "condition") -> object:
+    """Poll ``condition`` every 50 ms until it returns something true; fail after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"{message} not met within {timeout_s} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate ``proc`` and reap it, killing it if it does not exit in 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(url: str, proc: subprocess.Popen, **kwargs) -> bool:
+    if proc.poll() is not None:
+        pytest.fail(f"{proc.args} exited with {proc.returncode}")
+    try:
+        requests.get(url, timeout=1, **kwargs)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+@dataclass
+class FakeReplica:
+    """A running ``fake_replica.py``."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen
+
+    def closed(self) -> dict[str, float]:
+        """When the router closed each ``/hold`` request, by id."""
+        return requests.get(f"{self.url}/-/closed", timeout=5).json()
+
+
+def start_fake_replica(name: str) -> FakeReplica:
+    """Start a fake replica on a free port and wait until it answers."""
+    port = free_loopback_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "fake_replica.py"),
+                             "--port", str(port), "--name", name])
+    replica = FakeReplica(name, f"http://127.0.0.1:{port}", proc)
+    try:
+        wait_until(lambda: _answers(f"{replica.url}/echo", proc), message=f"replica {name} up")
+    except BaseException:
+        stop(proc)
+        raise
+    return replica
+
+
+def dead_url() -> str:
+    """A loopback URL nothing listens on (connections are refused)."""
+    return f"http://127.0.0.1:{free_loopback_port()}"
+
+
+@dataclass
+class RunningRouter:
+    """A gunicorn router reading its replicas from a file the test rewrites."""
+
+    url: str
+    replicas_file: Path
+    proc: subprocess.Popen
+    workers: int
+    #: Passed to requests (TLS verification); empty for plain HTTP.
+    request_options: dict
+
+    def stats(self) -> dict:
+        """The router's ``GET /-/stats``."""
+        return requests.get(f"{self.url}/-/stats", timeout=5, **self.request_options).json()
+
+    def set_replicas(self, urls: list[str], policy: str = "round_robin",
+                     api_keys_sha256: list[str] | None = None) -> None:
+        """Rewrite the replicas file and wait until every worker routes by it."""
+        write_replicas_file(self.replicas_file, urls, policy, api_keys_sha256)
+        expected = {"replicas": sorted(urls), "load_balancing_policy": policy,
+                    "api_keys_required": api_keys_sha256 is not None}
+
+        def every_worker_updated() -> bool:
+            workers = self.stats()["workers"]
+            return len(workers) == self.workers and all(
+                {key: worker[key] for key in expected} == expected for worker in workers)
+
+        wait_until(every_worker_updated, message="every worker reads the new replicas")
+
+
+def write_replicas_file(path: Path, urls: list[str], policy: str = "round_robin",
+                        api_keys_sha256: list[str] | None = None) -> None:
+    """Write the controller's JSON to ``path`` atomically, as a controller would."""
+    document = {"replicas": [{"id": i, "url": url} for i, url in enumerate(urls, 1)],
+                "load_balancing_policy": policy, "api_keys_sha256": api_keys_sha256}
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document))
+    os.replace(temporary, path)
+
+
+def start_router(tmp: Path, workers: int = 2, tls: tuple[Path, Path] | None = None,
+                 ) -> RunningRouter:
+    """Run ``skyk-router`` (gunicorn, uvicorn workers) on a free port; wait until it answers."""
+    replicas_file = tmp / "replicas.json"
+    write_replicas_file(replicas_file, [])
+    port = free_loopback_port()
+    argv = [sys.executable, "-m", "skyk_router", "--port", str(port), "--workers", str(workers),
+            "--replicas-file", str(replicas_file)]
+    options: dict = {}
+    if tls:
+        argv += ["--ssl-keyfile", str(tls[0]), "--ssl-certfile", str(tls[1])]
+        options = {"verify": str(tls[1])}
+    # Newer gunicorn puts a control socket under $HOME; keep it out of the real one.
+    env = dict(os.environ, HOME=str(tmp))
+    proc = subprocess.Popen(argv, env=env)
+    scheme = "https" if tls else "http"
+    router = RunningRouter(f"{scheme}://localhost:{port}" if tls else f"http://127.0.0.1:{port}",
+                           replicas_file, proc, workers, options)
+    try:
+        wait_until(lambda: _answers(f"{router.url}/-/health", proc, **options),
+                   message="router up")
+        wait_until(lambda: len(router.stats()["workers"]) == workers, message="all workers up")
+    except BaseException:
+        stop(proc)
+        raise
+    return router

@@ -1,0 +1,226 @@
+"""End-to-end tests: a real gunicorn router (two uvicorn workers) before fake replicas."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import socket
+import time
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from router_servers import dead_url, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def replica_of(response: requests.Response) -> str:
+    """Which fake replica answered."""
+    assert response.status_code == 200, response.text
+    return response.headers["X-Replica"]
+
+
+def test_proxies_get_and_post_to_both_replicas(router, replicas):
+    router.set_replicas([replicas["a"].url, replicas["b"].url])
+    seen = set()
+    for i in range(12):
+        got = requests.get(f"{router.url}/echo?q=1&r=a%2Fb", timeout=5,
+                           headers={"X-Custom": str(i), "Keep-Alive": "timeout=5"})
+        echoed = got.json()
+        assert echoed["method"] == "GET"
+        assert echoed["path"] == "/echo"
+        assert echoed["query"] == "q=1&r=a%2Fb"  # passed on byte for byte
+        assert echoed["headers"]["x-custom"] == str(i)
+        assert "keep-alive" not in echoed["headers"]  # hop-by-hop: not forwarded
+        assert echoed["headers"]["x-forwarded-for"] == "127.0.0.1"
+        seen.add(replica_of(got))
+        posted = requests.post(f"{router.url}/echo", data=b"body \x00\xff " * 1000, timeout=5)
+        assert posted.json()["method"] == "POST"
+        assert posted.json()["body"].startswith("body \x00\ufffd ")
+        assert len(posted.json()["body"]) == 8000
+        seen.add(replica_of(posted))
+    assert seen == {"a", "b"}
+
+
+def test_unknown_router_path_is_not_proxied(router, replicas):
+    router.set_replicas([replicas["a"].url])
+    assert requests.get(f"{router.url}/-/nothing", timeout=5).status_code == 404
+
+
+def test_sse_events_arrive_as_sent(router, replicas):
+    router.set_replicas([replicas["a"].url])
+    started = time.monotonic()
+    arrivals = []
+    with requests.get(f"{router.url}/sse?events=5&interval=0.4", stream=True, timeout=10) as got:
+        assert got.headers["Content-Type"].startswith("text/event-stream")
+        for line in got.iter_lines(chunk_size=None):
+            if line:
+                arrivals.append((time.monotonic() - started, line))
+    assert [line for _, line in arrivals] == [f"data: {i}".encode() for i in range(5)]
+    # The replica takes 2 s in all; buffered, every event would arrive at the end.
+    assert arrivals[0][0] < 1.0
+    assert arrivals[-1][0] - arrivals[0][0] > 1.2
+
+
+def test_retries_on_another_replica_before_the_first_byte(router, replicas):
+    router.set_replicas([dead_url(), replicas["a"].url, dead_url(), replicas["b"].url])
+    for _ in range(20):
+        assert replica_of(requests.post(f"{router.url}/echo", json={}, timeout=5)) in ("a", "b")
+
+
+def test_retries_after_a_replica_dies(router, tmp_path):
+    from router_servers import start_fake_replica, stop
+
+    doomed, survivor = start_fake_replica("doomed"), start_fake_replica("survivor")
+    try:
+        router.set_replicas([doomed.url, survivor.url])
+        stop(doomed.proc)
+        for _ in range(10):
+            assert replica_of(requests.get(f"{router.url}/echo", timeout=5)) == "survivor"
+    finally:
+        stop(doomed.proc)
+        stop(survivor.proc)
+
+
+def test_no_retry_after_the_first_byte(router, replicas):
+    router.set_replicas([replicas["a"].url, replicas["b"].url])
+    received = b""
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        with requests.get(f"{router.url}/truncate", stream=True, timeout=10) as got:
+            assert got.status_code == 200
+            for chunk in got.iter_content(chunk_size=None):
+                received += chunk
+    # Retried, the client would see a second "first" event from the other replica.
+    assert received == b"data: first\n\n"
+
+
+@pytest.mark.parametrize("headers_sent", [True, False])
+def test_client_disconnect_closes_the_upstream_within_1s(router, replicas, headers_sent):
+    router.set_replicas([replicas["a"].url])
+    hold_id = f"hold-{headers_sent}-{time.time()}"
+    client = socket.create_connection(("127.0.0.1", int(router.url.rsplit(":", 1)[1])))
+    try:
+        client.sendall(f"GET /hold?id={hold_id}&headers={int(headers_sent)} HTTP/1.1\r\n"
+                       "Host: router\r\n\r\n".encode())
+        if headers_sent:
+            client.settimeout(5)
+            received = b""
+            while b"holding" not in received:
+                received += client.recv(4096)
+        else:
+            time.sleep(0.5)  # the request has reached the replica
+    finally:
+        client.close()
+    closed_at = time.time()
+    closed = wait_until(lambda: replicas["a"].closed().get(hold_id), timeout_s=5,
+                        message="replica sees its connection closed")
+    assert closed - closed_at < 1.0
+
+
+def test_503_with_hint_when_no_replica(router):
+    router.set_replicas([])
+    got = requests.post(f"{router.url}/v1/completions", json={"prompt": "hi"}, timeout=5)
+    assert got.status_code == 503
+    assert got.json()["error"] == "no ready replica"
+    assert "replicas file" in got.json()["hint"]
+
+
+def test_503_when_every_replica_fails(router):
+    router.set_replicas([dead_url(), dead_url()])
+    got = requests.get(f"{router.url}/echo", timeout=10)
+    assert got.status_code == 503
+    assert got.json()["error"] == "no ready replica"
+    assert "failed before answering" in got.json()["hint"]
+
+
+def test_replica_change_applies_within_2s(router, replicas):
+    router.set_replicas([replicas["a"].url])
+    from router_servers import write_replicas_file
+
+    written = time.monotonic()
+    write_replicas_file(router.replicas_file, [replicas["b"].url])
+    streak = 0
+    while streak < 20:  # new connections each time, so both workers answer
+        streak = streak + 1 if replica_of(requests.get(f"{router.url}/echo", timeout=5)) == "b" \
+            else 0
+        assert time.monotonic() - written < 2.0, "the router still routes to the old replica"
+
+
+def test_least_load_counts_return_to_zero(router, replicas):
+    router.set_replicas([replicas["a"].url, replicas["b"].url], policy="least_load")
+
+    def one(path: str) -> None:
+        try:
+            if path.startswith("/hold"):  # a client that gives up mid-stream
+                with requests.get(f"{router.url}{path}", stream=True, timeout=5) as got:
+                    next(got.iter_content(chunk_size=None))
+            else:
+                requests.get(f"{router.url}{path}", timeout=10)
+        except requests.RequestException:
+            pass
+
+    paths = ["/slow?delay=0.3", "/truncate", "/reset", "/echo"] * 5 + \
+        [f"/hold?id=ll{i}" for i in range(5)]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, paths))
+
+    def all_zero() -> bool:
+        in_flight = router.stats()["in_flight"]
+        return set(in_flight) >= {replicas["a"].url, replicas["b"].url} and \
+            not any(in_flight.values())
+
+    wait_until(all_zero, timeout_s=5, message="in-flight counts back to 0")
+
+
+def test_consistent_hash_keeps_a_session_on_one_replica(router, replicas):
+    router.set_replicas([replicas["a"].url, replicas["b"].url], policy="consistent_hash")
+    for session in ("alice", "bob", "carol"):
+        # A fresh connection per request, so both workers take part.
+        answered = {replica_of(requests.get(f"{router.url}/echo", timeout=5,
+                                            headers={"X-Session-ID": session}))
+                    for _ in range(15)}
+        assert len(answered) == 1
+    by_user = {replica_of(requests.post(f"{router.url}/echo", timeout=5,
+                                        json={"user": "dave", "prompt": f"q{i}"}))
+               for i in range(10)}
+    assert len(by_user) == 1
+    spread = {replica_of(requests.get(f"{router.url}/echo", timeout=5,
+                                      headers={"X-Session-ID": f"user-{i}"}))
+              for i in range(40)}
+    assert spread == {"a", "b"}
+
+
+def test_api_keys(router, replicas):
+    router.set_replicas([replicas["a"].url],
+                        api_keys_sha256=[hashlib.sha256(b"sesame").hexdigest()])
+    url = f"{router.url}/echo"
+    assert requests.get(url, timeout=5).status_code == 401
+    wrong = requests.get(url, timeout=5, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert wrong.headers["WWW-Authenticate"] == "Bearer"
+    assert "API key" in wrong.json()["error"]
+    assert requests.get(url, timeout=5,
+                        headers={"Authorization": "Bearer sesame"}).status_code == 200
+    assert requests.get(f"{router.url}/-/health", timeout=5).status_code == 200
+
+
+def test_metrics_parse_and_cover_the_router(router, replicas):
+    router.set_replicas([replicas["a"].url])
+    for _ in range(4):
+        requests.get(f"{router.url}/echo", timeout=5)
+    router.set_replicas([])
+    requests.get(f"{router.url}/echo", timeout=5)
+    text = requests.get(f"{router.url}/metrics", timeout=5).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert {"skyk_router_requests", "skyk_router_errors", "skyk_router_request_duration_seconds",
+            "skyk_router_time_to_first_byte_seconds",
+            "skyk_router_in_flight_requests"} <= set(families)
+    by_class = {s.labels["status_class"]: s.value for s in families["skyk_router_requests"].samples
+                if s.name == "skyk_router_requests_total"}
+    # Summed over both workers, whichever answered the scrape.
+    assert by_class["2xx"] >= 4
+    assert by_class["5xx"] >= 1
+    in_flight = {s.labels["replica"]: s.value
+                 for s in families["skyk_router_in_flight_requests"].samples}
+    assert in_flight[replicas["a"].url] == 0
