@@ -39,6 +39,25 @@ def node_processes(skyk_home: str | None = None) -> dict[int, str]:
     return found
 
 
+def kill_until_gone(find) -> None:
+    """SIGKILL what ``find()`` returns, again and again, until it returns nothing.
+
+    Repeats because a dying node may have just started another process.
+    """
+    import signal
+
+    def kill() -> bool:
+        pids = find()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return not pids
+
+    wait_for(kill, what="the processes to die")
+
+
 def cmdlines(pids) -> list[str]:
     """Return the command lines of ``pids`` that still exist."""
     out = []

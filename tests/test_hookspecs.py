@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 from skyk import hookspecs
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
+
 
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
          if name.startswith("skyk_")]

@@ -9,7 +9,14 @@ import subprocess
 import sys
 
 import pytest
-from lifecycle_helpers import cmdlines, node_processes, sandboxes, status_json, wait_for
+from lifecycle_helpers import (
+    cmdlines,
+    kill_until_gone,
+    node_processes,
+    sandboxes,
+    status_json,
+    wait_for,
+)
 
 
 def test_twenty_parallel_launch_and_down_keep_the_state_sound(shared_catalogs, isolated_home):
@@ -60,17 +67,7 @@ def test_killed_launch_is_reported_by_status_refresh_and_cleaned_by_down(skyk, s
 def test_processes_killed_from_outside_show_in_refresh_and_down_cleans(skyk, isolated_home):
     assert skyk("launch", "-c", "victim", "-d", "sleep 300", "-y").returncode == 0
     wait_for(lambda: any("sleep" in c for c in cmdlines(node_processes())), what="the job running")
-
-    def kill_all() -> bool:
-        pids = node_processes()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return not pids
-
-    wait_for(kill_all, what="processes to die")
+    kill_until_gone(node_processes)
     [cluster] = __import__("json").loads(skyk("status", "-r", "-o", "json").stdout)
     assert cluster["status"] == "INIT" and "agent" in cluster["note"]
     assert "INIT" in skyk("status").stdout

@@ -40,3 +40,12 @@ class NoFeasibleResources(SkykError):
     """No offering in any enabled cloud satisfies the request."""
 
     exit_code = 3
+
+
+def not_found(kind: str, name: str, known: list[str], hint: str) -> SkykError:
+    """Return the error for an unknown ``kind`` called ``name``, suggesting a close known one."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    return SkykError(f"{kind} {name} does not exist" + (f"; did you mean {close[0]}?" if close else ""),
+                     hint=hint)

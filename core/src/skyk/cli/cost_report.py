@@ -12,20 +12,12 @@ def configure(parser) -> None:
     add_output_flag(parser)
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def run(args) -> int:
     """Print the table or JSON."""
     from dataclasses import asdict
 
     from skyk.cli.output import money, print_json, print_table
-    from skyk.cli.status import ago
+    from skyk.cli.status import ago, duration
     from skyk.state import clusters, db
 
     usage = clusters.usage_report(db.connect())
@@ -33,7 +25,7 @@ def run(args) -> int:
         print_json([asdict(u) for u in usage])
         return 0
     print_table(["NAME", "LAUNCHED", "DURATION", "INFRA", "RESOURCES", "$/h", "COST", "STATUS"],
-                [[u.cluster, ago(u.started_at), _duration(u.seconds), u.infra,
+                [[u.cluster, ago(u.started_at), duration(u.seconds), u.infra,
                   f"{u.num_nodes}x {u.resources}", money(u.hourly_price * u.num_nodes),
                   f"{u.cost:.2f}", "running" if u.running else "ended"] for u in usage])
     total = sum(u.cost for u in usage)

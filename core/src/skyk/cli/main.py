@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "down": "down",
     "autostop": "autostop",
     "cost-report": "cost_report",
+    "serve": "serve",
     "plugins": "plugins",
     "catalog": "catalog",
 }

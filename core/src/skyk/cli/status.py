@@ -30,6 +30,15 @@ def ago(timestamp: float) -> str:
     return "a few secs ago"
 
 
+def duration(seconds: float) -> str:
+    """``45s``, ``12m`` or ``3.5h``."""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
 def resources(handle) -> str:
     """``2x m5.large {A100:8}`` as tables show a cluster's nodes."""
     if handle is None:

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import sqlite3
 
-from skyk.errors import PluginError, SkykError
+from skyk.errors import PluginError, SkykError, not_found
 from skyk.provision.cloud import Cloud
 from skyk.provision.types import ClusterHandle
 from skyk.state import clusters
 from skyk.state.clusters import ClusterRecord
 
 
-class UnknownCluster(SkykError):
-    """The named cluster is not in the state database."""
-
-
 def require(conn: sqlite3.Connection, name: str, *statuses: str) -> ClusterRecord:
     """Return cluster ``name``; raise a one-line error if it does not exist or is not in ``statuses``."""
     record = clusters.get(conn, name)
     if record is None:
-        known = [r.name for r in clusters.list_clusters(conn)]
-        close = difflib.get_close_matches(name, known, n=1)
-        raise UnknownCluster(f"cluster {name} does not exist" + (f"; did you mean {close[0]}?" if close else ""),
-                             hint="'skyk status' lists your clusters")
+        raise not_found("cluster", name, [r.name for r in clusters.list_clusters(conn)],
+                        hint="'skyk status' lists your clusters")
     if statuses and record.status not in statuses:
         hint = {clusters.STOPPED: f"start it with 'skyk start {name}'",
                 clusters.INIT: f"check it with 'skyk status -r {name}'; 'skyk down {name}' cleans it up"}

@@ -43,6 +43,33 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_cluster ON usage (cluster, ended_at);
     """,
+    """
+    CREATE TABLE services (
+        name TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        task TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        controller_pid INTEGER,
+        controller_port INTEGER,
+        router_pid INTEGER,
+        router_port INTEGER,
+        note TEXT
+    );
+    CREATE TABLE replicas (
+        service TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        cluster TEXT NOT NULL,
+        status TEXT NOT NULL,
+        url TEXT,
+        launched_at REAL NOT NULL,
+        status_at REAL NOT NULL,
+        probe_failures INTEGER NOT NULL DEFAULT 0,
+        note TEXT,
+        PRIMARY KEY (service, id)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,328 @@
+"""``skyk serve``: services of many replicas behind one endpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+from skyk.cli.output import add_output_flag
+
+HELP = "Serve a task on replicas behind one endpoint: up, status, down, logs."
+
+#: replica clusters are called NAME-ID, and cluster names stop at 63 characters
+MAX_SERVICE_NAME = 50
+
+
+def configure(parser) -> None:
+    """Add the ``serve`` subcommands."""
+    from skyk.cli.main import Parser
+
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser, required=True)
+    up = verbs.add_parser("up", help="start a service from a task with a service: section")
+    up.add_argument("task", metavar="TASK.yaml", help="the task YAML file")
+    up.add_argument("-n", "--service-name", metavar="NAME", help="service name")
+    up.add_argument("--env", action="append", default=[], metavar="KEY[=VALUE]", help="set an env var")
+    up.add_argument("--secret", action="append", default=[], metavar="KEY[=VALUE]", help="set a secret")
+    up.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    up.set_defaults(_verb=serve_up)
+
+    status = verbs.add_parser("status", help="services and their replicas")
+    status.add_argument("services", nargs="*", metavar="NAME", help="only these services")
+    status.add_argument("--endpoint", action="store_true", help="print HOST:PORT of one service alone")
+    status.add_argument("-v", "--verbose", action="store_true", help="show replica URLs and notes")
+    add_output_flag(status)
+    status.set_defaults(_verb=serve_status)
+
+    down = verbs.add_parser("down", help="tear services down: replicas, router, controller")
+    down.add_argument("services", nargs="*", metavar="NAME", help="services to tear down")
+    down.add_argument("-a", "--all", action="store_true", help="every service")
+    down.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    down.set_defaults(_verb=serve_down)
+
+    logs = verbs.add_parser("logs", help="a replica's, the controller's or the load balancer's log")
+    logs.add_argument("service", metavar="NAME")
+    logs.add_argument("replica", nargs="?", type=int, metavar="REPLICA_ID")
+    which = logs.add_mutually_exclusive_group()
+    which.add_argument("--controller", action="store_true", help="the controller's log")
+    which.add_argument("--load-balancer", action="store_true", help="the router's log")
+    logs.add_argument("--follow", action=argparse.BooleanOptionalAction, default=True,
+                      help="keep streaming (default) or print what exists")
+    logs.set_defaults(_verb=serve_logs)
+
+
+def run(args) -> int:
+    """Run the chosen verb."""
+    return args._verb(args)
+
+
+def _require(conn, name: str):
+    from skyk.errors import not_found
+    from skyk.serve import state
+
+    record = state.get_service(conn, name)
+    if record is None:
+        raise not_found("service", name, [s.name for s in state.list_services(conn)],
+                        hint="'skyk serve status' lists your services")
+    return record
+
+
+def _check_name(name: str) -> str:
+    from skyk.cli.launch import check_cluster_name
+    from skyk.errors import SpecError
+
+    check_cluster_name(name, "service name: ")
+    if len(name) > MAX_SERVICE_NAME:
+        raise SpecError(f"service name {name!r} is longer than {MAX_SERVICE_NAME} characters",
+                        hint="replica clusters are named NAME-ID; pick a shorter name")
+    return name
+
+
+def load_service_task(path: str, envs, secrets) -> dict:
+    """Return the task mapping a controller stores: overrides applied, local paths absolute."""
+    import os
+
+    from skyk.errors import SpecError
+    from skyk.spec.task import task_from_mapping
+    from skyk.spec.yamlfile import load_yaml_mapping
+
+    mapping = load_yaml_mapping(path, "task")
+    task = task_from_mapping(mapping, path).with_overrides(envs, secrets)
+    task.check_ready()
+    if task.service is None:
+        raise SpecError(f"{path}: has no service section, so it cannot be served",
+                        hint="add e.g. 'service: {readiness_probe: /health, replicas: 2}',"
+                             " or run it with skyk launch")
+    mapping = dict(mapping, envs=dict(task.envs), secrets=dict(task.secrets))
+    # The controller runs elsewhere (its own directory): pin local paths now.
+    if task.workdir:
+        mapping["workdir"] = os.path.abspath(os.path.expanduser(task.workdir))
+    if task.file_mounts:
+        mapping["file_mounts"] = {dest: os.path.abspath(os.path.expanduser(src))
+                                  if isinstance(src, str) and "://" not in src else src
+                                  for dest, src in task.file_mounts.items()}
+    return mapping
+
+
+def serve_up(args) -> int:
+    """Record the service and start its controller, which launches replicas and the router."""
+    import importlib.util
+    import secrets
+    import subprocess
+    import sys
+    import time
+
+    from skyk.catalog.store import skyk_home
+    from skyk.errors import SkykError
+    from skyk.lifecycle.progress import say, step
+    from skyk.serve import state
+    from skyk.serve.controller import service_dir
+    from skyk.state import db
+
+    name = _check_name(args.service_name or f"skyk-service-{secrets.token_hex(2)}")
+    mapping = load_service_task(args.task, args.env, args.secret)
+    if importlib.util.find_spec("skyk_router") is None:
+        raise SkykError("the router (skyk-router) is not installed, so a service has no endpoint",
+                        hint="pip install ./router (or skyk-router)")
+    conn = db.connect()
+    if not state.add_service(conn, name, mapping):
+        raise SkykError(f"service {name} already exists", hint=f"'skyk serve down {name}' first, or pick another name")
+    with open(service_dir(name) / "controller.log", "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "skyk.serve.controller", name], stdin=subprocess.DEVNULL,
+                         stdout=out, stderr=subprocess.STDOUT, cwd=skyk_home(), start_new_session=True)
+    with step(f"Starting the controller of service {name}"):
+        deadline = time.monotonic() + 30
+        while (record := state.get_service(conn, name)).router_port is None:
+            if time.monotonic() > deadline:
+                raise SkykError(f"the controller of service {name} did not start",
+                                hint=f"see 'skyk serve logs {name} --controller'")
+            time.sleep(0.05)
+    say(f"Service {name} is starting; replicas are launching in the background.")
+    say(f"  status:   skyk serve status {name}")
+    say(f"  endpoint: $(skyk serve status --endpoint {name})")
+    print(f"127.0.0.1:{record.router_port}")
+    return 0
+
+
+def service_status(record) -> str:
+    """The service's status, with a dead controller shown as such."""
+    from skyk.serve.controller import pid_alive
+
+    if record.status != "SHUTTING_DOWN" and record.controller_pid and not pid_alive(record.controller_pid):
+        return "CONTROLLER_FAILED"
+    return record.status
+
+
+def serve_status(args) -> int:
+    """Print the services table and the replicas table, JSON, or one endpoint."""
+    import time
+
+    from skyk.errors import SpecError
+    from skyk.serve import state
+    from skyk.state import clusters, db
+
+    conn = db.connect()
+    if args.endpoint:
+        if len(args.services) != 1:
+            raise SpecError("--endpoint needs exactly one service name", hint="skyk serve status --endpoint NAME")
+        record = _require(conn, args.services[0])
+        if record.router_port is None:
+            raise SpecError(f"service {record.name} has no endpoint yet", hint="wait a moment and retry")
+        print(f"127.0.0.1:{record.router_port}")
+        return 0
+    services = ([_require(conn, n) for n in dict.fromkeys(args.services)] if args.services
+                else state.list_services(conn))
+    names = {s.name for s in services}
+    replicas = [r for r in state.replicas(conn) if r.service in names]
+    handles = {r.cluster: getattr(clusters.get(conn, r.cluster), "handle", None) for r in replicas}
+    now = time.time()
+    if args.output == "json":
+        from skyk.cli.output import print_json
+        from skyk.cli.status import resources
+
+        print_json([{
+            "name": s.name, "version": s.version, "status": service_status(s),
+            "uptime_seconds": now - s.created_at,
+            "endpoint": f"127.0.0.1:{s.router_port}" if s.router_port else None,
+            "replicas": [{"id": r.id, "version": r.version, "status": r.status, "url": r.url,
+                          "cluster": r.cluster, "launched_at": r.launched_at, "note": r.note,
+                          "infra": handles[r.cluster].infra if handles.get(r.cluster) else None,
+                          "resources": resources(handles.get(r.cluster))}
+                         for r in replicas if r.service == s.name],
+        } for s in services])
+        return 0
+    from skyk.cli.output import print_table
+    from skyk.cli.status import ago, duration, resources
+
+    if not services:
+        print("No services. Start one with: skyk serve up -n NAME TASK.yaml")
+        return 0
+    print("Services")
+    print_table(["NAME", "VERSION", "UPTIME", "STATUS", "REPLICAS", "ENDPOINT"],
+                [[s.name, s.version, duration(now - s.created_at), service_status(s),
+                  f"{sum(r.service == s.name and r.status == state.READY for r in replicas)}"
+                  f"/{sum(r.service == s.name for r in replicas)}",
+                  f"127.0.0.1:{s.router_port}" if s.router_port else "-"] for s in services])
+    print("\nService Replicas")
+    headers = ["SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "INFRA", "RESOURCES", "STATUS"]
+    rows = [[r.service, r.id, r.version, r.url.split("://", 1)[-1] if r.url else "-", ago(r.launched_at),
+             handles[r.cluster].infra if handles.get(r.cluster) else "-",
+             resources(handles.get(r.cluster)), r.status] for r in replicas]
+    if args.verbose:
+        headers.append("NOTE")
+        for row, replica in zip(rows, replicas, strict=True):
+            row.append(replica.note or "-")
+    print_table(headers, rows)
+    return 0
+
+
+def serve_down(args) -> int:
+    """Stop each service's controller and router, and tear down its replicas."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skyk.cli.targets import confirm
+    from skyk.errors import SpecError
+    from skyk.lifecycle.progress import step
+    from skyk.serve import state
+    from skyk.state import db
+
+    conn = db.connect()
+    if args.all == bool(args.services):
+        raise SpecError("give service names or -a (not both)", hint="skyk serve down NAME, or -a for all")
+    records = state.list_services(conn) if args.all else [_require(conn, n) for n in dict.fromkeys(args.services)]
+    confirm("tear down service", [r.name for r in records], args.yes)
+    for record in records:
+        with step(f"Tearing down service {record.name}"):
+            state.update_service(conn, record.name, status="SHUTTING_DOWN")
+            _stop_process(record.controller_pid)
+            _stop_process(record.router_pid)
+            from skyk.serve.controller import down_cluster
+
+            replicas = state.replicas(conn, record.name)
+            if replicas:
+                with ThreadPoolExecutor(max_workers=min(8, len(replicas))) as pool:
+                    list(pool.map(lambda r: down_cluster(db.connect(), r.cluster), replicas))
+            state.remove_service(conn, record.name)
+    return 0
+
+
+def _stop_process(pid: int | None) -> None:
+    """Stop a controller or router and everything in its session (SIGTERM, then SIGKILL)."""
+    import os
+    import signal
+    import time
+
+    from skyk.serve.controller import pid_alive
+
+    if not pid or not pid_alive(pid):
+        return
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pid, sig)  # each runs in its own session, so its group is its own
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def serve_logs(args) -> int:
+    """Print (and follow) one log of the service."""
+    from skyk.errors import SpecError
+    from skyk.serve import state
+    from skyk.state import db
+
+    conn = db.connect()
+    record = _require(conn, args.service)
+    if args.controller or args.load_balancer:
+        if args.replica is not None:
+            raise SpecError("give a replica id or --controller/--load-balancer, not both",
+                            hint=f"skyk serve logs {record.name} --controller")
+        from skyk.serve.controller import service_dir
+
+        path = service_dir(record.name) / ("controller.log" if args.controller else "load_balancer.log")
+        return _print_file(path, args.follow)
+    if args.replica is None:
+        raise SpecError("name a replica id, or --controller / --load-balancer",
+                        hint=f"'skyk serve status {record.name}' lists replica ids")
+    replica = next((r for r in state.replicas(conn, record.name) if r.id == args.replica), None)
+    if replica is None:
+        raise SpecError(f"service {record.name} has no replica {args.replica}",
+                        hint=f"'skyk serve status {record.name}' lists replica ids")
+    from skyk.lifecycle.jobs import follow
+    from skyk.lifecycle.lookup import head_client, require_up
+
+    _, handle = require_up(conn, replica.cluster)
+    client = head_client(handle)
+    jobs = client.queue()
+    if not jobs:
+        raise SpecError(f"replica {replica.id} has not started its server yet", hint="retry in a moment")
+    if args.follow:
+        return follow(client, replica.cluster, jobs[0]["id"])
+    import sys
+
+    proc = client.logs(jobs[0]["id"], follow=False)
+    sys.stdout.buffer.write(proc.stdout.read())
+    proc.wait()
+    return 0
+
+
+def _print_file(path, follow: bool) -> int:
+    import sys
+    import time
+
+    if not path.exists():
+        return 0
+    with open(path, "rb") as file:
+        while True:
+            chunk = file.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            elif not follow:
+                return 0
+            else:
+                try:
+                    time.sleep(0.2)
+                except KeyboardInterrupt:
+                    return 0

@@ -1,0 +1,143 @@
+"""Services and their replicas in the state database (``services`` and ``replicas`` tables)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from skyk.state.db import transaction
+
+# Replica states, as SkyServe names them.
+PENDING = "PENDING"
+PROVISIONING = "PROVISIONING"
+STARTING = "STARTING"
+READY = "READY"
+NOT_READY = "NOT_READY"
+SHUTTING_DOWN = "SHUTTING_DOWN"
+FAILED = "FAILED"
+FAILED_INITIAL_DELAY = "FAILED_INITIAL_DELAY"
+FAILED_PROBING = "FAILED_PROBING"
+PREEMPTED = "PREEMPTED"
+#: replicas that count towards the service's size
+ALIVE = (PENDING, PROVISIONING, STARTING, READY, NOT_READY)
+#: replicas that will be torn down and replaced
+DOOMED = (FAILED, FAILED_INITIAL_DELAY, FAILED_PROBING, PREEMPTED)
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """A service: its current version's task and the processes that run it."""
+
+    name: str
+    version: int
+    status: str
+    task: dict
+    created_at: float
+    controller_pid: int | None
+    controller_port: int | None
+    router_pid: int | None
+    router_port: int | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """One replica: a cluster launched for one version of a service."""
+
+    service: str
+    id: int
+    version: int
+    cluster: str
+    status: str
+    url: str | None
+    launched_at: float
+    status_at: float
+    probe_failures: int
+    note: str | None
+
+
+def _service(row: sqlite3.Row) -> ServiceRecord:
+    return ServiceRecord(row["name"], row["version"], row["status"], json.loads(row["task"]),
+                         row["created_at"], row["controller_pid"], row["controller_port"],
+                         row["router_pid"], row["router_port"], row["note"])
+
+
+def _replica(row: sqlite3.Row) -> ReplicaRecord:
+    return ReplicaRecord(row["service"], row["id"], row["version"], row["cluster"], row["status"],
+                         row["url"], row["launched_at"], row["status_at"], row["probe_failures"],
+                         row["note"])
+
+
+def get_service(conn: sqlite3.Connection, name: str) -> ServiceRecord | None:
+    """Return service ``name`` or None."""
+    row = conn.execute("SELECT * FROM services WHERE name = ?", (name,)).fetchone()
+    return _service(row) if row else None
+
+
+def list_services(conn: sqlite3.Connection) -> list[ServiceRecord]:
+    """Return every service, oldest first."""
+    return [_service(r) for r in conn.execute("SELECT * FROM services ORDER BY created_at, name")]
+
+
+def add_service(conn: sqlite3.Connection, name: str, task: dict) -> bool:
+    """Create service ``name`` at version 1; False if it already exists."""
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone():
+            return False
+        conn.execute("INSERT INTO services (name, version, status, task, created_at)"
+                     " VALUES (?, 1, 'CONTROLLER_INIT', ?, ?)", (name, json.dumps(task), time.time()))
+    return True
+
+
+def update_service(conn: sqlite3.Connection, name: str, **fields) -> None:
+    """Set columns of service ``name``."""
+    if fields:
+        columns = ", ".join(f"{key} = ?" for key in fields)
+        with transaction(conn):
+            conn.execute(f"UPDATE services SET {columns} WHERE name = ?", (*fields.values(), name))
+
+
+def remove_service(conn: sqlite3.Connection, name: str) -> None:
+    """Forget service ``name`` and its replicas."""
+    with transaction(conn):
+        conn.execute("DELETE FROM replicas WHERE service = ?", (name,))
+        conn.execute("DELETE FROM services WHERE name = ?", (name,))
+
+
+def replicas(conn: sqlite3.Connection, service: str | None = None) -> list[ReplicaRecord]:
+    """Return the replicas of ``service`` (all services when None), by id."""
+    if service is None:
+        rows = conn.execute("SELECT * FROM replicas ORDER BY service, id")
+    else:
+        rows = conn.execute("SELECT * FROM replicas WHERE service = ? ORDER BY id", (service,))
+    return [_replica(r) for r in rows]
+
+
+def add_replica(conn: sqlite3.Connection, service: str, version: int) -> ReplicaRecord:
+    """Create the next replica of ``service`` (PENDING); ids are never reused."""
+    now = time.time()
+    with transaction(conn):
+        top = conn.execute("SELECT MAX(id) FROM replicas WHERE service = ?", (service,)).fetchone()[0]
+        replica_id = (top or 0) + 1
+        cluster = f"{service}-{replica_id}"
+        conn.execute("INSERT INTO replicas (service, id, version, cluster, status, launched_at, status_at)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)", (service, replica_id, version, cluster, PENDING, now, now))
+    return ReplicaRecord(service, replica_id, version, cluster, PENDING, None, now, now, 0, None)
+
+
+def set_replica(conn: sqlite3.Connection, service: str, replica_id: int, **fields) -> None:
+    """Set columns of a replica; a status change stamps ``status_at``."""
+    if "status" in fields:
+        fields["status_at"] = time.time()
+    columns = ", ".join(f"{key} = ?" for key in fields)
+    with transaction(conn):
+        conn.execute(f"UPDATE replicas SET {columns} WHERE service = ? AND id = ?",
+                     (*fields.values(), service, replica_id))
+
+
+def remove_replica(conn: sqlite3.Connection, service: str, replica_id: int) -> None:
+    """Forget a torn-down replica."""
+    with transaction(conn):
+        conn.execute("DELETE FROM replicas WHERE service = ? AND id = ?", (service, replica_id))

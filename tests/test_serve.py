@@ -1,0 +1,159 @@
+"""``skyk serve`` end to end on the local cloud: replicas behind the router, replaced when
+they fail, surviving a controller restart, and torn down without leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from lifecycle_helpers import cmdlines, kill_until_gone, node_processes, sandboxes, wait_for
+
+pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
+                                reason="skyk-router is not installed")
+
+TASK = """\
+service:
+  readiness_probe: /index.html
+  replicas: {replicas}
+resources:
+  ports: 8080
+run: |
+  echo "replica $SKYK_SERVE_REPLICA_ID" > index.html
+  exec python3 -m http.server 8080 --bind 0.0.0.0
+"""
+
+
+def _serve_json(skyk) -> list[dict]:
+    result = skyk("serve", "status", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _ready(skyk, name: str, count: int) -> dict | None:
+    [service] = [s for s in _serve_json(skyk) if s["name"] == name]
+    ready = [r for r in service["replicas"] if r["status"] == "READY"]
+    return service if service["status"] == "READY" and len(ready) == count else None
+
+
+def _get(endpoint: str) -> str:
+    with urllib.request.urlopen(f"http://{endpoint}/index.html", timeout=5) as response:
+        return response.read().decode().strip()
+
+
+def _serving(endpoint: str, expected: set[str]) -> None:
+    """Wait until requests through ``endpoint`` reach exactly the ``expected`` replicas.
+
+    The router learns ready replicas by polling the controller, so it may
+    lag the state database by a moment.
+    """
+    def check() -> bool:
+        try:
+            return {_get(endpoint) for _ in range(20)} == expected
+        except OSError:
+            return False
+
+    wait_for(check, timeout=30, interval=0.2, what=f"the endpoint to reach {sorted(expected)}")
+
+
+@pytest.fixture
+def service(skyk, tmp_path, isolated_home):
+    """Start a 2-replica service ``web``; tear it down and check nothing is left afterwards."""
+    task = tmp_path / "web.yaml"
+    task.write_text(TASK.format(replicas=2))
+    up = skyk("serve", "up", "-n", "web", str(task), "-y")
+    assert up.returncode == 0, up.stderr
+    endpoint = up.stdout.strip()
+    assert endpoint.startswith("127.0.0.1:")
+    yield endpoint
+    down = skyk("serve", "down", "web", "-y")
+    assert down.returncode == 0, down.stderr
+    assert _serve_json(skyk) == []
+    assert node_processes() == {} and sandboxes(isolated_home) == []
+    assert not [c for c in cmdlines(p.name for p in Path("/proc").iterdir() if p.name.isdigit())
+                if "skyk.serve.controller web" in c or f"--port {endpoint.split(':')[1]}" in c]
+
+
+def test_serve_up_status_requests_and_down(skyk, service):
+    assert skyk("serve", "status", "--endpoint", "web").stdout.strip() == service
+    wait_for(lambda: _ready(skyk, "web", 2), timeout=60, interval=0.3, what="2/2 replicas READY")
+    table = skyk("serve", "status", "web").stdout
+    assert "NAME  VERSION  UPTIME  STATUS  REPLICAS  ENDPOINT" in table
+    assert "SERVICE_NAME  ID  VERSION  ENDPOINT" in table and "INFRA" in table and "RESOURCES" in table
+    assert "READY   2/2" in table and "local/local" in table
+    _serving(service, {"replica 1", "replica 2"})
+
+
+def test_a_failed_replica_is_replaced_and_requests_keep_working(skyk, service):
+    wait_for(lambda: _ready(skyk, "web", 2), timeout=60, interval=0.3, what="2/2 replicas READY")
+    _serving(service, {"replica 1", "replica 2"})
+
+    def replica_1_processes() -> list[int]:
+        return [pid for pid in node_processes() if "/local/web-1-" in _home_of(pid)]
+
+    assert replica_1_processes()
+    kill_until_gone(replica_1_processes)  # every process of replica 1's node, as a crash would
+    # Requests that start after the kill still succeed (the router retries the other replica).
+    for _ in range(20):
+        assert _get(service) in ("replica 1", "replica 2")
+    replaced = wait_for(lambda: (s := _ready(skyk, "web", 2)) and 1 not in [r["id"] for r in s["replicas"]]
+                        and s, timeout=90, interval=0.5, what="a replacement replica READY")
+    assert [r["id"] for r in replaced["replicas"]] == [2, 3]
+    _serving(service, {"replica 2", "replica 3"})
+
+
+def _home_of(pid: int) -> str:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return ""
+    for item in environ.split(b"\0"):
+        if item.startswith(b"HOME="):
+            return item[5:].decode()
+    return ""
+
+
+def test_controller_restart_keeps_serving_and_the_same_replicas(skyk, service, isolated_home):
+    wait_for(lambda: _ready(skyk, "web", 2), timeout=60, interval=0.3, what="2/2 replicas READY")
+    _serving(service, {"replica 1", "replica 2"})
+    db = isolated_home / ".skyk" / "state.db"
+    os.kill(_controller_pid(db), signal.SIGKILL)
+    wait_for(lambda: _serve_json(skyk)[0]["status"] == "CONTROLLER_FAILED", what="the dead controller shown")
+    for _ in range(10):
+        assert _get(service) in ("replica 1", "replica 2")
+    log = open(isolated_home / ".skyk" / "serve" / "web" / "controller.log", "ab")
+    restarted = subprocess.Popen([sys.executable, "-m", "skyk.serve.controller", "web"], stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    with log:
+        wait_for(lambda: _ready(skyk, "web", 2) and restarted.pid == _controller_pid(db), timeout=30,
+                 what="the restarted controller running the service")
+    assert [r["id"] for r in _serve_json(skyk)[0]["replicas"]] == [1, 2]
+    _serving(service, {"replica 1", "replica 2"})
+
+
+def _controller_pid(db) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT controller_pid FROM services WHERE name = 'web'").fetchone()[0]
+
+
+def test_serve_bad_input(skyk, tmp_path):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("run: echo hi\n")
+    for args, needle in ((("serve", "up", "-n", "x", str(plain), "-y"), "has no service section"),
+                         (("serve", "status", "nope"), "service nope does not exist"),
+                         (("serve", "down", "nope", "-y"), "service nope does not exist"),
+                         (("serve", "logs", "nope", "--controller"), "service nope does not exist"),
+                         (("serve", "up", "-n", "x" * 51, str(plain), "-y"), "longer than 50"),
+                         (("serve", "up", "-n", "a;b", str(plain), "-y"), "unsafe")):
+        result = skyk(*args)
+        assert result.returncode != 0
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("skyk: error:") and needle in last, last
+        assert "Traceback" not in result.stderr
