@@ -85,9 +85,13 @@ def autostop_log() -> Path:
     return state_dir() / "autostop.log"
 
 
+#: where the task's workdir lands in a node's home (SkyPilot's name, so recipes that cd there work)
+WORKDIR_NAME = "sky_workdir"
+
+
 def workdir() -> Path:
     """Return where the CLI syncs the task's workdir (SkyPilot's path, so recipes that cd there work)."""
-    return home() / "sky_workdir"
+    return home() / WORKDIR_NAME
 
 
 def ensure_state_dir() -> Path:

@@ -25,9 +25,9 @@ def _stat_fields(pid: str | int) -> list[str] | None:
     return raw[raw.rfind(b")") + 2:].decode(errors="replace").split()
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    if pid <= 0:
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (None: no process)."""
+    if not pid or pid <= 0:
         return False
     if _PROC.is_dir():
         fields = _stat_fields(pid)

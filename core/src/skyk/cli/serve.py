@@ -144,7 +144,7 @@ def serve_up(args) -> int:
 
 def service_status(record) -> str:
     """The service's status, with a dead controller shown as such."""
-    from skyk.serve.controller import pid_alive
+    from skyk.agent.procs import pid_alive
 
     if record.status != "SHUTTING_DOWN" and record.controller_pid and not pid_alive(record.controller_pid):
         return "CONTROLLER_FAILED"
@@ -250,9 +250,9 @@ def _stop_process(pid: int | None) -> None:
     import signal
     import time
 
-    from skyk.serve.controller import pid_alive
+    from skyk.agent.procs import pid_alive
 
-    if not pid or not pid_alive(pid):
+    if not pid_alive(pid):
         return
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
         try:

@@ -50,7 +50,7 @@ def owner_alive(record: ClusterRecord) -> bool:
     from skyk.agent.procs import pid_alive
 
     pid = record.owner_pid
-    return bool(pid) and pid != os.getpid() and pid_alive(pid)
+    return pid != os.getpid() and pid_alive(pid)
 
 
 class HeadAgent:

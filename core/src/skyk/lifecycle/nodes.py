@@ -5,14 +5,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from skyk.agent.layout import WORKDIR_NAME
 from skyk.agent.runners import RunnerError, runner_from_spec
 from skyk.errors import SkykError
 from skyk.provision.cloud import Cloud
 from skyk.provision.types import ClusterHandle
 from skyk.spec.task import Task
 
-#: Where the task's workdir lands on every node (SkyPilot's path, so recipes that cd there work).
-WORKDIR = "~/sky_workdir"
+#: Where the task's workdir lands on every node.
+WORKDIR = f"~/{WORKDIR_NAME}"
 
 
 def cluster_info(handle: ClusterHandle, cloud: Cloud) -> dict:

@@ -27,6 +27,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from skyk.agent.procs import pid_alive
 from skyk.catalog.store import skyk_home
 from skyk.serve import state
 from skyk.serve.probe import probe
@@ -269,13 +270,6 @@ def down_cluster(conn, cluster: str) -> None:
         record = clusters.get(conn, cluster)
         if record is not None:
             teardown(conn, record, purge=True)
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live process."""
-    from skyk.agent.procs import pid_alive as alive
-
-    return bool(pid) and alive(pid)
 
 
 def free_port(start: int = 30001) -> int:
