@@ -33,13 +33,14 @@ def skyk_catalog_offerings(catalog_dir):
 '''
 
 
-def fake_dist(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
-    """Write an installed-looking distribution with entry points in group skyk.clouds."""
+def fake_dist(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str],
+              group: str = "skyk.clouds") -> None:
+    """Write an installed-looking distribution with entry points in ``group``."""
     info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
     lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[skyk.clouds]\n{lines}\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
     for name, source in modules.items():
         (root / f"{name}.py").write_text(textwrap.dedent(source))
 

@@ -3,16 +3,13 @@ they fail, surviving a controller restart, and torn down without leftovers."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from lifecycle_helpers import cmdlines, kill_until_gone, node_processes, sandboxes, wait_for
+from lifecycle_helpers import kill_until_gone, node_processes, wait_for
+from serve_helpers import assert_nothing_left, get, serve_json, service_row, wait_serving
 
 pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
                                 reason="skyk-router is not installed")
@@ -29,36 +26,18 @@ run: |
 """
 
 
-def _serve_json(skyk) -> list[dict]:
-    result = skyk("serve", "status", "-o", "json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
 def _ready(skyk, name: str, count: int) -> dict | None:
-    [service] = [s for s in _serve_json(skyk) if s["name"] == name]
+    [service] = [s for s in serve_json(skyk) if s["name"] == name]
     ready = [r for r in service["replicas"] if r["status"] == "READY"]
     return service if service["status"] == "READY" and len(ready) == count else None
 
 
 def _get(endpoint: str) -> str:
-    with urllib.request.urlopen(f"http://{endpoint}/index.html", timeout=5) as response:
-        return response.read().decode().strip()
+    return get(f"http://{endpoint}/index.html", timeout=5)
 
 
 def _serving(endpoint: str, expected: set[str]) -> None:
-    """Wait until requests through ``endpoint`` reach exactly the ``expected`` replicas.
-
-    The router learns ready replicas by polling the controller, so it may
-    lag the state database by a moment.
-    """
-    def check() -> bool:
-        try:
-            return {_get(endpoint) for _ in range(20)} == expected
-        except OSError:
-            return False
-
-    wait_for(check, timeout=30, interval=0.2, what=f"the endpoint to reach {sorted(expected)}")
+    wait_serving(endpoint, expected, "/index.html")
 
 
 @pytest.fixture
@@ -73,10 +52,7 @@ def service(skyk, tmp_path, isolated_home):
     yield endpoint
     down = skyk("serve", "down", "web", "-y")
     assert down.returncode == 0, down.stderr
-    assert _serve_json(skyk) == []
-    assert node_processes() == {} and sandboxes(isolated_home) == []
-    assert not [c for c in cmdlines(p.name for p in Path("/proc").iterdir() if p.name.isdigit())
-                if "skyk.serve.controller web" in c or f"--port {endpoint.split(':')[1]}" in c]
+    assert_nothing_left(skyk, isolated_home, "web", endpoint)
 
 
 def test_serve_up_status_requests_and_down(skyk, service):
@@ -121,26 +97,22 @@ def _home_of(pid: int) -> str:
 def test_controller_restart_keeps_serving_and_the_same_replicas(skyk, service, isolated_home):
     wait_for(lambda: _ready(skyk, "web", 2), timeout=60, interval=0.3, what="2/2 replicas READY")
     _serving(service, {"replica 1", "replica 2"})
-    db = isolated_home / ".skyk" / "state.db"
-    os.kill(_controller_pid(db), signal.SIGKILL)
-    wait_for(lambda: _serve_json(skyk)[0]["status"] == "CONTROLLER_FAILED", what="the dead controller shown")
+    os.kill(_controller_pid(isolated_home), signal.SIGKILL)
+    wait_for(lambda: serve_json(skyk)[0]["status"] == "CONTROLLER_FAILED", what="the dead controller shown")
     for _ in range(10):
         assert _get(service) in ("replica 1", "replica 2")
-    log = open(isolated_home / ".skyk" / "serve" / "web" / "controller.log", "ab")
-    restarted = subprocess.Popen([sys.executable, "-m", "skyk.serve.controller", "web"], stdout=log,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-    with log:
-        wait_for(lambda: _ready(skyk, "web", 2) and restarted.pid == _controller_pid(db), timeout=30,
-                 what="the restarted controller running the service")
-    assert [r["id"] for r in _serve_json(skyk)[0]["replicas"]] == [1, 2]
+    status = skyk("serve", "status", "web")
+    assert "CONTROLLER_FAILED" in status.stdout and "skyk serve recover web" in status.stderr
+    recover = skyk("serve", "recover", "web")
+    assert recover.returncode == 0, recover.stderr
+    assert skyk("serve", "recover", "web").returncode != 0  # it runs now
+    wait_for(lambda: _ready(skyk, "web", 2), timeout=30, what="the restarted controller running the service")
+    assert [r["id"] for r in serve_json(skyk)[0]["replicas"]] == [1, 2]
     _serving(service, {"replica 1", "replica 2"})
 
 
-def _controller_pid(db) -> int:
-    import sqlite3
-
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT controller_pid FROM services WHERE name = 'web'").fetchone()[0]
+def _controller_pid(home) -> int:
+    return service_row(home, "web")["controller_pid"]
 
 
 def test_serve_bad_input(skyk, tmp_path):

@@ -6,7 +6,11 @@ import argparse
 
 from skyk.cli.output import add_output_flag
 
-HELP = "Serve a task on replicas behind one endpoint: up, status, down, logs."
+#: ``serve update --mode`` values (the same as skyk.serve.state.UPDATE_MODES, which this light module
+#: does not import so that ``--help`` stays fast)
+UPDATE_MODES = ("rolling", "blue_green")
+
+HELP = "Serve a task on replicas behind one endpoint: up, update, status, down, logs."
 
 #: replica clusters are called NAME-ID, and cluster names stop at 63 characters
 MAX_SERVICE_NAME = 50
@@ -25,6 +29,21 @@ def configure(parser) -> None:
     up.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     up.set_defaults(_verb=serve_up)
 
+    update = verbs.add_parser("update", help="roll a service to a new version of its task")
+    update.add_argument("service", metavar="NAME", help="the service to update")
+    update.add_argument("task", metavar="TASK.yaml", help="the new task YAML file")
+    update.add_argument("--mode", choices=UPDATE_MODES, default="rolling",
+                        help="rolling: replace replicas one by one (default); blue_green: switch"
+                             " traffic once every new replica is ready")
+    update.add_argument("--env", action="append", default=[], metavar="KEY[=VALUE]", help="set an env var")
+    update.add_argument("--secret", action="append", default=[], metavar="KEY[=VALUE]", help="set a secret")
+    update.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    update.set_defaults(_verb=serve_update)
+
+    recover = verbs.add_parser("recover", help="start a new controller for a service whose controller died")
+    recover.add_argument("service", metavar="NAME")
+    recover.set_defaults(_verb=serve_recover)
+
     status = verbs.add_parser("status", help="services and their replicas")
     status.add_argument("services", nargs="*", metavar="NAME", help="only these services")
     status.add_argument("--endpoint", action="store_true", help="print HOST:PORT of one service alone")
@@ -35,6 +54,8 @@ def configure(parser) -> None:
     down = verbs.add_parser("down", help="tear services down: replicas, router, controller")
     down.add_argument("services", nargs="*", metavar="NAME", help="services to tear down")
     down.add_argument("-a", "--all", action="store_true", help="every service")
+    down.add_argument("--replica-id", type=int, metavar="N",
+                      help="tear down only this replica of one service (the controller replaces it)")
     down.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     down.set_defaults(_verb=serve_down)
 
@@ -95,6 +116,10 @@ def load_service_task(path: str, envs, secrets) -> dict:
     # The controller runs elsewhere (its own directory): pin local paths now.
     if task.workdir:
         mapping["workdir"] = os.path.abspath(os.path.expanduser(task.workdir))
+    tls = (mapping.get("service") or {}).get("tls")
+    if tls:
+        mapping["service"] = dict(mapping["service"], tls={key: _existing_file(path, tls[key], f"service.tls.{key}")
+                                                          for key in ("keyfile", "certfile")})
     if task.file_mounts:
         mapping["file_mounts"] = {dest: os.path.abspath(os.path.expanduser(src))
                                   if isinstance(src, str) and "://" not in src else src
@@ -102,39 +127,76 @@ def load_service_task(path: str, envs, secrets) -> dict:
     return mapping
 
 
-def serve_up(args) -> int:
-    """Record the service and start its controller, which launches replicas and the router."""
+def _existing_file(base: str, path: str, what: str) -> str:
+    """``path`` made absolute (relative to the task file's directory); it must exist."""
+    import os
+
+    from skyk.errors import SpecError
+
+    full = os.path.join(os.path.dirname(os.path.abspath(base)), os.path.expanduser(path))
+    if not os.path.isfile(full):
+        raise SpecError(f"{base}: {what} {path!r} does not exist", hint="give the path of a PEM file")
+    return full
+
+
+def _check_router_installed() -> None:
     import importlib.util
-    import secrets
+
+    from skyk.errors import SkykError
+
+    if importlib.util.find_spec("skyk_router") is None:
+        raise SkykError("the router (skyk-router) is not installed, so a service has no endpoint",
+                        hint="pip install ./router (or skyk-router)")
+
+
+def start_controller(conn, name: str):
+    """Start service ``name``'s controller in the background; return the record once it serves.
+
+    The controller starts the router; the service is up when the router's
+    port is recorded by this controller.
+    """
     import subprocess
     import sys
     import time
 
     from skyk.catalog.store import skyk_home
     from skyk.errors import SkykError
-    from skyk.lifecycle.progress import say, step
+    from skyk.lifecycle.progress import step
     from skyk.serve import state
     from skyk.serve.controller import service_dir
+
+    with open(service_dir(name) / "controller.log", "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "skyk.serve.controller", name], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=skyk_home(), start_new_session=True)
+    with step(f"Starting the controller of service {name}"):
+        deadline = time.monotonic() + 30
+        while True:
+            record = state.get_service(conn, name)
+            if record.controller_pid == proc.pid and record.router_port is not None:
+                return record
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SkykError(f"the controller of service {name} did not start",
+                                hint=f"see 'skyk serve logs {name} --controller'")
+            time.sleep(0.05)
+
+
+def serve_up(args) -> int:
+    """Record the service and start its controller, which launches replicas and the router."""
+    import secrets
+
+    from skyk.errors import SkykError
+    from skyk.lifecycle.progress import say
+    from skyk.serve import state
     from skyk.state import db
 
     name = _check_name(args.service_name or f"skyk-service-{secrets.token_hex(2)}")
     mapping = load_service_task(args.task, args.env, args.secret)
-    if importlib.util.find_spec("skyk_router") is None:
-        raise SkykError("the router (skyk-router) is not installed, so a service has no endpoint",
-                        hint="pip install ./router (or skyk-router)")
+    _check_router_installed()
     conn = db.connect()
     if not state.add_service(conn, name, mapping):
-        raise SkykError(f"service {name} already exists", hint=f"'skyk serve down {name}' first, or pick another name")
-    with open(service_dir(name) / "controller.log", "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "skyk.serve.controller", name], stdin=subprocess.DEVNULL,
-                         stdout=out, stderr=subprocess.STDOUT, cwd=skyk_home(), start_new_session=True)
-    with step(f"Starting the controller of service {name}"):
-        deadline = time.monotonic() + 30
-        while (record := state.get_service(conn, name)).router_port is None:
-            if time.monotonic() > deadline:
-                raise SkykError(f"the controller of service {name} did not start",
-                                hint=f"see 'skyk serve logs {name} --controller'")
-            time.sleep(0.05)
+        raise SkykError(f"service {name} already exists",
+                        hint=f"'skyk serve update {name} TASK.yaml' to change it, or 'skyk serve down {name}'")
+    record = start_controller(conn, name)
     say(f"Service {name} is starting; replicas are launching in the background.")
     say(f"  status:   skyk serve status {name}")
     say(f"  endpoint: $(skyk serve status --endpoint {name})")
@@ -142,11 +204,50 @@ def serve_up(args) -> int:
     return 0
 
 
-def service_status(record) -> str:
-    """The service's status, with a dead controller shown as such."""
+def _controller_alive(record) -> bool:
     from skyk.agent.procs import pid_alive
 
-    if record.status != "SHUTTING_DOWN" and record.controller_pid and not pid_alive(record.controller_pid):
+    return pid_alive(record.controller_pid)
+
+
+def serve_update(args) -> int:
+    """Record a new version of the service; its controller rolls the replicas over to it."""
+    from skyk.lifecycle.progress import say
+    from skyk.serve import state
+    from skyk.state import db
+
+    conn = db.connect()
+    record = _require(conn, args.service)
+    mapping = load_service_task(args.task, args.env, args.secret)
+    version = state.add_version(conn, record.name, mapping, args.mode)
+    if not _controller_alive(record):
+        say(f"The controller of service {record.name} is not running; starting a new one.")
+        start_controller(conn, record.name)
+    say(f"Service {record.name}: updating to version {version} ({args.mode.replace('_', '-')}).")
+    say(f"  watch it: skyk serve status {record.name}")
+    return 0
+
+
+def serve_recover(args) -> int:
+    """Start a new controller for a service whose controller died; it resumes from the state."""
+    from skyk.errors import SkykError
+    from skyk.lifecycle.progress import say
+    from skyk.state import db
+
+    conn = db.connect()
+    record = _require(conn, args.service)
+    if _controller_alive(record):
+        raise SkykError(f"the controller of service {record.name} is running (pid {record.controller_pid})",
+                        hint=f"see 'skyk serve logs {record.name} --controller'")
+    _check_router_installed()
+    start_controller(conn, record.name)
+    say(f"Service {record.name}: controller restarted; it resumes the replicas it had.")
+    return 0
+
+
+def service_status(record) -> str:
+    """The service's status, with a dead controller shown as such."""
+    if record.status != "SHUTTING_DOWN" and record.controller_pid and not _controller_alive(record):
         return "CONTROLLER_FAILED"
     return record.status
 
@@ -182,7 +283,7 @@ def serve_status(args) -> int:
             "name": s.name, "version": s.version, "status": service_status(s),
             "uptime_seconds": now - s.created_at,
             "endpoint": f"127.0.0.1:{s.router_port}" if s.router_port else None,
-            "replicas": [{"id": r.id, "version": r.version, "status": r.status, "url": r.url,
+            "replicas": [{"id": r.id, "version": r.version, "status": r.status, "url": r.url, "spot": r.spot,
                           "cluster": r.cluster, "launched_at": r.launched_at, "note": r.note,
                           "infra": handles[r.cluster].infra if handles.get(r.cluster) else None,
                           "resources": resources(handles.get(r.cluster))}
@@ -211,6 +312,12 @@ def serve_status(args) -> int:
         for row, replica in zip(rows, replicas, strict=True):
             row.append(replica.note or "-")
     print_table(headers, rows)
+    import sys
+
+    for record in services:
+        if service_status(record) == "CONTROLLER_FAILED":
+            print(f"\nThe controller of service {record.name} is not running; the endpoint keeps serving"
+                  f" the replicas it knew. Restart it: skyk serve recover {record.name}", file=sys.stderr)
     return 0
 
 
@@ -227,6 +334,11 @@ def serve_down(args) -> int:
     conn = db.connect()
     if args.all == bool(args.services):
         raise SpecError("give service names or -a (not both)", hint="skyk serve down NAME, or -a for all")
+    if args.replica_id is not None:
+        if args.all or len(args.services) != 1:
+            raise SpecError("--replica-id needs exactly one service name",
+                            hint="skyk serve down NAME --replica-id N")
+        return _down_replica(conn, _require(conn, args.services[0]), args.replica_id, args.yes)
     records = state.list_services(conn) if args.all else [_require(conn, n) for n in dict.fromkeys(args.services)]
     confirm("tear down service", [r.name for r in records], args.yes)
     for record in records:
@@ -241,6 +353,41 @@ def serve_down(args) -> int:
                 with ThreadPoolExecutor(max_workers=min(8, len(replicas))) as pool:
                     list(pool.map(lambda r: down_cluster(db.connect(), r.cluster), replicas))
             state.remove_service(conn, record.name)
+    return 0
+
+
+def _down_replica(conn, record, replica_id: int, yes: bool) -> int:
+    """Tear down one replica; a running controller drains it first and launches a replacement."""
+    import time
+
+    from skyk.cli.targets import confirm
+    from skyk.errors import SkykError, SpecError
+    from skyk.lifecycle.progress import step
+    from skyk.serve import state
+    from skyk.serve.controller import down_cluster
+
+    def current():
+        return next((r for r in state.replicas(conn, record.name) if r.id == replica_id), None)
+
+    replica = current()
+    if replica is None:
+        raise SpecError(f"service {record.name} has no replica {replica_id}",
+                        hint=f"'skyk serve status {record.name}' lists replica ids")
+    confirm(f"tear down replica {replica_id} of service", [record.name], yes)
+    with step(f"Tearing down replica {replica_id} of service {record.name}"):
+        state.set_replica(conn, record.name, replica_id, status=state.SHUTTING_DOWN,
+                          note="torn down by 'skyk serve down --replica-id'")
+        if _controller_alive(record):
+            # The controller takes it out of the router's list, drains it, then tears it down.
+            deadline = time.monotonic() + 600
+            while current() is not None:
+                if time.monotonic() > deadline:
+                    raise SkykError(f"replica {replica_id} is still shutting down",
+                                    hint=f"see 'skyk serve logs {record.name} --controller'")
+                time.sleep(0.2)
+        else:
+            down_cluster(conn, replica.cluster)
+            state.remove_replica(conn, record.name, replica_id)
     return 0
 
 

@@ -15,6 +15,8 @@ Run as ``python -m skyk.serve.controller NAME``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import http.server
 import json
 import os
@@ -30,19 +32,26 @@ from pathlib import Path
 from skyk.agent.procs import pid_alive
 from skyk.catalog.store import skyk_home
 from skyk.serve import state
+from skyk.serve.autoscale import Autoscaler, scaling_policy
+from skyk.serve.load import queue_length, router_load, router_stats
+from skyk.serve.plan import SpotPolicy, plan_version, published, retire_old
+from skyk.serve.policies import LoadSample
 from skyk.serve.probe import probe
 from skyk.spec.task import Task, task_from_mapping
 from skyk.state import db
 
 #: seconds between ticks
-TICK = 1.0
+TICK = 0.5
 #: consecutive failed probes before a READY replica is replaced
 PROBE_FAILURES_TO_REPLACE = 3
-#: first wait after a replica failed to launch or start; doubles per failure, up to MAX_BACKOFF
-BACKOFF = 5.0
+#: most seconds between launches after repeated failures (the first wait is ``SKYK_SERVE_BACKOFF``, 5 s)
 MAX_BACKOFF = 300.0
 #: the replica port when the task names none (SkyServe's default)
 DEFAULT_PORT = 8080
+#: seconds a retired replica stays up after leaving the router's list (two router polls, and margin)
+DRAIN_MIN = 1.5
+#: the task secret whose comma-separated keys the endpoint requires as ``Authorization: Bearer KEY``
+API_KEYS_SECRET = "SKYK_SERVE_API_KEYS"
 
 
 def service_dir(name: str) -> Path:
@@ -75,7 +84,7 @@ def log(message: str) -> None:
 
 
 class Controller:
-    """Keeps one service's replicas launched, probed, replaced and published."""
+    """Keeps one service's replicas launched, probed, replaced, scaled and published."""
 
     def __init__(self, name: str):
         self.name = name
@@ -84,12 +93,20 @@ class Controller:
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=16)  # launches and teardowns (slow)
         self.probes = ThreadPoolExecutor(max_workers=16)
-        self.failures = 0
-        self.next_launch_at = 0.0
-        self.ready: list[dict] = []
+        self.backoff = {True: Backoff(), False: Backoff()}  # by spot, so spot failures spare on-demand
+        self.published: list[dict] = []
         self.policy = "round_robin"
+        self.hold_s = 0.0
+        self.api_keys: list[str] | None = None
+        self.scaler: tuple[int, Autoscaler] | None = None  # (version, its autoscaler)
+        self.router: str | None = None  # the router's URL, read by worker threads
 
     # ------------------------------------------------------------- publishing
+
+    def view(self) -> dict:
+        """The router's view: ready replicas, policy, cold-start hold and API key hashes."""
+        return {"replicas": self.published, "load_balancing_policy": self.policy,
+                "hold_s": self.hold_s, "api_keys_sha256": self.api_keys}
 
     def serve_replicas(self, port: int | None) -> int:
         """Answer the router's ``GET /-/replicas`` on loopback; return the port."""
@@ -100,9 +117,7 @@ class Controller:
                 if self.path != "/-/replicas":
                     self.send_error(404)
                     return
-                body = json.dumps({"replicas": controller.ready,
-                                   "load_balancing_policy": controller.policy,
-                                   "api_keys_sha256": None}).encode()
+                body = json.dumps(controller.view()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -117,43 +132,69 @@ class Controller:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server.server_address[1]
 
+    def router_url(self, record: state.ServiceRecord) -> str | None:
+        """The router's base URL on loopback, or None before it is started."""
+        if record.router_port is None:
+            return None
+        scheme = "https" if (record.task.get("service") or {}).get("tls") else "http"
+        return f"{scheme}://127.0.0.1:{record.router_port}"
+
     # -------------------------------------------------------------- replicas
 
     def _launch(self, replica: state.ReplicaRecord, mapping: dict) -> None:
         from skyk.lifecycle.launch import LaunchOptions, launch
+        from skyk.spec.resources import ResourceFields
         from skyk.state import clusters
 
         conn = db.connect()
         try:
             task = replica_task(mapping, replica.id)
             state.set_replica(conn, self.name, replica.id, status=state.PROVISIONING)
-            log(f"replica {replica.id}: launching cluster {replica.cluster}")
-            launch(task, LaunchOptions(replica.cluster, detach=True))
+            kind = "spot" if replica.spot else "on-demand"
+            log(f"replica {replica.id} (version {replica.version}, {kind}): launching cluster {replica.cluster}")
+            launch(task, LaunchOptions(replica.cluster, override=ResourceFields(use_spot=replica.spot),
+                                       detach=True))
             handle = clusters.get(conn, replica.cluster).handle
             url = f"http://{handle.head.ip}:{replica_port(task)}"
             state.set_replica(conn, self.name, replica.id, status=state.STARTING, url=url)
-            log(f"replica {replica.id}: started at {url}")
+            log(f"replica {replica.id}: started at {url} on {handle.infra}")
         except Exception as exc:  # noqa: BLE001 - any launch failure fails this replica only
             from skyk.errors import SkykError
 
             message = exc.one_line() if isinstance(exc, SkykError) else f"{type(exc).__name__}: {exc}"
             log(f"replica {replica.id}: launch failed: {message}")
             state.set_replica(conn, self.name, replica.id, status=state.FAILED, note=message[:500])
+            self.backoff[replica.spot].failed()
         finally:
             with self.lock:
                 self.busy.discard(replica.id)
 
-    def _teardown(self, replica: state.ReplicaRecord) -> None:
+    def _teardown(self, replica: state.ReplicaRecord, drain: bool) -> None:
         conn = db.connect()
         try:
+            if drain and replica.url:
+                self._drain(replica)
             down_cluster(conn, replica.cluster)
             state.remove_replica(conn, self.name, replica.id)
-            log(f"replica {replica.id}: torn down ({replica.status})")
+            log(f"replica {replica.id}: torn down ({replica.note or replica.status})")
         except Exception as exc:  # noqa: BLE001 - retried next tick
             log(f"replica {replica.id}: teardown failed, will retry: {exc}")
         finally:
             with self.lock:
                 self.busy.discard(replica.id)
+
+    def _drain(self, replica: state.ReplicaRecord) -> None:
+        """Wait until the router has dropped the replica and its requests have finished."""
+        # The router re-reads the replica list every 0.5 s: after this, no new request goes there.
+        time.sleep(DRAIN_MIN)
+        deadline = time.monotonic() + drain_limit()
+        router = self.router
+        while router and time.monotonic() < deadline:
+            stats = router_stats(router)
+            if stats is None or not stats.get("in_flight", {}).get(replica.url):
+                return
+            time.sleep(0.5)
+        log(f"replica {replica.id}: still had requests after {drain_limit():g}s of draining")
 
     def _submit(self, replica_id: int, work, *args) -> None:
         with self.lock:
@@ -161,6 +202,14 @@ class Controller:
                 return
             self.busy.add(replica_id)
         self.pool.submit(work, *args)
+
+    def _retire(self, replica: state.ReplicaRecord, why: str) -> None:
+        """Take a replica out of rotation now and tear it down once drained."""
+        if replica.id in self.busy:
+            return  # still launching: retired next tick, once its launch settles
+        log(f"replica {replica.id}: retiring ({why})")
+        state.set_replica(self.conn, self.name, replica.id, status=state.SHUTTING_DOWN, note=why)
+        self._submit(replica.id, self._teardown, dataclasses.replace(replica, note=why), True)
 
     def _probe_all(self, task: Task, replicas: list[state.ReplicaRecord]) -> None:
         spec = task.service.probe
@@ -171,13 +220,23 @@ class Controller:
             if ok:
                 if replica.status != state.READY:
                     log(f"replica {replica.id}: READY")
-                    self.failures = 0
+                    self.backoff[replica.spot].reset()
                 state.set_replica(self.conn, self.name, replica.id, status=state.READY, probe_failures=0,
                                   note=None)
+                continue
+            gone = cluster_gone(self.conn, replica.cluster)
+            if gone:
+                # The cloud took the nodes away: for a spot replica, that is a preemption.
+                status = state.PREEMPTED if replica.spot else state.FAILED
+                log(f"replica {replica.id}: {status}: {gone}")
+                state.set_replica(self.conn, self.name, replica.id, status=status, note=gone)
             elif replica.status == state.STARTING:
                 if now - replica.launched_at > spec.initial_delay_seconds:
                     log(f"replica {replica.id}: not ready after {spec.initial_delay_seconds}s: {why}")
-                    self._failed(replica, state.FAILED_INITIAL_DELAY, why)
+                    state.set_replica(self.conn, self.name, replica.id, status=state.FAILED_INITIAL_DELAY,
+                                      note=why)
+                    # A version that never becomes ready must not crash-loop: back off.
+                    self.backoff[replica.spot].failed()
             else:
                 failures = replica.probe_failures + 1
                 status = state.FAILED_PROBING if failures >= PROBE_FAILURES_TO_REPLACE else state.NOT_READY
@@ -185,12 +244,6 @@ class Controller:
                     log(f"replica {replica.id}: {status}: {why}")
                 state.set_replica(self.conn, self.name, replica.id, status=status, probe_failures=failures,
                                   note=why)
-
-    def _failed(self, replica: state.ReplicaRecord, status: str, why: str) -> None:
-        state.set_replica(self.conn, self.name, replica.id, status=status, note=why)
-        self.failures += 1
-        # A version that never becomes ready must not crash-loop: back off.
-        self.next_launch_at = time.time() + min(MAX_BACKOFF, BACKOFF * 2 ** (self.failures - 1))
 
     # ------------------------------------------------------------------ tick
 
@@ -202,26 +255,41 @@ class Controller:
             if replica.status in (state.PENDING, state.PROVISIONING):
                 record = clusters.get(self.conn, replica.cluster)
                 if record is not None and record.status == clusters.UP and record.handle is not None:
-                    task = replica_task(self.service().task, replica.id)
+                    mapping, _ = state.version(self.conn, self.name, replica.version)
+                    task = replica_task(mapping, replica.id)
                     url = f"http://{record.handle.head.ip}:{replica_port(task)}"
                     state.set_replica(self.conn, self.name, replica.id, status=state.STARTING, url=url)
                 else:
                     state.set_replica(self.conn, self.name, replica.id, status=state.FAILED,
                                       note="its launch was interrupted (controller restarted)")
-            elif replica.status == state.SHUTTING_DOWN:
-                state.set_replica(self.conn, self.name, replica.id, status=state.FAILED,
-                                  note="teardown was interrupted (controller restarted)")
 
     def service(self) -> state.ServiceRecord | None:
         return state.get_service(self.conn, self.name)
 
-    def desired(self, task: Task) -> int:
+    def target(self, record: state.ServiceRecord, task: Task, alive: list[state.ReplicaRecord]) -> int:
+        """How many replicas of the newest version the service should run now."""
         service = task.service
         if service.replicas is not None:
             return service.replicas
-        if service.replica_policy is not None:
-            return service.replica_policy.min_replicas
-        return 1
+        spec = service.replica_policy
+        if spec is None:
+            return 1
+        if not spec.autoscales:
+            return spec.min_replicas
+        if self.scaler is None or self.scaler[0] != record.version:
+            # A new controller (or version) starts from what runs, so a restart changes nothing.
+            current = sum(r.version == record.version for r in alive)
+            self.scaler = (record.version, Autoscaler(scaling_policy(spec), spec, current))
+        ready = [r for r in alive if r.status == state.READY]
+        return self.scaler[1].target(self.load(alive, ready), time.time())
+
+    def load(self, alive: list[state.ReplicaRecord], ready: list[state.ReplicaRecord]) -> LoadSample:
+        """The service's load now: the router's request rate and the engines' queues."""
+        router = self.router
+        rate, waiting = (router_load(router, qps_window()) if router else None) or (0.0, 0)
+        queues = list(self.probes.map(lambda r: queue_length(r.url), ready)) if ready else []
+        return LoadSample(current_replicas=len(alive), ready_replicas=len(ready), requests_per_second=rate,
+                          queue_lengths=tuple(q for q in queues if q is not None), waiting_requests=waiting)
 
     def tick(self) -> bool:
         """Do one round of work; False once the service is gone or shutting down."""
@@ -229,35 +297,122 @@ class Controller:
         if record is None or record.status == "SHUTTING_DOWN":
             return False
         task = task_from_mapping(record.task, f"<service {self.name}>")
+        self.router = self.router_url(record)
+        _, mode = state.version(self.conn, self.name, record.version)
         self.policy = task.service.load_balancing_policy or "round_robin"
+        spec = task.service.replica_policy
+        self.hold_s = cold_start_hold() if spec is not None and spec.min_replicas == 0 else 0.0
+        self.api_keys = api_key_hashes(task)
         replicas = state.replicas(self.conn, self.name)
         for replica in replicas:
-            if replica.status in state.DOOMED or replica.status == state.SHUTTING_DOWN:
-                if replica.status != state.SHUTTING_DOWN:
-                    state.set_replica(self.conn, self.name, replica.id, status=state.SHUTTING_DOWN)
-                self._submit(replica.id, self._teardown, replica)
+            if replica.status in state.DOOMED:
+                state.set_replica(self.conn, self.name, replica.id, status=state.SHUTTING_DOWN)
+                self._submit(replica.id, self._teardown, replica, False)
+            elif replica.status == state.SHUTTING_DOWN:  # retired, possibly by a previous controller
+                self._submit(replica.id, self._teardown, replica, True)
         self._probe_all(task, replicas)
+
         replicas = state.replicas(self.conn, self.name)
         alive = [r for r in replicas if r.status in state.ALIVE]
-        missing = self.desired(task) - len(alive)
-        if missing > 0 and time.time() >= self.next_launch_at:
-            for _ in range(missing):
-                replica = state.add_replica(self.conn, self.name, record.version)
-                self._submit(replica.id, self._launch, replica, record.task)
-        elif missing < 0:
-            # Scale down the least useful first: not ready before ready, newest first.
-            extra = sorted(alive, key=lambda r: (r.status == state.READY, -r.id))[:-missing]
-            for replica in extra:
-                if replica.id not in self.busy:
-                    state.set_replica(self.conn, self.name, replica.id, status=state.SHUTTING_DOWN)
-                    self._submit(replica.id, self._teardown, replica)
+        new = [r for r in alive if r.version == record.version]
+        old = [r for r in alive if r.version != record.version]
+        target = self.target(record, task, alive)
+        plan = plan_version(new, target, spot_policy(task))
+        for is_spot, count in ((True, plan.launch_spot), (False, plan.launch_ondemand)):
+            if count and self.backoff[is_spot].ready():
+                for _ in range(count):
+                    replica = state.add_replica(self.conn, self.name, record.version, spot=is_spot)
+                    self._submit(replica.id, self._launch, replica, record.task)
+        for replica in plan.retire:
+            self._retire(replica, f"scaling down to {target}")
+        new_ready = sum(r.status == state.READY for r in new)
+        for replica in retire_old(old, new_ready, target, mode):
+            self._retire(replica, f"replaced by version {record.version}")
+
         replicas = state.replicas(self.conn, self.name)
-        self.ready = [{"id": r.id, "url": r.url} for r in replicas if r.status == state.READY]
-        status = ("READY" if self.ready else
+        routed = [{"id": r.id, "url": r.url} for r in published(replicas, record.version, target, mode)]
+        if routed != self.published:
+            log("router sends requests to replicas " + (", ".join(str(r["id"]) for r in routed) or "(none)"))
+        self.published = routed
+        status = ("READY" if self.published else
                   "REPLICA_INIT" if any(r.status in state.ALIVE for r in replicas) else "NO_REPLICA")
         if status != record.status:
             state.update_service(self.conn, self.name, status=status)
         return True
+
+
+class Backoff:
+    """Exponential back-off between launches after failures, so a broken version does not crash-loop."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.until = 0.0
+
+    def failed(self) -> None:
+        """Count a failure and push the next launch back."""
+        self.failures += 1
+        self.until = time.time() + min(MAX_BACKOFF, _env_seconds("SKYK_SERVE_BACKOFF", 5.0) * 2 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        """A replica became ready: launch freely again."""
+        self.failures, self.until = 0, 0.0
+
+    def ready(self) -> bool:
+        """Whether a launch may start now."""
+        return time.time() >= self.until
+
+
+def spot_policy(task: Task) -> SpotPolicy:
+    """The service's spot mix: ``resources.use_spot`` and the replica policy's fallbacks."""
+    spec = task.service.replica_policy
+    return SpotPolicy(use_spot=bool(task.resources.use_spot),
+                      base_ondemand=spec.base_ondemand_fallback_replicas if spec else 0,
+                      dynamic_fallback=bool(spec and spec.dynamic_ondemand_fallback))
+
+
+def api_key_hashes(task: Task) -> list[str] | None:
+    """SHA-256 of each key in the ``SKYK_SERVE_API_KEYS`` secret (comma-separated); None: no keys."""
+    keys = [k.strip() for k in str(task.secrets.get(API_KEYS_SECRET) or "").split(",") if k.strip()]
+    return [hashlib.sha256(k.encode()).hexdigest() for k in keys] or None
+
+
+def cluster_gone(conn, cluster: str) -> str | None:
+    """Why a replica's cluster no longer runs (stopped or deleted by its cloud), or None."""
+    from skyk.lifecycle.lookup import cloud_of
+    from skyk.state import clusters
+
+    record = clusters.get(conn, cluster)
+    if record is None or record.handle is None:
+        return None
+    try:
+        states = cloud_of(record.handle.cloud).query(record.handle)
+    except Exception:  # noqa: BLE001 - the cloud could not say: rely on the probes
+        return None
+    if all(s == "running" for s in states):
+        return None
+    return "its nodes are " + ", ".join(sorted(set(states))) + " (the cloud took them away)"
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        return max(0.0, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def qps_window() -> float:
+    """Seconds over which the request rate is averaged (``SKYK_SERVE_QPS_WINDOW``, default 60)."""
+    return max(1.0, _env_seconds("SKYK_SERVE_QPS_WINDOW", 60.0))
+
+
+def cold_start_hold() -> float:
+    """How long the router holds requests while a service scaled to zero starts a replica."""
+    return _env_seconds("SKYK_SERVE_COLD_START_HOLD", 300.0)
+
+
+def drain_limit() -> float:
+    """How long a retired replica may finish its requests (``SKYK_SERVE_DRAIN_SECONDS``, default 120)."""
+    return _env_seconds("SKYK_SERVE_DRAIN_SECONDS", 120.0)
 
 
 def down_cluster(conn, cluster: str) -> None:
@@ -286,14 +441,15 @@ def free_port(start: int = 30001) -> int:
     raise OSError("no free port for the service endpoint")
 
 
-def start_router(name: str, controller_port: int, router_port: int) -> int:
-    """Start the router for service ``name`` in its own session; return its pid."""
-    out = open(service_dir(name) / "load_balancer.log", "ab")
-    with out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "skyk_router", "--host", "127.0.0.1", "--port", str(router_port),
-             "--controller", f"http://127.0.0.1:{controller_port}"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+def start_router(name: str, controller_port: int, router_port: int, task: Task) -> int:
+    """Start the router for service ``name`` in its own session (HTTPS with ``service.tls``); return its pid."""
+    command = [sys.executable, "-m", "skyk_router", "--host", "127.0.0.1", "--port", str(router_port),
+               "--controller", f"http://127.0.0.1:{controller_port}"]
+    if task.service.tls:
+        command += ["--ssl-keyfile", task.service.tls.keyfile, "--ssl-certfile", task.service.tls.certfile]
+    with open(service_dir(name) / "load_balancer.log", "ab") as out:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     return proc.pid
 
 
@@ -316,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not pid_alive(record.router_pid):
             router_port = record.router_port or free_port()
-            pid = start_router(name, port, router_port)
+            pid = start_router(name, port, router_port, task_from_mapping(record.task, f"<service {name}>"))
             state.update_service(controller.conn, name, router_pid=pid, router_port=router_port)
             log(f"router started (pid {pid}) on 127.0.0.1:{router_port}")
         try:

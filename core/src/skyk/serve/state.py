@@ -25,6 +25,13 @@ ALIVE = (PENDING, PROVISIONING, STARTING, READY, NOT_READY)
 #: replicas that will be torn down and replaced
 DOOMED = (FAILED, FAILED_INITIAL_DELAY, FAILED_PROBING, PREEMPTED)
 
+# How ``serve update`` replaces the old version's replicas.
+#: old replicas go one by one as new ones become ready; both versions serve meanwhile
+ROLLING = "rolling"
+#: old replicas serve alone until every new one is ready, then all go at once
+BLUE_GREEN = "blue_green"
+UPDATE_MODES = (ROLLING, BLUE_GREEN)
+
 
 @dataclass(frozen=True)
 class ServiceRecord:
@@ -56,6 +63,7 @@ class ReplicaRecord:
     status_at: float
     probe_failures: int
     note: str | None
+    spot: bool = False
 
 
 def _service(row: sqlite3.Row) -> ServiceRecord:
@@ -67,7 +75,7 @@ def _service(row: sqlite3.Row) -> ServiceRecord:
 def _replica(row: sqlite3.Row) -> ReplicaRecord:
     return ReplicaRecord(row["service"], row["id"], row["version"], row["cluster"], row["status"],
                          row["url"], row["launched_at"], row["status_at"], row["probe_failures"],
-                         row["note"])
+                         row["note"], bool(row["spot"]))
 
 
 def get_service(conn: sqlite3.Connection, name: str) -> ServiceRecord | None:
@@ -86,9 +94,30 @@ def add_service(conn: sqlite3.Connection, name: str, task: dict) -> bool:
     with transaction(conn):
         if conn.execute("SELECT 1 FROM services WHERE name = ?", (name,)).fetchone():
             return False
+        now = time.time()
         conn.execute("INSERT INTO services (name, version, status, task, created_at)"
-                     " VALUES (?, 1, 'CONTROLLER_INIT', ?, ?)", (name, json.dumps(task), time.time()))
+                     " VALUES (?, 1, 'CONTROLLER_INIT', ?, ?)", (name, json.dumps(task), now))
+        conn.execute("INSERT INTO service_versions (service, version, task, mode, created_at)"
+                     " VALUES (?, 1, ?, ?, ?)", (name, json.dumps(task), ROLLING, now))
     return True
+
+
+def add_version(conn: sqlite3.Connection, name: str, task: dict, mode: str) -> int:
+    """Make ``task`` the newest version of service ``name``, rolled out by ``mode``; return its number."""
+    with transaction(conn):
+        version = conn.execute("SELECT version FROM services WHERE name = ?", (name,)).fetchone()[0] + 1
+        conn.execute("UPDATE services SET version = ?, task = ? WHERE name = ?",
+                     (version, json.dumps(task), name))
+        conn.execute("INSERT INTO service_versions (service, version, task, mode, created_at)"
+                     " VALUES (?, ?, ?, ?, ?)", (name, version, json.dumps(task), mode, time.time()))
+    return version
+
+
+def version(conn: sqlite3.Connection, name: str, number: int) -> tuple[dict, str]:
+    """Return the task and update mode of one version of service ``name``."""
+    row = conn.execute("SELECT task, mode FROM service_versions WHERE service = ? AND version = ?",
+                       (name, number)).fetchone()
+    return json.loads(row["task"]), row["mode"]
 
 
 def update_service(conn: sqlite3.Connection, name: str, **fields) -> None:
@@ -103,6 +132,7 @@ def remove_service(conn: sqlite3.Connection, name: str) -> None:
     """Forget service ``name`` and its replicas."""
     with transaction(conn):
         conn.execute("DELETE FROM replicas WHERE service = ?", (name,))
+        conn.execute("DELETE FROM service_versions WHERE service = ?", (name,))
         conn.execute("DELETE FROM services WHERE name = ?", (name,))
 
 
@@ -115,16 +145,17 @@ def replicas(conn: sqlite3.Connection, service: str | None = None) -> list[Repli
     return [_replica(r) for r in rows]
 
 
-def add_replica(conn: sqlite3.Connection, service: str, version: int) -> ReplicaRecord:
+def add_replica(conn: sqlite3.Connection, service: str, version: int, spot: bool = False) -> ReplicaRecord:
     """Create the next replica of ``service`` (PENDING); ids are never reused."""
     now = time.time()
     with transaction(conn):
         top = conn.execute("SELECT MAX(id) FROM replicas WHERE service = ?", (service,)).fetchone()[0]
         replica_id = (top or 0) + 1
         cluster = f"{service}-{replica_id}"
-        conn.execute("INSERT INTO replicas (service, id, version, cluster, status, launched_at, status_at)"
-                     " VALUES (?, ?, ?, ?, ?, ?, ?)", (service, replica_id, version, cluster, PENDING, now, now))
-    return ReplicaRecord(service, replica_id, version, cluster, PENDING, None, now, now, 0, None)
+        conn.execute("INSERT INTO replicas (service, id, version, cluster, status, launched_at, status_at, spot)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (service, replica_id, version, cluster, PENDING, now, now, int(spot)))
+    return ReplicaRecord(service, replica_id, version, cluster, PENDING, None, now, now, 0, None, spot)
 
 
 def set_replica(conn: sqlite3.Connection, service: str, replica_id: int, **fields) -> None:

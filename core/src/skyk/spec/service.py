@@ -27,12 +27,26 @@ class ReadinessProbe(SpecModel):
         return value
 
 
+#: Built-in scaling policy -> the ``ReplicaPolicy`` field it scales on.
+BUILTIN_POLICY_TARGETS: dict[str, str] = {
+    "request_rate": "target_qps_per_replica",
+    "queue_length": "target_queue_length_per_replica",
+}
+
+
 class ReplicaPolicy(SpecModel):
-    """Autoscaling bounds and the fallback from spot to on-demand."""
+    """Autoscaling bounds, the signal to scale on, and the fallback from spot to on-demand.
+
+    SkyPilot's fields keep SkyPilot's meaning and defaults. skyk adds
+    ``target_queue_length_per_replica`` (scale on the requests waiting in the
+    replicas' engines) and ``policy``, the name of the scaling-policy plugin.
+    """
 
     min_replicas: int = Field(ge=0)
     max_replicas: int | None = Field(default=None, ge=1)
     target_qps_per_replica: float | None = Field(default=None, gt=0)
+    target_queue_length_per_replica: float | None = Field(default=None, gt=0)
+    policy: str | None = Field(default=None, min_length=1)
     upscale_delay_seconds: int = Field(default=300, ge=0)
     downscale_delay_seconds: int = Field(default=1200, ge=0)
     base_ondemand_fallback_replicas: int = Field(default=0, ge=0)
@@ -43,10 +57,41 @@ class ReplicaPolicy(SpecModel):
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas ({self.max_replicas}) is below min_replicas"
                              f" ({self.min_replicas}) | hint: raise max_replicas or lower min_replicas")
-        if self.max_replicas not in (None, self.min_replicas) and self.target_qps_per_replica is None:
+        if not self.autoscales:
+            return self
+        if (self.policy is None and self.target_qps_per_replica is None
+                and self.target_queue_length_per_replica is None):
             raise ValueError("autoscaling between min_replicas and max_replicas needs"
-                             " target_qps_per_replica | hint: add target_qps_per_replica: 5")
+                             " target_qps_per_replica, target_queue_length_per_replica or a policy"
+                             " | hint: add target_qps_per_replica: 5 or target_queue_length_per_replica: 8")
+        # The built-in policies cannot scale without their target; say so now
+        # rather than from a controller that silently sits at min_replicas.
+        needed = BUILTIN_POLICY_TARGETS.get(self.scaling_policy_name)
+        if needed is not None and getattr(self, needed) is None:
+            raise ValueError(f"policy {self.scaling_policy_name} needs {needed}"
+                             f" | hint: add {needed}, or name another policy")
         return self
+
+    @property
+    def upper_replicas(self) -> int:
+        """``max_replicas``, or ``min_replicas`` when it is not given (a fixed count)."""
+        return self.min_replicas if self.max_replicas is None else self.max_replicas
+
+    @property
+    def autoscales(self) -> bool:
+        """Whether the replica count may move between two different bounds."""
+        return self.upper_replicas > self.min_replicas
+
+    @property
+    def scaling_policy_name(self) -> str:
+        """The scaling policy to use: ``policy`` if given, else chosen from the target set.
+
+        ``queue_length`` when ``target_queue_length_per_replica`` is set (it
+        wins over ``target_qps_per_replica``), else ``request_rate``.
+        """
+        if self.policy is not None:
+            return self.policy
+        return "queue_length" if self.target_queue_length_per_replica is not None else "request_rate"
 
 
 class TLS(SpecModel):

@@ -70,6 +70,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (service, id)
     );
     """,
+    """
+    CREATE TABLE service_versions (
+        service TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (service, version)
+    );
+    INSERT INTO service_versions (service, version, task, mode, created_at)
+        SELECT name, version, task, 'rolling', created_at FROM services;
+    ALTER TABLE replicas ADD COLUMN spot INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

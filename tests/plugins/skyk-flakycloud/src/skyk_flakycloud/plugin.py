@@ -5,6 +5,7 @@
 zone. ``FLAKY_HANG`` names zones where provisioning never answers.
 ``FLAKY_WAIT_HANG`` makes nodes that never become ready.
 ``FLAKY_ATTEMPTS`` names a file that gets one line per attempted zone.
+``FLAKY_SPOT_OUTAGE`` names a file: while it exists, no zone has spot capacity.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class FlakyCloud(LocalCloud):
                 file.write(f"{zone}\n")
         if zone in os.environ.get("FLAKY_HANG", "").split(","):
             time.sleep(3600)
+        outage = os.environ.get("FLAKY_SPOT_OUTAGE")
+        if request.use_spot and outage and os.path.exists(outage):
+            raise ProvisionError("capacity", "zone", f"injected: no spot capacity in {zone}")
         failures = _failures()
         failure = failures.get(zone) or failures.get("*")
         if failure:
