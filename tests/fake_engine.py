@@ -4,7 +4,7 @@ Standard library only, because replicas run with the node's plain python.
 
 - ``GET /`` (any path not below): ``replica ID version V`` (from ``SKYK_SERVE_REPLICA_ID`` and
   ``VERSION``), after ``DELAY`` seconds (env, default 0);
-- ``GET /health``: 200 once up;
+- ``GET /health``: 200, or 503 forever with ``HEALTHY=0`` (a replica that never becomes ready);
 - ``GET /metrics``: Prometheus text with ``vllm:num_requests_waiting`` (and SGLang's
   ``sglang:num_queue_reqs``) set to the queue length;
 - ``POST /-/queue`` with a number as body: sets the queue length the metrics report.
@@ -20,6 +20,7 @@ import time
 QUEUE = [0.0]
 NAME = f"replica {os.environ.get('SKYK_SERVE_REPLICA_ID', '?')} version {os.environ.get('VERSION', '1')}"
 DELAY = float(os.environ.get("DELAY", "0"))
+HEALTHY = os.environ.get("HEALTHY", "1") != "0"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -37,7 +38,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's API
         if self.path == "/health":
-            self._reply("ok")
+            self._reply("ok" if HEALTHY else "loading", 200 if HEALTHY else 503)
         elif self.path == "/metrics":
             self._reply("# HELP vllm:num_requests_waiting Requests waiting.\n"
                         "# TYPE vllm:num_requests_waiting gauge\n"

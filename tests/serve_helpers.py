@@ -85,10 +85,11 @@ class Outcome:
 
 
 class SteadyLoad:
-    """Requests through an endpoint, back to back from a few threads, every outcome recorded."""
+    """Requests through an endpoint from a few threads (back to back by default), every outcome recorded."""
 
-    def __init__(self, url: str, threads: int = 4) -> None:
+    def __init__(self, url: str, threads: int = 4, interval: float = 0.0) -> None:
         self.url = url
+        self.interval = interval  # pause between one thread's requests
         self.outcomes: list[Outcome] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -103,6 +104,7 @@ class SteadyLoad:
             except OSError as exc:
                 body, error = None, repr(exc)
             self.outcomes.append(Outcome(started, time.time(), body, error))
+            self._stop.wait(self.interval)
 
     def __enter__(self) -> SteadyLoad:
         for thread in self._threads:

@@ -141,3 +141,26 @@ def test_faults_under_steady_load_fail_no_request(skyk, up, isolated_home):
         load.wait_count(30)
     assert load.failures() == [] or all(o.started < killed for o in load.failures()), load.failures()[:3]
     assert {"replica 5 version 1", "replica 3 version 1", "replica 4 version 1"} <= load.bodies()
+
+
+def test_a_version_that_never_becomes_ready_backs_off_and_the_old_one_serves(skyk, up, tmp_path):
+    endpoint = up(2)
+    task = tmp_path / "broken.yaml"
+    task.write_text(engine_task("  readiness_probe: {path: /health, initial_delay_seconds: 2}\n  replicas: 2",
+                                version=2, HEALTHY="0"))
+    with SteadyLoad(f"http://{endpoint}/") as load:
+        result = skyk("serve", "update", "web", str(task), "-y")
+        assert result.returncode == 0, result.stderr
+        time.sleep(20)
+        load.wait_count(20)
+    assert load.failures() == [], load.failures()[:3]
+    assert load.bodies() == {"replica 1 version 1", "replica 2 version 1"}
+    service = service_json(skyk, "web")
+    assert service["status"] == "READY" and service["version"] == 2
+    assert sorted(r["id"] for r in service["replicas"] if r["version"] == 1 and r["status"] == "READY") == [1, 2]
+    # Two replicas failed their initial delay, then launches backed off (5 s, then 10 s, ...) instead
+    # of looping: in 20 s at most 3 rounds of 2 replicas were tried.
+    log = (tmp_path / "home" / ".skyk" / "serve" / "web" / "controller.log").read_text()
+    assert "not ready after 2s" in log
+    launched = log.count("(version 2, on-demand): launching")
+    assert 2 <= launched <= 3 * 2, launched

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).resolve().parent
 
@@ -57,9 +58,15 @@ def _answers(url: str, proc: subprocess.Popen, **kwargs) -> bool:
         pytest.fail(f"{proc.args} exited with {proc.returncode}")
     try:
         requests.get(url, timeout=1, **kwargs)
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not up yet, or still booting
         return False
     return True
+
+
+def replica_of(response: requests.Response) -> str:
+    """Which fake replica answered."""
+    assert response.status_code == 200, response.text
+    return response.headers["X-Replica"]
 
 
 @dataclass
@@ -109,12 +116,19 @@ class RunningRouter:
         """The router's ``GET /-/stats``."""
         return requests.get(f"{self.url}/-/stats", timeout=5, **self.request_options).json()
 
+    def sample(self, name: str, **labels: str) -> float:
+        """The value of the sample ``name`` with ``labels`` in ``GET /metrics`` (0 if absent)."""
+        text = requests.get(f"{self.url}/metrics", timeout=5, **self.request_options).text
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples
+                   if sample.name == name and labels.items() <= sample.labels.items())
+
     def set_replicas(self, urls: list[str], policy: str = "round_robin",
-                     api_keys_sha256: list[str] | None = None) -> None:
+                     api_keys_sha256: list[str] | None = None, hold_s: float = 0) -> None:
         """Rewrite the replicas file and wait until every worker routes by it."""
-        write_replicas_file(self.replicas_file, urls, policy, api_keys_sha256)
+        write_replicas_file(self.replicas_file, urls, policy, api_keys_sha256, hold_s)
         expected = {"replicas": sorted(urls), "load_balancing_policy": policy,
-                    "api_keys_required": api_keys_sha256 is not None}
+                    "api_keys_required": api_keys_sha256 is not None, "hold_s": hold_s}
 
         def every_worker_updated() -> bool:
             workers = self.stats()["workers"]
@@ -125,10 +139,11 @@ class RunningRouter:
 
 
 def write_replicas_file(path: Path, urls: list[str], policy: str = "round_robin",
-                        api_keys_sha256: list[str] | None = None) -> None:
+                        api_keys_sha256: list[str] | None = None, hold_s: float = 0) -> None:
     """Write the controller's JSON to ``path`` atomically, as a controller would."""
     document = {"replicas": [{"id": i, "url": url} for i, url in enumerate(urls, 1)],
-                "load_balancing_policy": policy, "api_keys_sha256": api_keys_sha256}
+                "load_balancing_policy": policy, "api_keys_sha256": api_keys_sha256,
+                "hold_s": hold_s}
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(document))
     os.replace(temporary, path)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import sys
+import time
 
 import falcon
 import falcon.asgi
@@ -54,7 +55,12 @@ def test_stats_of_a_single_worker(client):
     assert stats["window_s"] == 60
     assert stats["requests_last_window"] == 1
     assert stats["requests_per_second"] == pytest.approx(1 / 60)
+    [[second, count]] = stats["requests_by_second"]
+    assert count == 1
+    assert abs(second - time.time()) < 60
+    assert stats["waiting"] == 0
     assert len(stats["workers"]) == 1
+    assert stats["workers"][0]["requests_by_second"] == stats["requests_by_second"]
 
 
 def test_metrics_text(client):

@@ -11,7 +11,9 @@ from collections import Counter
 import pytest
 from skyk_router.auth import key_matches
 from skyk_router.balancing import (
+    EJECT_S,
     ConsistentHash,
+    Ejections,
     InFlight,
     LeastLoad,
     make_policy,
@@ -41,6 +43,19 @@ def test_least_load_picks_the_idlest_and_spreads_ties():
         in_flight.release(url)
     assert set(in_flight.snapshot().values()) == {0}
     assert policy.choose([]) is None
+
+
+def test_ejected_replicas_come_last_and_return():
+    ejections = Ejections()
+    assert ejections.preferred(REPLICAS) == REPLICAS
+    ejections.eject(REPLICAS[0], now=100)
+    ejections.eject(REPLICAS[2], now=100)
+    assert ejections.preferred(REPLICAS, now=101) == [REPLICAS[1], REPLICAS[3]]
+    # Never dropped: when only ejected replicas are left, they are tried.
+    assert ejections.preferred([REPLICAS[0], REPLICAS[2]], now=101) == [REPLICAS[0], REPLICAS[2]]
+    ejections.restore(REPLICAS[2])  # it answered
+    assert ejections.preferred(REPLICAS, now=101) == REPLICAS[1:]
+    assert ejections.preferred(REPLICAS, now=100 + EJECT_S) == REPLICAS  # expired
 
 
 def test_consistent_hash_is_stable_and_moves_few_keys():

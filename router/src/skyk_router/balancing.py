@@ -4,6 +4,9 @@ The policies implement :class:`skyk.serve.policies.LoadBalancingPolicy`; each
 gunicorn worker holds its own instances, so ``least_load`` balances the
 requests of its worker, and ``consistent_hash`` needs no coordination because
 its ring is a pure function of the replica URLs.
+
+:class:`Ejections` remembers, per worker, the replicas that just refused a
+connection, so the policies choose among the others first.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import hashlib
 import itertools
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -25,6 +29,8 @@ SESSION_HEADER = "X-Session-ID"
 PROMPT_PREFIX_BYTES = 256
 #: Points per replica on the ring; more points, more even shares.
 RING_POINTS_PER_REPLICA = 160
+#: Seconds a replica that failed before answering is tried only after the others.
+EJECT_S = 3.0
 
 
 class InFlight:
@@ -53,6 +59,38 @@ class InFlight:
     def snapshot(self) -> dict[str, int]:
         """Every replica seen so far and its count (zeros included)."""
         return dict(self._counts)
+
+
+class Ejections:
+    """Replicas that failed before answering, tried last for :data:`EJECT_S` seconds.
+
+    Passive health checking: a replica that was just killed leaves rotation at
+    its first failed connection, long before the controller's probes notice.
+    It is never dropped, only put last, so when every replica is ejected they
+    are all still tried.
+    """
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}  # url -> monotonic end of its ejection
+
+    def eject(self, url: str, now: float | None = None) -> None:
+        """Put ``url`` last for the next :data:`EJECT_S` seconds."""
+        self._until[url] = (time.monotonic() if now is None else now) + EJECT_S
+
+    def restore(self, url: str) -> None:
+        """Put ``url`` back in rotation (it answered)."""
+        self._until.pop(url, None)
+
+    def preferred(self, replicas: Sequence[str], now: float | None = None) -> list[str]:
+        """The replicas to choose among first: those not ejected, else all of them."""
+        if not self._until:  # the common case: nothing to filter
+            return list(replicas)
+        now = time.monotonic() if now is None else now
+        for url, until in list(self._until.items()):
+            if until <= now:
+                del self._until[url]
+        healthy = [url for url in replicas if url not in self._until]
+        return healthy or list(replicas)
 
 
 class LeastLoad(LoadBalancingPolicy):

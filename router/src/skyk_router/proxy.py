@@ -5,6 +5,11 @@ before answering (refused, reset, silent), the next one is tried: nothing has
 reached the client yet. Once the replica's headers are in, the response is
 relayed chunk by chunk as it arrives and never retried; a replica failing
 mid-response aborts the client's connection so the client sees the truncation.
+
+A replica that fails before answering is also ejected for a few seconds (tried
+after the others), so a dead replica costs one failed connection, not one per
+request. While no replica is ready and the service asks for it (``hold_s``),
+a request is held until one starts, instead of answering 503 at once.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from skyk.serve.policies import LoadBalancingPolicy
 from yarl import URL
 
 from skyk_router.balancing import (
+    EJECT_S,
     SESSION_HEADER,
     ConsistentHash,
+    Ejections,
     InFlight,
     make_policy,
     request_key,
@@ -76,6 +83,14 @@ class NoReplicaAnswered(Exception):
         self.tried = tried
 
 
+class NoReplicaStarted(Exception):
+    """A held request's ``hold_s`` passed without a replica becoming ready."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__(f"no replica became ready within {hold_s:g} s")
+        self.hold_s = hold_s
+
+
 async def wait_for_disconnect(receive: Any) -> None:
     """Return when the client closes its connection (the request body is already read)."""
     while (await receive())["type"] != "http.disconnect":
@@ -111,6 +126,7 @@ class Proxy:
         self._session: aiohttp.ClientSession | None = None
         self._policy_name = DEFAULT_POLICY
         self._policy = make_policy(DEFAULT_POLICY, in_flight)
+        self._ejections = Ejections()
 
     async def start(self) -> None:
         """Open this worker's connection pool (inside the worker's event loop)."""
@@ -152,17 +168,17 @@ class Proxy:
     async def __call__(self, req: ProxyRequest, resp: falcon.asgi.Response, **_: Any) -> None:
         """Relay ``req`` to a replica and stream its answer into ``resp``."""
         started = time.monotonic()
-        self._stats.rate.record(started)
+        # Counted on arrival (held requests too): the autoscaler sizes for demand.
+        self._stats.rate.record()
         # Read whole: a retry must be able to send the body again.
         body = await req.stream.read()
         view = self._watcher.view
-        if not view.urls:
-            self._unavailable(resp, started, "no replica is ready yet; the router reads them "
-                              f"from {self._settings.source_description} every "
-                              f"{self._settings.poll_interval_s:g} s")
+        if not view.urls and not view.hold_s:
+            self._unavailable(resp, started, self._not_ready_hint())
             return
         client_gone = asyncio.ensure_future(wait_for_disconnect(req.asgi_receive))
-        opening = asyncio.ensure_future(self._open(req, body, view))
+        # A held request waits inside _open, so a client leaving ends its wait too.
+        opening = asyncio.ensure_future(self._open(req, body, started))
         try:
             await asyncio.wait((opening, client_gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -180,6 +196,11 @@ class Proxy:
             client_gone.cancel()
             self._unavailable(resp, started, f"every ready replica failed before answering ({error})")
             return
+        except NoReplicaStarted as error:
+            client_gone.cancel()
+            self._unavailable(resp, started, f"waited {error.hold_s:g} s for a replica to start; "
+                              + self._not_ready_hint())
+            return
         except BaseException:
             client_gone.cancel()
             raise
@@ -189,10 +210,33 @@ class Proxy:
                 resp.append_header(name, value)
         resp.stream = Relay(upstream, url, started, client_gone, self._metrics, self._end)
 
+    async def _hold(self, started: float) -> ReplicaView:
+        """The view, once it lists a replica; wait for one while it does not.
+
+        The wait lasts at most the view's ``hold_s`` from the request's arrival
+        (``started``); past it, raise :class:`NoReplicaStarted`.
+        """
+        view = self._watcher.view
+        if view.urls:
+            return view
+        self._stats.waiting += 1
+        try:
+            ready = await self._watcher.wait_for_replicas(
+                started + view.hold_s - time.monotonic())
+        finally:  # also when cancelled because the client left
+            self._stats.waiting -= 1
+        if ready is None:
+            raise NoReplicaStarted(view.hold_s)
+        return ready
+
     async def _open(self, req: ProxyRequest, body: bytes,
-                    view: ReplicaView) -> tuple[str, aiohttp.ClientResponse]:
-        """Send the request to replicas in the policy's order until one answers."""
+                    started: float) -> tuple[str, aiohttp.ClientResponse]:
+        """Send the request to replicas in the policy's order until one answers.
+
+        Replicas ejected after a recent failure are tried only after the others.
+        """
         assert self._session is not None, "Proxy.start() was not awaited"
+        view = await self._hold(started)
         policy = self._policy_for(view)
         key = request_key(req.get_header(SESSION_HEADER), body) \
             if isinstance(policy, ConsistentHash) else None
@@ -204,7 +248,9 @@ class Proxy:
         tried: list[str] = []
         last_error: BaseException | None = None
         while remaining:
-            url = policy.choose(remaining, key) or remaining[0]
+            # The policy chooses among the replicas not ejected, while any remain.
+            preferred = self._ejections.preferred(remaining)
+            url = policy.choose(preferred, key) or preferred[0]
             remaining.remove(url)
             tried.append(url)
             self._begin(url)
@@ -216,14 +262,22 @@ class Proxy:
             except RETRYABLE as error:
                 self._end(url)
                 self._metrics.errors.labels("connect").inc()
-                log.info("replica %s failed before answering (%r); trying another", url, error)
+                self._ejections.eject(url)
+                log.info("replica %s failed before answering (%r); trying another, and it "
+                         "only after the others for %g s", url, error, EJECT_S)
                 last_error = error
                 continue
             except BaseException:
                 self._end(url)
                 raise
+            # Any status will do: the replica is reachable, which is all ejection is about.
+            self._ejections.restore(url)
             return url, upstream
         raise NoReplicaAnswered(tried, last_error or RuntimeError("no replica chosen"))
+
+    def _not_ready_hint(self) -> str:
+        return (f"no replica is ready yet; the router reads them from "
+                f"{self._settings.source_description} every {self._settings.poll_interval_s:g} s")
 
     def _unavailable(self, resp: falcon.asgi.Response, started: float, hint: str) -> None:
         self._metrics.errors.labels("no_replica").inc()

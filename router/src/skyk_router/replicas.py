@@ -4,6 +4,9 @@ Every worker polls its source (the controller's ``GET /-/replicas`` or a JSON
 file) on its own; the list is small and the poll cheap, and it spares the
 workers any shared state. When the source fails, the last good list stays in
 use, so a controller restart does not take the service down.
+
+A service scaled to zero lists no replica and a ``hold_s``: requests then wait
+in :meth:`ReplicaWatcher.wait_for_replicas` while the controller starts one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +45,9 @@ class ReplicaView:
     load_balancing_policy: str = DEFAULT_POLICY
     #: Lower-case hex sha256 of each accepted API key; None when keys are not required.
     api_keys_sha256: frozenset[str] | None = None
+    #: Seconds a request may wait, from its arrival, for a replica while none is
+    #: ready (a cold start from zero); 0 answers 503 at once.
+    hold_s: float = 0.0
     urls: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,8 +73,14 @@ def parse_view(document: Any) -> ReplicaView:
         if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
             raise ValueError("api_keys_sha256 must be a list of hex strings or null")
         hashes = frozenset(h.lower() for h in hashes)
+    hold_s = document.get("hold_s", 0)
+    # bool is an int to Python, but "hold_s": true is a mistake, not one second.
+    if isinstance(hold_s, bool) or not isinstance(hold_s, (int, float)) \
+            or not math.isfinite(hold_s) or hold_s < 0:
+        raise ValueError(f"hold_s must be a non-negative number of seconds, not {hold_s!r}")
     # Sorted by URL so every worker (and the hash ring) sees the same order.
-    return ReplicaView(tuple(sorted(replicas, key=lambda r: r.url)), policy, hashes)
+    return ReplicaView(tuple(sorted(replicas, key=lambda r: r.url)), policy, hashes,
+                       float(hold_s))
 
 
 class ControllerSource:
@@ -119,8 +132,38 @@ class ReplicaWatcher:
 
     def __init__(self, source: ControllerSource | FileSource | None) -> None:
         self.source = source
-        self.view = ReplicaView()
+        # Set exactly while the view lists a replica: held requests wait on it,
+        # so a refresh that brings the first replica wakes them all at once.
+        self._has_replicas = asyncio.Event()
+        self._install(ReplicaView())
         self._last_error: str | None = None
+
+    @property
+    def view(self) -> ReplicaView:
+        """The last good view read from the source."""
+        return self._view
+
+    def _install(self, view: ReplicaView) -> None:
+        self._view = view
+        if view.urls:
+            self._has_replicas.set()
+        else:
+            self._has_replicas.clear()
+
+    async def wait_for_replicas(self, timeout_s: float) -> ReplicaView | None:
+        """Return the view once it lists a replica; None if none does within ``timeout_s``."""
+
+        async def listed() -> ReplicaView:
+            # A loop: an empty view may replace the one that woke this waiter
+            # before it runs again.
+            while not self._view.urls:
+                await self._has_replicas.wait()
+            return self._view
+
+        try:
+            return await asyncio.wait_for(listed(), max(timeout_s, 0.0))
+        except asyncio.TimeoutError:
+            return None
 
     async def refresh(self) -> None:
         """Poll the source once; keep the last good view when it fails."""
@@ -138,7 +181,7 @@ class ReplicaWatcher:
             return
         self._last_error = None
         if view is not None:
-            self.view = view
+            self._install(view)
 
     async def aclose(self) -> None:
         """Release the source's resources."""

@@ -4,6 +4,9 @@ A scrape reaches one worker at random, so each worker publishes its own
 numbers to ``{stats_dir}/{pid}.json`` every poll (0.5 s) and the worker that
 answers sums every fresh file. The controller thus reads the whole router's
 load in one request; the numbers lag by at most one poll.
+
+Besides the totals, ``requests_by_second`` lists the arrivals of each second of
+the window, so the autoscaler can take the rate over a window of its own.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +31,21 @@ STALE_AFTER_S = 5.0
 
 
 class RequestRate:
-    """Requests counted in one-second buckets over the last :data:`WINDOW_S` seconds."""
+    """Requests counted in one-second buckets over the last :data:`WINDOW_S` seconds.
+
+    Seconds are wall-clock (Unix) seconds, not monotonic ones, so the buckets
+    of different worker processes name the same seconds and add up.
+    """
 
     def __init__(self) -> None:
         self._buckets: deque[list[int]] = deque()  # [second, count], oldest first
 
     def record(self, now: float | None = None) -> None:
-        """Count one request arriving at ``now`` (monotonic seconds)."""
-        second = int(time.monotonic() if now is None else now)
-        if self._buckets and self._buckets[-1][0] == second:
+        """Count one request arriving at ``now`` (Unix seconds; the current time by default)."""
+        second = int(time.time() if now is None else now)
+        # ">=": should the wall clock step back, count in the newest bucket so
+        # the buckets stay in order.
+        if self._buckets and self._buckets[-1][0] >= second:
             self._buckets[-1][1] += 1
         else:
             self._buckets.append([second, 1])
@@ -44,8 +53,13 @@ class RequestRate:
 
     def count(self, now: float | None = None) -> int:
         """Requests in the window ending at ``now``."""
-        self._trim(int(time.monotonic() if now is None else now))
+        self._trim(int(time.time() if now is None else now))
         return sum(count for _, count in self._buckets)
+
+    def by_second(self, now: float | None = None) -> list[list[int]]:
+        """``[second, count]`` of each second with requests in the window, oldest first."""
+        self._trim(int(time.time() if now is None else now))
+        return [list(bucket) for bucket in self._buckets]
 
     def _trim(self, second: int) -> None:
         while self._buckets and self._buckets[0][0] <= second - WINDOW_S:
@@ -58,6 +72,8 @@ class WorkerStats:
     def __init__(self, in_flight: InFlight, stats_dir: str | None,
                  view: Callable[[], ReplicaView] = ReplicaView) -> None:
         self.rate = RequestRate()
+        #: Requests held now, waiting for a replica to start (the proxy counts them).
+        self.waiting = 0
         self._in_flight = in_flight
         self._view = view
         self._dir = Path(stats_dir) if stats_dir else None
@@ -69,10 +85,13 @@ class WorkerStats:
         view = self._view()
         return {"pid": self._pid, "requests_last_window": count,
                 "requests_per_second": count / WINDOW_S,
+                "requests_by_second": self.rate.by_second(),
+                "waiting": self.waiting,
                 "in_flight": self._in_flight.snapshot(),
                 "replicas": list(view.urls),
                 "load_balancing_policy": view.load_balancing_policy,
-                "api_keys_required": view.api_keys_sha256 is not None}
+                "api_keys_required": view.api_keys_sha256 is not None,
+                "hold_s": view.hold_s}
 
     def publish(self) -> None:
         """Write this worker's numbers where the other workers read them."""
@@ -108,8 +127,26 @@ class WorkerStats:
                 in_flight[url] = in_flight.get(url, 0) + count
         count = sum(report["requests_last_window"] for report in workers.values())
         return {"window_s": WINDOW_S, "requests_last_window": count,
-                "requests_per_second": count / WINDOW_S, "in_flight": in_flight,
+                "requests_per_second": count / WINDOW_S,
+                "requests_by_second": sum_by_second(workers.values()),
+                "waiting": sum(report["waiting"] for report in workers.values()),
+                "in_flight": in_flight,
                 "workers": sorted(workers.values(), key=lambda report: report["pid"])}
+
+
+def sum_by_second(reports: Iterable[dict[str, Any]],
+                  now: float | None = None) -> list[list[int]]:
+    """Add up the ``requests_by_second`` of ``reports`` second by second, oldest first.
+
+    Seconds that left the window ending at ``now`` are dropped: another
+    worker's report may be up to a poll old.
+    """
+    counts: Counter[int] = Counter()
+    for report in reports:
+        for second, count in report["requests_by_second"]:
+            counts[second] += count
+    oldest = int(time.time() if now is None else now) - WINDOW_S
+    return [[second, counts[second]] for second in sorted(counts) if second > oldest]
 
 
 class StatsResource:

@@ -168,11 +168,16 @@ def start_controller(conn, name: str):
     with open(service_dir(name) / "controller.log", "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "skyk.serve.controller", name], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=skyk_home(), start_new_session=True)
+    from skyk.serve.controller import router_url
+    from skyk.serve.load import router_answers
+
     with step(f"Starting the controller of service {name}"):
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             record = state.get_service(conn, name)
-            if record.controller_pid == proc.pid and record.router_port is not None:
+            # Up once its router answers, so the endpoint printed next works at once.
+            if (record.controller_pid == proc.pid and record.router_port is not None
+                    and router_answers(router_url(record), timeout=1.0)):
                 return record
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SkykError(f"the controller of service {name} did not start",

@@ -132,13 +132,6 @@ class Controller:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server.server_address[1]
 
-    def router_url(self, record: state.ServiceRecord) -> str | None:
-        """The router's base URL on loopback, or None before it is started."""
-        if record.router_port is None:
-            return None
-        scheme = "https" if (record.task.get("service") or {}).get("tls") else "http"
-        return f"{scheme}://127.0.0.1:{record.router_port}"
-
     # -------------------------------------------------------------- replicas
 
     def _launch(self, replica: state.ReplicaRecord, mapping: dict) -> None:
@@ -297,7 +290,7 @@ class Controller:
         if record is None or record.status == "SHUTTING_DOWN":
             return False
         task = task_from_mapping(record.task, f"<service {self.name}>")
-        self.router = self.router_url(record)
+        self.router = router_url(record)
         _, mode = state.version(self.conn, self.name, record.version)
         self.policy = task.service.load_balancing_policy or "round_robin"
         spec = task.service.replica_policy
@@ -413,6 +406,14 @@ def cold_start_hold() -> float:
 def drain_limit() -> float:
     """How long a retired replica may finish its requests (``SKYK_SERVE_DRAIN_SECONDS``, default 120)."""
     return _env_seconds("SKYK_SERVE_DRAIN_SECONDS", 120.0)
+
+
+def router_url(record: state.ServiceRecord) -> str | None:
+    """The service's router on loopback (HTTPS with ``service.tls``), or None before it starts."""
+    if record.router_port is None:
+        return None
+    scheme = "https" if (record.task.get("service") or {}).get("tls") else "http"
+    return f"{scheme}://127.0.0.1:{record.router_port}"
 
 
 def down_cluster(conn, cluster: str) -> None:

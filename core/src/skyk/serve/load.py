@@ -12,6 +12,7 @@ import http.client
 import json
 import math
 import re
+import ssl
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -26,8 +27,12 @@ MAX_BODY = 8 * 1024 * 1024
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 # Replicas and the router are reached directly: an HTTP(S)_PROXY meant for
-# the user's outbound traffic must not swallow these calls.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# the user's outbound traffic must not swallow these calls. With service.tls
+# the router on loopback answers HTTPS with a certificate for the service's
+# public name, not 127.0.0.1, so it is not verified here: the controller
+# started that router itself and the call never leaves the machine.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                      urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
 
 
 def _get(url: str, timeout: float) -> bytes | None:
@@ -123,6 +128,11 @@ def queue_length(base_url: str, timeout: float = 2.0,
     if body is None:
         return None
     return sum_metric(body.decode("utf-8", errors="replace"), names)
+
+
+def router_answers(router_base_url: str, timeout: float = 2.0) -> bool:
+    """Whether the router answers its ``GET /-/health`` (it is listening and its app loaded)."""
+    return _get(f"{router_base_url.rstrip('/')}/-/health", timeout) is not None
 
 
 def router_stats(router_base_url: str, timeout: float = 2.0) -> dict[str, Any] | None:

@@ -57,7 +57,7 @@ class FlakyCloud(LocalCloud):
             raise ProvisionError(kind, scope, f"injected {kind} failure in {zone}")
         handle = super().provision(request)
         offering = request.offering
-        return dataclasses.replace(handle, cloud=NAME, region=offering.region, zone=offering.zone,
+        return dataclasses.replace(handle, cloud=NAME, region=offering.region, zone=offering.zone, use_spot=request.use_spot,
                                    hourly_price=offering.spot_price if request.use_spot else offering.price)
 
 
