@@ -119,24 +119,35 @@ def print_text(report: dict) -> None:
         print(f"{verdict}: {t['command']} median {t['median_s']:.3f}s {op} {t['limit_s']}s")
 
 
-def bench_main(run: Callable[[int], dict], description: str, default_runs: int,
-               argv: list[str] | None = None) -> int:
-    """Parse ``--runs``/``--json``, run ``run(runs)``, print its report; return 1 if a target is missed."""
+def bench_main(run: Callable[..., dict], description: str, default_runs: int,
+               argv: list[str] | None = None, *,
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               print_report: Callable[[dict], None] = print_text,
+               needs_catalogs: bool = True) -> int:
+    """Parse ``--runs``/``--json``, run ``run(runs)``, print its report; return 1 if a target is missed.
+
+    A benchmark with flags of its own passes ``add_arguments``, which adds them to
+    the parser; ``run`` is then called as ``run(runs, args)`` with the parsed
+    arguments. ``print_report`` prints the report when ``--json`` is not given.
+    ``needs_catalogs=False`` skips the check for the real catalogs.
+    """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, default=default_runs,
                         help=f"counted rounds (default {default_runs})")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if not (CATALOGS / "aws" / "vms.csv").is_file():
+    if needs_catalogs and not (CATALOGS / "aws" / "vms.csv").is_file():
         sys.stderr.write(f"real catalogs not found at {CATALOGS}\n")
         return 2
-    report = run(args.runs)
+    report = run(args.runs) if add_arguments is None else run(args.runs, args)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print_text(report)
+        print_report(report)
     return 0 if report["passed"] else 1
 
 

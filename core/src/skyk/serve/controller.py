@@ -394,8 +394,11 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 def qps_window() -> float:
-    """Seconds over which the request rate is averaged (``SKYK_SERVE_QPS_WINDOW``, default 60)."""
-    return max(1.0, _env_seconds("SKYK_SERVE_QPS_WINDOW", 60.0))
+    """Seconds over which the request rate is averaged (``SKYK_SERVE_QPS_WINDOW``, default 60).
+
+    At most 60: the router keeps its per-second counts for that long.
+    """
+    return min(60.0, max(1.0, _env_seconds("SKYK_SERVE_QPS_WINDOW", 60.0)))
 
 
 def cold_start_hold() -> float:
