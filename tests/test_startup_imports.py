@@ -58,7 +58,8 @@ def test_help_does_not_load_pydantic_or_plugins():
     assert loaded_forbidden(body) == ""
 
 
-@pytest.mark.parametrize("argv", [["status"], ["status", "-o", "json"], ["cost-report"]])
+@pytest.mark.parametrize("argv", [["status"], ["status", "-o", "json"], ["cost-report"], ["serve", "status"],
+                                  ["serve", "status", "-o", "json"]])
 def test_local_state_commands_load_no_plugin_or_pydantic(argv):
     # 'status' answers from the state database: nothing else may load.
     body = ("import io, contextlib\nfrom skyk.cli.main import main\n"
