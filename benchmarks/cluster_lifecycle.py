@@ -1,4 +1,4 @@
-"""Benchmark ``skyk status`` with 50 clusters and ``skyk launch`` of ``echo hi`` on the local cloud.
+"""Benchmark ``skyk status`` with 50 clusters, ``skyk serve status --endpoint`` and ``skyk launch`` of ``echo hi``.
 
 Usage: python benchmarks/cluster_lifecycle.py [--runs N] [--json]
 
@@ -7,6 +7,8 @@ start-up (the baseline), in a throw-away SKYK_HOME:
 
 - ``status (50 clusters)``: the state database holds 50 clusters (records
   only; ``status`` answers from local state, so no node is touched).
+- ``serve status --endpoint``: the endpoint of one of 10 services (records
+  only, answered from local state as a shell's ``$(...)`` would ask it).
 - ``launch echo hi``: a new local cluster each round, from the command to the
   job finished and its output printed (``skyk launch`` follows the job); the
   cluster is torn down afterwards, untimed.
@@ -25,8 +27,9 @@ import tempfile
 from cli_startup import WARMUP_ROUNDS, bench_env, bench_main, skyk_argv, summarize, time_once
 
 #: Median wall time (seconds) each command must stay under (issue 3).
-TARGETS = {"status (50 clusters)": 0.2, "launch echo hi": 3.0}
+TARGETS = {"status (50 clusters)": 0.2, "serve status --endpoint": 0.2, "launch echo hi": 3.0}
 STATE_CLUSTERS = 50
+STATE_SERVICES = 10
 
 
 def seed_state(env: dict[str, str]) -> None:
@@ -47,6 +50,10 @@ for i in range({STATE_CLUSTERS}):
     clusters.begin_launch(conn, name, 0)
     clusters.set_handle(conn, name, handle)
     clusters.set_status(conn, name, clusters.UP)
+from skyk.serve import state
+for i in range({STATE_SERVICES}):
+    state.add_service(conn, f"svc-{{i}}", {{"service": {{"replicas": 2}}, "run": "true"}})
+    state.update_service(conn, f"svc-{{i}}", router_port=30001 + i, status="READY")
 """
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
@@ -61,6 +68,7 @@ def run_benchmark(runs: int) -> dict:
         cmds = {
             "baseline": ([sys.executable, "-c", "pass"], status_env),
             "status (50 clusters)": ([*skyk, "status"], status_env),
+            "serve status --endpoint": ([*skyk, "serve", "status", "--endpoint", "svc-3"], status_env),
             "launch echo hi": (None, launch_env),
         }
         times: dict[str, list[float]] = {label: [] for label in cmds}
