@@ -245,6 +245,35 @@ CASES = [
     yaml_case("service-replicas-negative", "service:\n  replicas: -1\n",
               "greater than or equal to 0", "service.replicas"),
 
+    # --- runtime: section (needs the vllm and sglang runtime plugins) ----------------
+    yaml_case("runtime-unknown-engine", "runtime:\n  engine: vlm\n  model: m\n",
+              "installed runtimes: sglang, vllm", "runtime.engine"),
+    yaml_case("runtime-engine-typo-suggests", "runtime:\n  engine: sglng\n  model: m\n",
+              "did you mean sglang", "runtime.engine"),
+    yaml_case("runtime-flag-skyk-sets", "runtime:\n  engine: vllm\n  model: m\n  args:\n"
+              "    port: 9000\n", "skyk sets itself", "runtime.args.port"),
+    yaml_case("runtime-tp-skyk-sets", "runtime:\n  engine: sglang\n  model: m\n  args:\n"
+              "    tp_size: 2\n", "--tp-size is one of the flags skyk sets", "runtime.args.tp_size"),
+    yaml_case("runtime-flag-not-integer", "runtime:\n  engine: vllm\n  model: m\n  args:\n"
+              "    max_num_seqs: many\n", "expects a whole number", "runtime.args.max_num_seqs"),
+    yaml_case("runtime-flag-bad-choice", "runtime:\n  engine: sglang\n  model: m\n  args:\n"
+              "    dtype: fp3\n", "expects one of auto", "runtime.args.dtype"),
+    yaml_case("runtime-flag-bad-fraction", "runtime:\n  engine: vllm\n  model: m\n  args:\n"
+              "    gpu-memory-utilization: 90\n", "fraction", "runtime.args.gpu-memory-utilization"),
+    yaml_case("runtime-unknown-field", "runtime:\n  engine: vllm\n  model: m\n  arg: {}\n",
+              "did you mean 'args'", "runtime.arg"),
+    yaml_case("runtime-missing-model", "runtime:\n  engine: vllm\n", "is required", "runtime.model"),
+    yaml_case("runtime-shorthand", "runtime: vllm\n", "needs the engine and the model", "runtime"),
+    yaml_case("runtime-version-number", "runtime:\n  engine: vllm\n  model: m\n  version: 0.10\n",
+              "read as a number", "runtime.version"),
+    yaml_case("runtime-api-key-not-secret", "runtime:\n  engine: vllm\n  model: m\n"
+              "  api_key: MY_KEY\n", "not a secret of this task", "runtime.api_key"),
+    yaml_case("runtime-multi-node", "num_nodes: 2\nruntime:\n  engine: vllm\n  model: m\n",
+              "num_nodes is 2", "runtime"),
+    yaml_case("runtime-disabled", "runtime:\n  engine: vllm\n  model: m\n",
+              "disabled by SKYK_DISABLE_PLUGINS", "runtime.engine",
+              env={"SKYK_DISABLE_PLUGINS": "vllm"}),
+
     # --- bad launch flags --------------------------------------------------------------
     flag_case("flag-gpus-word-count", ("--gpus", "A100:x"), "bad accelerator count"),
     flag_case("flag-gpus-unknown-name", ("--gpus", "A1OO"), "--gpus"),

@@ -35,3 +35,31 @@ def test_core_alone_plans_and_runs_on_the_local_cloud(tmp_path):
     assert "setting up" in launched.stdout and "hello from 0" in launched.stdout
     down = subprocess.run([str(skyk), "down", "hello", "-y"], capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.slow
+def test_one_runtime_plugin_installs_without_the_other(tmp_path):
+    """``pip install ./core ./plugins/runtimes/vllm``: vLLM recipes work, SGLang ones say what is missing."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                          str(REPO / "core"), str(REPO / "plugins" / "runtimes" / "vllm")],
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr
+    skyk = venv / "bin" / "skyk"
+    plugins = json.loads(subprocess.run([str(skyk), "plugins", "-o", "json"], capture_output=True,
+                                        text=True, check=True).stdout)
+    assert {p["name"] for p in plugins if p["kind"] == "runtime"} == {"vllm"}
+
+    recipe = tmp_path / "chat.yaml"
+    for engine in ("vllm", "sglang"):
+        recipe.write_text(f"runtime:\n  engine: {engine}\n  model: Qwen/Qwen2.5-7B-Instruct\n"
+                          "resources:\n  cpus: 2+\n  cloud: local\n")
+        result = subprocess.run([str(skyk), "launch", "--dryrun", str(recipe)], capture_output=True,
+                                text=True, cwd=tmp_path)
+        if engine == "vllm":
+            assert result.returncode == 0, result.stderr
+        else:
+            assert result.returncode != 0 and "Traceback" not in result.stderr
+            assert "no runtime named 'sglang'" in result.stderr
+            assert "installed runtimes: vllm;" in result.stderr

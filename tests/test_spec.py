@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -166,3 +167,46 @@ def test_autostop_forms():
     for written, minutes in ((True, 5), (10, 10), ("2h", 120), ("30m", 30)):
         t = task_from_mapping({"resources": {"autostop": written}}, "x.yaml")
         assert t.resources.autostop.idle_minutes == minutes
+
+
+def test_runtime_section(tmp_path):
+    t = task("""
+        secrets:
+          ENGINE_KEY: null
+        runtime:
+          engine: VLLM
+          model: Qwen/Qwen2.5-7B-Instruct
+          version: "0.11.0"
+          api_key: ENGINE_KEY
+          args:
+            max_model_len: 8192
+            --enforce-eager: true
+            limit-mm-per-prompt: {image: 2}
+            served-model-name: [a, b]
+        """, tmp_path)
+    r = t.runtime
+    assert (r.engine, r.model, r.version, r.api_key) == (
+        "vllm", "Qwen/Qwen2.5-7B-Instruct", "0.11.0", "ENGINE_KEY")
+    # Keys keep the user's spelling (errors quote it); flags are the engine's.
+    assert list(r.args) == ["max_model_len", "--enforce-eager", "limit-mm-per-prompt", "served-model-name"]
+    assert r.flags == {"max-model-len": 8192, "enforce-eager": True,
+                       "limit-mm-per-prompt": {"image": 2}, "served-model-name": ["a", "b"]}
+
+
+def test_runtime_is_optional_and_data_only():
+    t = task_from_mapping({"run": "echo", "runtime": {"engine": "no-such-engine", "model": "m"}},
+                          "x.yaml")
+    # The spec never loads plugins: an unknown engine is found when the task is resolved.
+    assert t.runtime.engine == "no-such-engine" and t.setup is None
+    assert task_from_mapping({"run": "echo"}, "x.yaml").runtime is None
+
+
+@pytest.mark.parametrize("args, expected", [
+    ({"x": None}, "'x' has no value"),
+    ({"x": [[1]]}, "must be a list of plain values"),
+    ({"a_b": 1, "a-b": 2}, "are the same flag --a-b"),
+    ({"$(reboot)": 1}, "bad engine argument name"),
+])
+def test_runtime_args_shape(args, expected):
+    with pytest.raises(SpecError, match=re.escape(expected)):
+        task_from_mapping({"runtime": {"engine": "vllm", "model": "m", "args": args}}, "x.yaml")

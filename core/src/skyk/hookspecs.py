@@ -89,9 +89,12 @@ def skyk_clouds() -> list[Cloud] | None:
 def skyk_runtimes() -> list[Runtime] | None:
     """Return the inference runtimes this plugin provides (:class:`skyk.runtime.Runtime`).
 
-    Called when a recipe names ``runtime: NAME`` and by ``skyk plugins``.
-    Runtimes are looked up by ``name``; duplicates are an error naming both
-    plugins.
+    Called when a task's ``runtime:`` section names an engine
+    (``runtime.engine: NAME``; see :mod:`skyk.runtime.resolve`), when a
+    service controller asks for its engine's queue metrics, and by ``skyk
+    plugins``. Runtimes are looked up by ``name``; duplicates are an error
+    naming both plugins. A runtime only builds commands: it must not import
+    its engine.
 
     All results are collected.
     """

@@ -116,12 +116,18 @@ def load(args):
                             hint="drop --num-nodes for a single node")
         task = task.model_copy(update={"num_nodes": args.num_nodes})
         task._source = args.task
+    if task.runtime is not None:
+        # Only a task with runtime: loads a runtime plugin.
+        from skyk.runtime.resolve import resolve_task
+
+        task = resolve_task(task)
     task.check_ready()
     return task, resource_overrides(args)
 
 
-def _row(candidate, chosen: bool) -> dict:
+def _row(candidate, chosen: bool, sizing=None) -> dict:
     offering = candidate.offering
+    fit = sizing.fit_for(offering.accelerator, offering.accelerator_count) if sizing else None
     return {
         "infra": offering.infra, "cloud": offering.cloud, "region": offering.region,
         "zone": offering.zone, "instance_type": offering.instance_type,
@@ -130,6 +136,7 @@ def _row(candidate, chosen: bool) -> dict:
         {"name": offering.accelerator, "count": offering.accelerator_count},
         "use_spot": candidate.use_spot, "hourly_cost": round(candidate.hourly_cost, 6),
         "chosen": chosen,
+        **({"fits": fit.why()} if fit else {}),
     }
 
 
@@ -168,25 +175,56 @@ def dry_run(args, task, override, flags) -> int:
     plan = planned.plan
     best = plan.best
     shown = planned.plan.best_per_cloud()
+    sizing = planned.sizing
     if args.output == "json":
         print_json({
             "task": task.name, "cluster": args.cluster, "num_nodes": task.num_nodes,
-            "chosen": _row(best, True), "considered": plan.considered,
-            "best_per_cloud": [_row(c, c is best) for c in shown],
-            "candidates": [_row(c, c is best) for c in plan.candidates[:_JSON_CANDIDATES]],
+            **({"model_size": _sizing_json(sizing)} if sizing else {}),
+            "chosen": _row(best, True, sizing), "considered": plan.considered,
+            "best_per_cloud": [_row(c, c is best, sizing) for c in shown],
+            "candidates": [_row(c, c is best, sizing) for c in plan.candidates[:_JSON_CANDIDATES]],
         })
     else:
         nodes = f"{task.num_nodes}x " if task.num_nodes > 1 else ""
         print(f"Plan for task {task.name or '(unnamed)'}"
               f"{' on cluster ' + args.cluster if args.cluster else ''}:")
-        print_table(
-            ["INFRA", "INSTANCE", "vCPUs", "MEM(GiB)", "ACCELERATORS", "$/h", "CHOSEN"],
-            [[c.offering.infra, nodes + c.offering.instance_type + (" [spot]" if c.use_spot else ""),
-              format_count(c.offering.vcpus), format_count(c.offering.memory_gib),
-              c.offering.accelerators_label, money(c.hourly_cost), "✔" if c is best else ""]
-             for c in shown])
+        if sizing:
+            _print_sizing(sizing)
+        headers = ["INFRA", "INSTANCE", "vCPUs", "MEM(GiB)", "ACCELERATORS", "$/h", "CHOSEN"]
+        rows = [[c.offering.infra, nodes + c.offering.instance_type + (" [spot]" if c.use_spot else ""),
+                 format_count(c.offering.vcpus), format_count(c.offering.memory_gib),
+                 c.offering.accelerators_label, money(c.hourly_cost), "✔" if c is best else ""]
+                for c in shown]
+        if sizing:
+            headers.append("WHY IT FITS")
+            for row, c in zip(rows, shown, strict=True):
+                fit = sizing.fit_for(c.offering.accelerator, c.offering.accelerator_count)
+                row.append(fit.why() if fit else None)
+        print_table(headers, rows)
         clouds = len({c.offering.cloud for c in plan.candidates})
         print(f"\nConsidered {plan.considered} candidates on {clouds} cloud(s); "
               f"chose {best.offering.instance_type} on {best.offering.infra} "
               f"at ${best.hourly_cost:.2f}/h.")
     return 0
+
+
+def _sizing_json(sizing) -> dict:
+    return {**sizing.estimate.as_dict(),
+            "fits": [{"accelerators": {"name": f.accelerator, "count": f.count},
+                      "total_gib": round(f.total_gib, 2), "usable_gib": round(f.usable_gib, 2)}
+                     for f in sizing.fits]}
+
+
+def _print_sizing(sizing) -> None:
+    """Print the model's memory estimate and the fewest GPUs of each kind that hold it."""
+    from skyk.optimizer.model_size import HEADROOM, OVERHEAD_GIB, format_params, gib
+
+    need = sizing.estimate
+    print(f"Model {need.model} (size from {need.source}):")
+    print(f"  ~{format_params(need.params)} parameters x {need.bytes_per_param:g} bytes ({need.dtype})"
+          f" = {gib(need.weights_gib)} GiB of weights")
+    print(f"  needs ~{gib(need.needed_gib)} GiB: weights x {HEADROOM:g} for KV cache"
+          f" + {OVERHEAD_GIB:g} GiB engine overhead; the engine uses {need.usable_fraction:.0%}"
+          " of GPU memory")
+    print("  GPU sets that fit (fewest of each kind): "
+          + ", ".join(f"{f.accelerator}:{f.count}" for f in sizing.smallest()) + "\n")

@@ -113,6 +113,12 @@ def load_service_task(path: str, envs, secrets) -> dict:
                         hint="add e.g. 'service: {readiness_probe: /health, replicas: 2}',"
                              " or run it with skyk launch")
     mapping = dict(mapping, envs=dict(task.envs), secrets=dict(task.secrets))
+    if task.runtime is not None:
+        # Written into the record, so the controller needs no runtime plugin
+        # to launch replicas; only queue_metrics() asks the plugin again.
+        from skyk.runtime.resolve import resolve_mapping
+
+        mapping = resolve_mapping(mapping, task)
     # The controller runs elsewhere (its own directory): pin local paths now.
     if task.workdir:
         mapping["workdir"] = os.path.abspath(os.path.expanduser(task.workdir))

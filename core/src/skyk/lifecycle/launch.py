@@ -99,6 +99,8 @@ def _provision(conn, task: Task, options: LaunchOptions):
         nodes.check_mounts(task, cloud_name)
     name = options.cluster
     best = planned.plan.best
+    if planned.sizing is not None:
+        say(f"Model {planned.sizing.estimate.model}: {planned.sizing.estimate.describe()}")
     say(f"Best of {planned.plan.considered} candidates: {best.offering.instance_type} on"
         f" {best.offering.infra} at ${best.hourly_cost:.2f}/h")
     if options.confirm and sys.stdin.isatty():

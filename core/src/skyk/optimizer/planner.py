@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import difflib
+from collections import defaultdict
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from skyk.catalog.gpus import gpu_spec
 from skyk.catalog.store import Catalog
 from skyk.errors import CatalogError, NoFeasibleResources, PluginError, SpecError
+from skyk.optimizer.model_size import (
+    TENSOR_PARALLEL_SIZES,
+    Estimate,
+    GpuFit,
+    ModelSizing,
+    estimate,
+    fitting_sets,
+    runtime_model,
+)
 from skyk.optimizer.ranking import Location, Plan, canonicalize, rank
 from skyk.plugins.kinds import disabled_plugins
 from skyk.plugins.manager import Kernel, discover
@@ -24,6 +35,8 @@ class PlannedTask:
     catalog: Catalog
     kernel: Kernel
     ordered: bool
+    #: The served model's memory estimate and GPU sets, when they chose the accelerators.
+    sizing: ModelSizing | None = None
 
 
 def check_cloud_names(requirements: list[Requirement], source: str) -> set[str] | None:
@@ -71,9 +84,17 @@ def plan_task(task: Task, override: ResourceFields | None = None,
     """Rank where ``task`` can run, cheapest (or most preferred) first.
 
     Only the clouds the task can use are loaded, so a pinned task never
-    reads the other clouds' catalogs.
+    reads the other clouds' catalogs. A task whose ``runtime:`` serves a
+    model, where the resources name no accelerators, gets the GPU sets that
+    hold the model (see ``skyk.optimizer.model_size``). ``task`` is a Task,
+    or any object with its ``resources``, ``source``, ``num_nodes`` and
+    optionally ``runtime``.
     """
     requirements = task.resources.requirements_with(override, flags)
+    served = runtime_model(task)
+    # Estimated before any catalog is read, so a model of unknown size fails at once.
+    need = (estimate(served[0], served[1], f"{task.source}: runtime")
+            if served and any(_names_no_hardware(r) for r in requirements) else None)
     names = check_cloud_names(requirements, task.source)
     kernel = Kernel.load(("cloud",), names)
     for failure in kernel.failures:
@@ -87,11 +108,79 @@ def plan_task(task: Task, override: ResourceFields | None = None,
         raise CatalogError(f"cannot check accelerator names, some catalogs are unusable: {problems}",
                            hint="run 'skyk catalog refresh' or set SKYK_CATALOG_DIR")
     requirements = canonicalize(requirements, known, task.source)
+    sizing, preferences = None, None
+    if need is not None:
+        sizing, requirements, preferences = size_for_model(need, requirements, catalog,
+                                                           f"{task.source}: runtime.model")
     defaults = {name: (cloud.default_cpus, cloud.default_memory_gib)
                 for name, cloud in kernel.clouds().items()}
     try:
         plan = rank(catalog, requirements, num_nodes=task.num_nodes,
-                    ordered=task.resources.is_ordered, blocked=blocked, defaults=defaults)
+                    ordered=task.resources.is_ordered, blocked=blocked, defaults=defaults,
+                    preferences=preferences)
     except NoFeasibleResources as exc:
         raise NoFeasibleResources(f"{task.source}: {exc.message}", hint=exc.hint) from None
-    return PlannedTask(task, plan, catalog, kernel, task.resources.is_ordered)
+    return PlannedTask(task, plan, catalog, kernel, task.resources.is_ordered, sizing)
+
+
+def _names_no_hardware(requirement: Requirement) -> bool:
+    # An instance type names its accelerators too (g5.12xlarge is A10G:4).
+    return not (requirement.accelerator or requirement.instance_type)
+
+
+def size_for_model(need: Estimate, requirements: list[Requirement], catalog: Catalog,
+                   where: str) -> tuple[ModelSizing | None, list[Requirement], list[int]]:
+    """Put the GPU sets that hold ``need`` in place of requirements that name no hardware.
+
+    Returns the sizing (None when nothing was sized), the requirements and
+    each one's preference: sets sized for one alternative share its place,
+    so ``ordered:`` still prefers whole alternatives. A requirement whose
+    clouds offer no GPU that skyk can size (the local cloud on a machine
+    without one) stays as written. Raises ``NoFeasibleResources`` when GPUs
+    are offered but no set of them holds the model; ``where`` prefixes it.
+    """
+    offered: dict[str, dict[str, set[float]]] = defaultdict(lambda: defaultdict(set))
+    for name in catalog.accelerator_names():
+        if gpu_spec(name) is not None:
+            for offering in catalog.with_accelerator(name):
+                offered[offering.cloud][name].add(offering.accelerator_count)
+    everywhere: dict[str, set[float]] = defaultdict(set)
+    for by_name in offered.values():
+        for name, counts in by_name.items():
+            everywhere[name] |= counts
+    fits = fitting_sets(need, everywhere)
+    out: list[Requirement] = []
+    preferences: list[int] = []
+    tried = used = 0
+    for index, req in enumerate(requirements):
+        scope = offered.get(req.cloud, {}) if req.cloud else everywhere
+        if not _names_no_hardware(req) or not scope:
+            out.append(req)
+            preferences.append(index)
+            continue
+        tried += 1
+        for fit in fits:
+            if fit.count in scope.get(fit.accelerator, ()):
+                out.append(replace(req, accelerator=fit.accelerator, accelerator_count=float(fit.count),
+                                   accelerator_origin="runtime.model"))
+                preferences.append(index)
+                used += 1
+    if tried and not out:
+        raise NoFeasibleResources(_too_big(need, everywhere, where),
+                                  hint="serve a quantized model (quantization: awq or fp8), or give"
+                                       " resources.accelerators and num_nodes yourself")
+    # Alternatives the user sized themselves may remain when no GPU set held the model.
+    return (ModelSizing(need, tuple(fits)) if used else None), out, preferences
+
+
+def _too_big(need: Estimate, offered: dict[str, set[float]], where: str) -> str:
+    message = (f"{where}: {need.model} needs ~{need.needed_gib:.0f} GiB of GPU memory, more than"
+               f" any set of up to {TENSOR_PARALLEL_SIZES[-1]} GPUs offered holds")
+    sets = [GpuFit(name, int(count), spec.memory_gib, need.usable_fraction, need.needed_gib)
+            for name, counts in offered.items() if (spec := gpu_spec(name))
+            for count in counts if count in TENSOR_PARALLEL_SIZES]
+    if sets:
+        largest = max(sets, key=lambda f: f.usable_gib)
+        message += (f" (largest: {largest.count}x {largest.accelerator},"
+                    f" {largest.usable_gib:.0f} GiB usable)")
+    return message

@@ -115,7 +115,8 @@ def _feasible(req: Requirement, offering: Offering,
 
 def rank(catalog: Catalog, requirements: Sequence[Requirement], *, num_nodes: int = 1,
          ordered: bool = False, blocked: Collection[Location] = (),
-         defaults: Mapping[str, tuple[float | None, float | None]] | None = None) -> Plan:
+         defaults: Mapping[str, tuple[float | None, float | None]] | None = None,
+         preferences: Sequence[int] | None = None) -> Plan:
     """Rank every feasible (offering, requirement) pair, cheapest first.
 
     :param requirements: canonicalised requirements, in the user's preference order.
@@ -124,12 +125,15 @@ def rank(catalog: Catalog, requirements: Sequence[Requirement], *, num_nodes: in
         then by cost; otherwise by cost alone.
     :param blocked: locations where provisioning failed; offerings there are skipped.
     :param defaults: per cloud, the (vCPUs, GiB) floor for tasks that size nothing.
+    :param preferences: the preference of each requirement when several share one
+        (GPU sets sized for one ``ordered`` alternative); default: its position.
     :raises NoFeasibleResources: with a reason per cloud, when nothing fits.
     """
     defaults = defaults or {}
     found: dict[tuple, Candidate] = {}
     considered = 0
-    for preference, req in enumerate(requirements):
+    for index, req in enumerate(requirements):
+        preference = preferences[index] if preferences is not None else index
         for offering in _pool(catalog, req):
             if not _feasible(req, offering, defaults):
                 continue

@@ -33,7 +33,7 @@ from skyk.agent.procs import pid_alive
 from skyk.catalog.store import skyk_home
 from skyk.serve import state
 from skyk.serve.autoscale import Autoscaler, scaling_policy
-from skyk.serve.load import queue_length, router_load, router_stats
+from skyk.serve.load import QUEUE_METRICS, queue_length, router_load, router_stats
 from skyk.serve.plan import SpotPolicy, plan_version, published, retire_old
 from skyk.serve.policies import LoadSample
 from skyk.serve.probe import probe
@@ -100,6 +100,7 @@ class Controller:
         self.api_keys: list[str] | None = None
         self.scaler: tuple[int, Autoscaler] | None = None  # (version, its autoscaler)
         self.router: str | None = None  # the router's URL, read by worker threads
+        self.queue_names = QUEUE_METRICS  # the engine's queue gauges on its /metrics
 
     # ------------------------------------------------------------- publishing
 
@@ -273,6 +274,7 @@ class Controller:
             # A new controller (or version) starts from what runs, so a restart changes nothing.
             current = sum(r.version == record.version for r in alive)
             self.scaler = (record.version, Autoscaler(scaling_policy(spec), spec, current))
+            self.queue_names = engine_queue_metrics(task)
         ready = [r for r in alive if r.status == state.READY]
         return self.scaler[1].target(self.load(alive, ready), time.time())
 
@@ -280,7 +282,7 @@ class Controller:
         """The service's load now: the router's request rate and the engines' queues."""
         router = self.router
         rate, waiting = (router_load(router, qps_window()) if router else None) or (0.0, 0)
-        queues = list(self.probes.map(lambda r: queue_length(r.url), ready)) if ready else []
+        queues = list(self.probes.map(lambda r: queue_length(r.url, names=self.queue_names), ready)) if ready else []
         return LoadSample(current_replicas=len(alive), ready_replicas=len(ready), requests_per_second=rate,
                           queue_lengths=tuple(q for q in queues if q is not None), waiting_requests=waiting)
 
@@ -353,6 +355,18 @@ class Backoff:
     def ready(self) -> bool:
         """Whether a launch may start now."""
         return time.time() >= self.until
+
+
+def engine_queue_metrics(task: Task) -> tuple[str, ...]:
+    """The queue gauges the task's runtime plugin names; vLLM's and SGLang's when it cannot say."""
+    from skyk.errors import SkykError
+    from skyk.runtime.resolve import queue_metrics
+
+    try:
+        return queue_metrics(task)
+    except SkykError as exc:  # the plugin was uninstalled since serve up: the defaults still apply
+        log(f"queue metrics: {exc.one_line()}; reading {', '.join(QUEUE_METRICS)}")
+        return QUEUE_METRICS
 
 
 def spot_policy(task: Task) -> SpotPolicy:

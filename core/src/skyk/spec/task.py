@@ -13,6 +13,7 @@ from skyk.errors import SpecError
 from skyk.spec.base import SpecModel
 from skyk.spec.errors import spec_error
 from skyk.spec.resources import Resources
+from skyk.spec.runtime import RuntimeSection
 from skyk.spec.service import Service
 from skyk.spec.values import check_env_name, check_safe_name
 from skyk.spec.yamlfile import load_yaml_mapping
@@ -37,7 +38,11 @@ def _env_values(value: Any, section: str) -> Any:
 
 
 class Task(SpecModel):
-    """A SkyPilot-compatible task."""
+    """A SkyPilot-compatible task, plus skyk's ``runtime`` section.
+
+    ``runtime`` is data only here; :func:`skyk.runtime.resolve.resolve_task`
+    turns it into ``setup``, ``run`` and a readiness probe.
+    """
 
     name: str | None = None
     workdir: str | None = None
@@ -49,6 +54,7 @@ class Task(SpecModel):
     setup: str | None = None
     run: str | None = None
     service: Service | None = None
+    runtime: RuntimeSection | None = None
 
     _source: str = PrivateAttr(default="<task>")
 

@@ -12,9 +12,26 @@ A cloud plugin's test module needs one subclass::
             ...  # a directory holding <catalog_dir>/mycloud/vms.csv
             return tmp_path
 
-Requires pytest (``pip install skyk-core[testing]``).
+So does a runtime plugin's, stating how its engine spells each command::
+
+    from skyk.testing import RuntimePluginContract
+
+    class TestMyEngine(RuntimePluginContract):
+        runtime_name = "myengine"
+        engine_program = "myengine"
+        expected_readiness_path = "/health"
+        expected_queue_metrics = ("myengine:queue_size",)
+
+        def expected_setup(self, version):
+            return ["python", "-m", "pip", "install", f"myengine=={version}"]
+
+        def expected_serve_argv(self, *, model, port, gpus, api_key):
+            return ["myengine", "serve", model, "--port", str(port), ...]
+
+Requires pytest (``pip install skyk-core[testing]``) and, for runtimes, bash.
 """
 
 from skyk.testing.cloud_contract import CloudPluginContract
+from skyk.testing.runtime_contract import RuntimePluginContract
 
-__all__ = ["CloudPluginContract"]
+__all__ = ["CloudPluginContract", "RuntimePluginContract"]
