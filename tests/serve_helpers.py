@@ -130,15 +130,37 @@ class SteadyLoad:
         wait_for(lambda: len(self.outcomes) >= goal, timeout=timeout, interval=0.05, what=f"{count} requests")
 
 
+def service_processes(home: Path, name: str, endpoint: str) -> list[str]:
+    """Command lines of live controllers of ``name`` and routers on ``endpoint`` made under ``home``.
+
+    Only processes whose ``SKYK_HOME`` is this test's count: tests running
+    beside it (another checkout, another session) may serve a service of the
+    same name.
+    """
+    from lifecycle_helpers import cmdlines
+
+    marker = f"SKYK_HOME={home / '.skyk'}".encode()
+    port = endpoint.rsplit(":", 1)[1]
+    mine = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                mine.append(entry.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    # skyk-router (--port) execs gunicorn (--bind), whose workers share its command line.
+    return [c for c in cmdlines(mine) if f"skyk.serve.controller {name}" in c
+            or f"--port {port} " in c + " " or f"--bind {endpoint} " in c + " "]
+
+
 def assert_nothing_left(skyk, home: Path, name: str, endpoint: str) -> None:
     """After ``serve down``: no service, no node process or sandbox, no controller or router."""
-    from lifecycle_helpers import cmdlines, node_processes, sandboxes
+    from lifecycle_helpers import node_processes, sandboxes
 
     assert [s for s in serve_json(skyk) if s["name"] == name] == []
     assert node_processes() == {} and sandboxes(home) == []
-    port = endpoint.rsplit(":", 1)[1]
-    assert not [c for c in cmdlines(p.name for p in Path("/proc").iterdir() if p.name.isdigit())
-                if f"skyk.serve.controller {name}" in c or f"--port {port} " in c + " "]
+    left = service_processes(home, name, endpoint)
+    assert not left, left
 
 
 def wait_serving(endpoint: str, expected: set[str], path: str = "/") -> None:
@@ -154,3 +176,4 @@ def wait_serving(endpoint: str, expected: set[str], path: str = "/") -> None:
             return False
 
     wait_for(check, timeout=30, interval=0.2, what=f"the endpoint to reach {sorted(expected)}")
+
