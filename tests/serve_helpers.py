@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lifecycle_helpers import wait_for
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+REPO = Path(__file__).resolve().parents[1]
+#: The no-GPU chat recipe: two replicas of examples/tiny_chat_server.py.
+CPU_CHAT_TASK = REPO / "examples" / "serve-cpu-chat.yaml"
 
 
 def engine_task(service: str, version: int = 1, resources: str = "ports: 8080", **env: str) -> str:
@@ -177,3 +182,29 @@ def wait_serving(endpoint: str, expected: set[str], path: str = "/") -> None:
 
     wait_for(check, timeout=30, interval=0.2, what=f"the endpoint to reach {sorted(expected)}")
 
+@contextlib.contextmanager
+def running_service(skyk, home: Path, name: str, task: Path, *args: str,
+                    replicas: int, ready_path: str = "/v1/models") -> Iterator[str]:
+    """``skyk serve up`` ``task`` as ``name``; yield its endpoint once it answers ``ready_path``.
+
+    Run from the repository root, as the examples' relative paths expect.
+    Afterwards (even after a failure) ``serve down`` and check that nothing is left.
+    """
+    up = skyk("serve", "up", "-n", name, str(task), "-y", *args, cwd=REPO, timeout=180)
+    assert up.returncode == 0, up.stderr
+    endpoint = up.stdout.strip()
+    try:
+        wait_ready(skyk, name, replicas, timeout=240)
+
+        def answers() -> bool:  # the router lags the controller by a poll
+            try:
+                return bool(get(f"http://{endpoint}{ready_path}"))
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=60, interval=0.3, what=f"{endpoint}{ready_path} to answer")
+        yield endpoint
+    finally:
+        down = skyk("serve", "down", name, "-y", timeout=180)
+        assert down.returncode == 0, down.stderr
+        assert_nothing_left(skyk, home, name, endpoint)

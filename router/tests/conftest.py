@@ -12,6 +12,7 @@ import pytest
 from router_servers import (
     FakeReplica,
     RunningRouter,
+    start_fake_openai,
     start_fake_replica,
     start_router,
     stop,
@@ -39,3 +40,13 @@ def router(tmp_path_factory) -> Iterator[RunningRouter]:
         yield running
     finally:
         stop(running.proc)
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[str]:
+    """``fake_openai.py`` streaming an event every 50 ms; yields its base URL."""
+    server = start_fake_openai(event_interval_s=0.05)
+    try:
+        yield server.url
+    finally:
+        stop(server.proc)

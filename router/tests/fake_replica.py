@@ -10,13 +10,23 @@ Besides the OpenAI routes of :mod:`fake_openai` it answers, on any method:
 - ``/reset``: a dropped connection before any byte;
 - ``/hold?id=X&headers=0|1``: never finishes (with headers sent or not) and
   records when the router closed the connection, read back from
-  ``GET /-/closed`` as ``{"X": seconds_since_epoch}``.
+  ``GET /-/closed`` as ``{"X": seconds_since_epoch}``;
+- ``/status?code=N``: an empty answer with status N (204, 304...);
+- ``/bytes?n=N``: N bytes, in one answer with a Content-Length (``chunked=1``:
+  in 64 KiB chunks without one);
+- ``/digest``: the size and sha256 of the request body;
+- ``/close``: the echo, then the connection closed (``Connection: close``).
+
+``--keepalive-timeout S`` closes idle connections after S seconds, and
+``--ssl-certfile``/``--ssl-keyfile`` serve HTTPS.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import ssl
 import time
 
 from aiohttp import web
@@ -76,9 +86,39 @@ def build_app(name: str) -> web.Application:
     async def closed_ids(request: web.Request) -> web.Response:
         return web.json_response(closed)
 
-    app = web.Application()
+    async def status(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=int(request.query["code"]), headers={"X-Replica": name})
+
+    async def some_bytes(request: web.Request) -> web.StreamResponse:
+        size = int(request.query["n"])
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        if request.query.get("chunked") != "1":
+            return web.Response(body=data, headers={"X-Replica": name})
+        response = web.StreamResponse(headers={"X-Replica": name})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, size, 65536):
+            await response.write(data[start:start + 65536])
+        await response.write_eof()
+        return response
+
+    async def digest(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({"size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                                  "headers": {k.lower(): v for k, v in request.headers.items()}},
+                                 headers={"X-Replica": name})
+
+    async def close(request: web.Request) -> web.Response:
+        response = await echo(request)
+        response.force_close()
+        return response
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # /digest takes large bodies
     for path, handler in (("/echo", echo), ("/slow", slow), ("/sse", sse),
-                          ("/truncate", truncate), ("/reset", reset), ("/hold", hold)):
+                          ("/truncate", truncate), ("/reset", reset), ("/hold", hold),
+                          ("/status", status), ("/bytes", some_bytes), ("/digest", digest),
+                          ("/close", close)):
         app.router.add_route("*", path, handler)
     app.router.add_get("/-/closed", closed_ids)
     add_openai_routes(app, name, event_interval_s=0.05)
@@ -90,8 +130,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", required=True)
+    parser.add_argument("--keepalive-timeout", type=float, default=75.0,
+                        help="seconds an idle connection stays open (aiohttp's default: 75)")
+    parser.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--ssl-keyfile", help="and this private key (PEM)")
     args = parser.parse_args()
-    web.run_app(build_app(args.name), host="127.0.0.1", port=args.port, print=None)
+    context = None
+    if args.ssl_certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    web.run_app(build_app(args.name), host="127.0.0.1", port=args.port, print=None,
+                keepalive_timeout=args.keepalive_timeout, ssl_context=context)
 
 
 if __name__ == "__main__":

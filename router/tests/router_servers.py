@@ -1,4 +1,4 @@
-"""Real servers on loopback for the router's tests: fake replicas and a gunicorn router.
+"""Real servers on loopback for the router's tests: fake replicas, the chat page server, a router.
 
 Each start function stops what it started if it fails to come up; the
 fixtures in conftest.py stop the rest in ``finally`` blocks.
@@ -19,8 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from skyk_router.chat import server as chat_server
 
 HERE = Path(__file__).resolve().parent
+#: Run as a script, as on a node: it must not need the router's package.
+CHAT_SERVER = Path(chat_server.__file__)
 
 
 def free_loopback_port() -> int:
@@ -82,18 +85,48 @@ class FakeReplica:
         return requests.get(f"{self.url}/-/closed", timeout=5).json()
 
 
-def start_fake_replica(name: str) -> FakeReplica:
-    """Start a fake replica on a free port and wait until it answers."""
-    port = free_loopback_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "fake_replica.py"),
-                             "--port", str(port), "--name", name])
-    replica = FakeReplica(name, f"http://127.0.0.1:{port}", proc)
+@dataclass
+class Server:
+    """A running test server and its base URL."""
+
+    url: str
+    proc: subprocess.Popen
+
+
+def start_server(argv: list[str], url: str, ready_path: str, what: str) -> Server:
+    """Run ``argv``, which serves ``url``; wait until ``url + ready_path`` answers."""
+    proc = subprocess.Popen(argv)
     try:
-        wait_until(lambda: _answers(f"{replica.url}/echo", proc), message=f"replica {name} up")
+        wait_until(lambda: _answers(url + ready_path, proc), message=f"{what} up")
     except BaseException:
         stop(proc)
         raise
-    return replica
+    return Server(url, proc)
+
+
+def start_fake_openai(event_interval_s: float = 0.05) -> Server:
+    """``fake_openai.py`` on a free port, streaming one event per ``event_interval_s``."""
+    port = free_loopback_port()
+    return start_server([sys.executable, str(HERE / "fake_openai.py"), "--port", str(port),
+                         "--event-interval", str(event_interval_s)],
+                        f"http://127.0.0.1:{port}", "/v1/models", "fake OpenAI server")
+
+
+def start_chat_server(upstream: str) -> Server:
+    """The chat page's own server (``skyk_router/chat/server.py``) relaying to ``upstream``."""
+    port = free_loopback_port()
+    return start_server([sys.executable, str(CHAT_SERVER), "--port", str(port),
+                         "--upstream", upstream],
+                        f"http://127.0.0.1:{port}", "/-/health", "chat page server")
+
+
+def start_fake_replica(name: str) -> FakeReplica:
+    """Start a fake replica on a free port and wait until it answers."""
+    port = free_loopback_port()
+    server = start_server([sys.executable, str(HERE / "fake_replica.py"),
+                           "--port", str(port), "--name", name],
+                          f"http://127.0.0.1:{port}", "/echo", f"replica {name}")
+    return FakeReplica(name, server.url, server.proc)
 
 
 def dead_url() -> str:

@@ -19,7 +19,7 @@ from skyk_router.balancing import (
     make_policy,
     request_key,
 )
-from skyk_router.proxy import forwarded_headers
+from skyk_router.forwarding import forwarded_headers
 
 REPLICAS = [f"http://10.0.0.{i}:8000" for i in range(1, 5)]
 
@@ -119,4 +119,4 @@ def test_forwarded_headers_drop_hop_by_hop():
            (b"transfer-encoding", b"chunked"), (b"content-length", b"3"), (b"x-keep", b"yes"),
            (b"x-forwarded-for", b"10.1.1.1")]
     assert forwarded_headers(raw, "127.0.0.1") == [
-        ("x-keep", "yes"), ("X-Forwarded-For", "10.1.1.1, 127.0.0.1")]
+        (b"x-keep", b"yes"), (b"x-forwarded-for", b"10.1.1.1, 127.0.0.1")]

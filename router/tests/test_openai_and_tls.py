@@ -3,40 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import openai
 import pytest
 import requests
-from router_servers import (
-    HERE,
-    free_loopback_port,
-    start_router,
-    stop,
-    wait_until,
-)
+from router_servers import start_router, stop
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def fake_openai():
-    """``fake_openai.py`` on a free port; yields its base URL."""
-    port = free_loopback_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "fake_openai.py"), "--port", str(port),
-                             "--event-interval", "0.05"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            try:
-                return requests.get(f"{url}/v1/models", timeout=1).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_until(up, message="fake OpenAI server up")
-        yield url
-    finally:
-        stop(proc)
 
 
 def test_openai_client_through_the_router(router, fake_openai):

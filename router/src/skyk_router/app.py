@@ -1,7 +1,11 @@
-"""The router's Falcon ASGI application, built by a factory.
+"""The router's ASGI application, built by a factory.
 
-Routes: the router's own ``/-/health`` and ``/-/stats``, Prometheus
-``/metrics``, and a sink that proxies every other path to a ready replica.
+A Falcon app answers the router's own ``/-/health``, ``/-/stats`` and
+``/-/chat`` (a chat page for the API), and Prometheus ``/metrics``. Every
+other path is proxied to a ready replica, and those requests bypass Falcon:
+:class:`RouterApp` hands them to the raw ASGI proxy (behind the API key
+check) straight away, which saves Falcon's request and response objects on
+the hot path and lets the proxy watch ``receive`` for the client leaving.
 Each worker process builds one app; its lifespan (startup/shutdown) opens
 the upstream connection pool and runs the replica poll.
 """
@@ -11,15 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import falcon
 import falcon.asgi
 
-from skyk_router.auth import ApiKeyMiddleware
+from skyk_router.auth import ApiKeyGuard
 from skyk_router.balancing import InFlight
+from skyk_router.chat.page import PAGE_PATH, ChatPageResource
 from skyk_router.metrics import MetricsResource, RouterMetrics
-from skyk_router.proxy import Proxy, ProxyRequest
+from skyk_router.proxy import Proxy
 from skyk_router.replicas import ControllerSource, FileSource, ReplicaWatcher
+from skyk_router.replies import Receive, Send
 from skyk_router.settings import RouterSettings
 from skyk_router.stats import StatsResource, WorkerStats
 
@@ -30,8 +38,8 @@ log = logging.getLogger(__name__)
 HEALTH_PATH = "/-/health"
 STATS_PATH = "/-/stats"
 METRICS_PATH = "/metrics"
-#: Everything but the router's own ``/-/`` paths goes to a replica.
-PROXIED_PATHS = r"/(?!-/)"
+#: The router's own paths start so; every other path, but METRICS_PATH, goes to a replica.
+ROUTER_PATH_PREFIX = "/-/"
 
 
 class HealthResource:
@@ -46,8 +54,9 @@ class Lifespan:
     """Falcon middleware for the worker's startup and shutdown."""
 
     def __init__(self, settings: RouterSettings, watcher: ReplicaWatcher, proxy: Proxy,
-                 stats: WorkerStats) -> None:
+                 stats: WorkerStats, metrics: RouterMetrics) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._watcher = watcher
         self._proxy = proxy
         self._stats = stats
@@ -72,6 +81,7 @@ class Lifespan:
 
     async def _refresh(self) -> None:
         await self._watcher.refresh()
+        self._metrics.sync()
         try:
             self._stats.publish()
         except OSError as error:
@@ -81,6 +91,30 @@ class Lifespan:
         while True:
             await asyncio.sleep(self._settings.poll_interval_s)
             await self._refresh()
+
+
+class RouterApp(falcon.asgi.App):
+    """The Falcon app of the router's own paths, in front of the proxy.
+
+    HTTP requests for any other path go to ``proxied`` without Falcon
+    seeing them; lifespan, websocket and the router's paths go to Falcon.
+    """
+
+    __slots__ = ("_proxied",)
+
+    def __init__(self, proxied: Callable[[dict, Receive, Send], Awaitable[None]],
+                 **options: Any) -> None:
+        super().__init__(**options)
+        self._proxied = proxied
+
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        """Dispatch one ASGI connection: to the proxy, or to Falcon."""
+        if scope["type"] == "http":
+            path = scope["path"]
+            if not path.startswith(ROUTER_PATH_PREFIX) and path != METRICS_PATH:
+                await self._proxied(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: RouterSettings | None = None) -> falcon.asgi.App:
@@ -99,15 +133,15 @@ def create_app(settings: RouterSettings | None = None) -> falcon.asgi.App:
         source = None
     watcher = ReplicaWatcher(source)
     in_flight = InFlight()
-    metrics = RouterMetrics(settings.metrics_dir)
+    metrics = RouterMetrics(in_flight, settings.metrics_dir)
     stats = WorkerStats(in_flight, settings.stats_dir, lambda: watcher.view)
     proxy = Proxy(settings, watcher, in_flight, metrics, stats)
-    app = falcon.asgi.App(
-        request_type=ProxyRequest,
-        middleware=[Lifespan(settings, watcher, proxy, stats),
-                    ApiKeyMiddleware(lambda: watcher.view.api_keys_sha256)])
+    app = RouterApp(ApiKeyGuard(proxy, lambda: watcher.view.api_keys_sha256),
+                    middleware=[Lifespan(settings, watcher, proxy, stats, metrics)])
     app.add_route(HEALTH_PATH, HealthResource())
     app.add_route(STATS_PATH, StatsResource(stats))
     app.add_route(METRICS_PATH, MetricsResource(metrics))
-    app.add_sink(proxy, prefix=PROXIED_PATHS)
+    chat_page = ChatPageResource()
+    app.add_route(PAGE_PATH, chat_page)
+    app.add_route(PAGE_PATH + "/{name}", chat_page, suffix="file")
     return app

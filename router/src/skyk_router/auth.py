@@ -1,7 +1,8 @@
 """API keys: the controller lists the sha256 of each accepted key.
 
-Only the model API behind the router is guarded. The router's own endpoints
-(``/-/health``, ``/-/stats``, ``/metrics``) stay open: the controller that
+Only the model API behind the router is guarded: :class:`ApiKeyGuard` wraps
+the proxy, and the router's own endpoints (``/-/health``, ``/-/stats``,
+``/metrics``), which never reach the proxy, stay open: the controller that
 polls them holds only the hashes, never a key.
 """
 
@@ -9,12 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-import falcon
-
-#: Paths answered without a key.
-OPEN_PATH_PREFIXES = ("/-/", "/metrics")
+from skyk_router.forwarding import header_value
+from skyk_router.replies import Receive, Send, send_json
 
 
 def key_matches(authorization: str | None, accepted_sha256: frozenset[str]) -> bool:
@@ -28,23 +27,24 @@ def key_matches(authorization: str | None, accepted_sha256: frozenset[str]) -> b
     return any(matches)
 
 
-class ApiKeyMiddleware:
-    """Answers 401 to a proxied request without an accepted key, when keys are required."""
+class ApiKeyGuard:
+    """Raw ASGI middleware: 401 to a request without an accepted key, when keys are required."""
 
-    def __init__(self, accepted_sha256: Callable[[], frozenset[str] | None]) -> None:
+    def __init__(self, app: Callable[[dict, Receive, Send], Awaitable[None]],
+                 accepted_sha256: Callable[[], frozenset[str] | None]) -> None:
+        self._app = app
         # A callable: the accepted keys change whenever the controller says so.
         self._accepted = accepted_sha256
 
-    async def process_request(self, req: falcon.asgi.Request,
-                              resp: falcon.asgi.Response) -> None:
-        """Stop the request with 401 unless it is open or carries an accepted key."""
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        """Pass the request on, unless keys are required and it carries no accepted one."""
         accepted = self._accepted()
-        if accepted is None or req.path.startswith(OPEN_PATH_PREFIXES):
+        if accepted is None:
+            await self._app(scope, receive, send)
             return
-        if key_matches(req.get_header("Authorization"), accepted):
+        if key_matches(header_value(scope["headers"], b"authorization"), accepted):
+            await self._app(scope, receive, send)
             return
-        resp.status = falcon.HTTP_401
-        resp.set_header("WWW-Authenticate", "Bearer")
-        resp.media = {"error": "invalid or missing API key",
-                      "hint": "send the header 'Authorization: Bearer <your key>'"}
-        resp.complete = True
+        await send_json(send, 401, {"error": "invalid or missing API key",
+                                    "hint": "send the header 'Authorization: Bearer <your key>'"},
+                        [(b"www-authenticate", b"Bearer")])

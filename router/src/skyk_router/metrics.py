@@ -6,9 +6,19 @@ multiprocess mode: ``skyk_router.gunicorn_conf`` points
 each worker writes its samples there, and whichever worker answers a scrape
 sums them all. Without that variable (one process, tests) each app keeps its
 own registry.
+
+The request path is hot, so it touches only children resolved ahead of
+time (``labels()`` parses its arguments on every call), and the in-flight
+gauges are not moved per request at all: :meth:`RouterMetrics.sync` copies
+the proxy's plain :class:`~skyk_router.balancing.InFlight` counts into them
+on every replica poll (0.5 s) and before every scrape. Counters and
+histograms are still written at once, because other workers answer scrapes
+too and must see them without delay.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import falcon
 from prometheus_client import (
@@ -21,6 +31,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from skyk_router.balancing import InFlight
+
 #: Seconds; LLM requests range from milliseconds to minutes.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -28,7 +40,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class RouterMetrics:
     """The router's metrics and their exposition."""
 
-    def __init__(self, multiprocess_dir: str | None = None) -> None:
+    def __init__(self, in_flight: InFlight, multiprocess_dir: str | None = None) -> None:
+        self._in_flight_counts = in_flight
         self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -52,13 +65,39 @@ class RouterMetrics:
             "skyk_router_in_flight_requests", "Requests being served, per replica",
             ["replica"], multiprocess_mode="livesum", registry=self.registry)
 
+        # Children by label value, made on first use (a label shows once it is used).
+        self._requests_by_class: dict[int, Any] = {}
+        self._errors_by_kind: dict[str, Any] = {}
+        self._in_flight_by_replica: dict[str, Any] = {}
+
     def observe(self, status: int, duration_s: float) -> None:
         """Count one finished request."""
-        self.requests.labels(f"{status // 100}xx").inc()
+        status_class = status // 100
+        child = self._requests_by_class.get(status_class)
+        if child is None:
+            child = self._requests_by_class[status_class] = \
+                self.requests.labels(f"{status_class}xx")
+        child.inc()
         self.latency.observe(duration_s)
+
+    def error(self, kind: str) -> None:
+        """Count one failure of ``kind`` (see the help text of ``errors``)."""
+        child = self._errors_by_kind.get(kind)
+        if child is None:
+            child = self._errors_by_kind[kind] = self.errors.labels(kind)
+        child.inc()
+
+    def sync(self) -> None:
+        """Copy this worker's in-flight counts into the per-replica gauges."""
+        for url, count in self._in_flight_counts.snapshot().items():
+            child = self._in_flight_by_replica.get(url)
+            if child is None:
+                child = self._in_flight_by_replica[url] = self.in_flight.labels(url)
+            child.set(count)
 
     def render(self) -> bytes:
         """The text exposition, summed over workers in multiprocess mode."""
+        self.sync()
         if self._multiprocess_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()

@@ -10,22 +10,21 @@ A replica that fails before answering is also ejected for a few seconds (tried
 after the others), so a dead replica costs one failed connection, not one per
 request. While no replica is ready and the service asks for it (``hold_s``),
 a request is held until one starts, instead of answering 503 at once.
+
+The proxy is a raw ASGI app (:class:`~skyk_router.app.RouterApp` hands it
+every proxied request) and talks to the replicas through
+:mod:`skyk_router.upstream`; every request pays for what runs here, so this
+path keeps its work to what the features above need.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
-import aiohttp
-import falcon
-import falcon.asgi
 from skyk.serve.policies import LoadBalancingPolicy
-from yarl import URL
 
 from skyk_router.balancing import (
     EJECT_S,
@@ -36,39 +35,30 @@ from skyk_router.balancing import (
     make_policy,
     request_key,
 )
+from skyk_router.forwarding import (
+    has_body,
+    header_value,
+    request_head_tail,
+    request_target,
+    response_headers,
+)
 from skyk_router.metrics import RouterMetrics
 from skyk_router.replicas import DEFAULT_POLICY, ReplicaView, ReplicaWatcher
+from skyk_router.replies import Receive, Send, send_json
 from skyk_router.settings import RouterSettings
 from skyk_router.stats import WorkerStats
+from skyk_router.upstream import UpstreamConnection, UpstreamPool, origin_of
 
 log = logging.getLogger(__name__)
 
-#: Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade"})
-#: Also dropped from requests: aiohttp sets Host and Content-Length for the new
-#: connection, and the body is already read, so there is nothing to continue.
-NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}
-#: Failures that happen before a replica's first byte, and so may be retried.
-RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
-#: Concurrent upstream connections per worker: room for ~1000 streams.
-POOL_SIZE = 1024
-
-
-class ProxyRequest(falcon.asgi.Request):
-    """A Falcon request that keeps the ASGI ``receive`` callable.
-
-    The proxy waits on it for ``http.disconnect`` to learn that the client
-    went away, which Falcon does not report for streamed responses.
-    """
-
-    __slots__ = ("asgi_receive",)
-
-    def __init__(self, scope: dict, receive: Any, first_event: dict | None = None,
-                 options: falcon.request.RequestOptions | None = None) -> None:
-        super().__init__(scope, receive, first_event=first_event, options=options)
-        self.asgi_receive = receive
+#: Failures that happen before a replica's first byte, and so may be retried:
+#: refused or reset connections, TLS failures, timeouts (UpstreamError is an OSError).
+RETRYABLE = (OSError, asyncio.TimeoutError)
+SESSION_HEADER_NAME = SESSION_HEADER.lower().encode("latin-1")
+#: Seconds into a request before the proxy starts watching for its client leaving.
+#: Most answers of a fast replica come sooner, and so never pay for the watch
+#: (a task waiting on ``receive``); a client leaving is noticed at most this late.
+WATCH_AFTER_S = 0.05
 
 
 class UpstreamBroke(RuntimeError):
@@ -91,30 +81,65 @@ class NoReplicaStarted(Exception):
         self.hold_s = hold_s
 
 
-async def wait_for_disconnect(receive: Any) -> None:
-    """Return when the client closes its connection (the request body is already read)."""
+class ClientLeft(Exception):
+    """The client closed its connection while its request body was being read."""
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body (chunked or not: the server has undone the framing)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientLeft
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Return when the client closes its connection (after the request's own events)."""
     while (await receive())["type"] != "http.disconnect":
         pass
 
 
-def forwarded_headers(raw: list[tuple[bytes, bytes]], client: str | None) -> list[tuple[str, str]]:
-    """The client's request headers to send upstream, without hop-by-hop ones."""
-    headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
-    # Headers named in Connection are hop-by-hop too.
-    dropped = set(NOT_FORWARDED)
-    for name, value in headers:
-        if name.lower() == "connection":
-            dropped.update(token.strip().lower() for token in value.split(","))
-    kept = [(name, value) for name, value in headers if name.lower() not in dropped]
-    if client:
-        previous = [value for name, value in kept if name.lower() == "x-forwarded-for"]
-        kept = [(name, value) for name, value in kept if name.lower() != "x-forwarded-for"]
-        kept.append(("X-Forwarded-For", ", ".join([*previous, client])))
-    return kept
+class ClientWatch:
+    """Calls ``on_leave`` if the client closes its connection, from :data:`WATCH_AFTER_S` on.
+
+    ``on_leave`` changes as the request goes on: while a replica is sought it
+    cancels the request's task, while the answer streams it closes the
+    replica's connection.
+    """
+
+    def __init__(self, receive: Receive, on_leave: Callable[[], object]) -> None:
+        self.on_leave = on_leave
+        #: Whether the client left.
+        self.left = False
+        self._receive = receive
+        self._task: asyncio.Future | None = None
+        self._timer: asyncio.TimerHandle | None = \
+            asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        self._task = asyncio.ensure_future(wait_for_disconnect(self._receive))
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Future) -> None:
+        if not task.cancelled():
+            self.left = True
+            self.on_leave()
+
+    def stop(self) -> None:
+        """Stop watching (the request is over)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 class Proxy:
-    """The sink that relays every path outside ``/-/`` to a ready replica."""
+    """The raw ASGI app that relays every path outside ``/-/`` to a ready replica."""
 
     def __init__(self, settings: RouterSettings, watcher: ReplicaWatcher, in_flight: InFlight,
                  metrics: RouterMetrics, stats: WorkerStats) -> None:
@@ -123,28 +148,20 @@ class Proxy:
         self._in_flight = in_flight
         self._metrics = metrics
         self._stats = stats
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
         self._policy_name = DEFAULT_POLICY
         self._policy = make_policy(DEFAULT_POLICY, in_flight)
         self._ejections = Ejections()
 
     async def start(self) -> None:
         """Open this worker's connection pool (inside the worker's event loop)."""
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=0),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=self._settings.connect_timeout_s,
-                sock_read=self._settings.upstream_idle_timeout_s),
-            # Bytes pass through untouched: no decompression, no added headers, no
-            # cookies remembered from one client for the next.
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar())
+        self._pool = UpstreamPool(self._settings.connect_timeout_s,
+                                  self._settings.upstream_idle_timeout_s)
 
     async def close(self) -> None:
         """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     def _policy_for(self, view: ReplicaView) -> LoadBalancingPolicy:
         if view.load_balancing_policy != self._policy_name:
@@ -157,58 +174,60 @@ class Proxy:
                 self._policy = make_policy(DEFAULT_POLICY, self._in_flight)
         return self._policy
 
-    def _begin(self, url: str) -> None:
-        self._in_flight.acquire(url)
-        self._metrics.in_flight.labels(url).inc()
-
-    def _end(self, url: str) -> None:
-        self._in_flight.release(url)
-        self._metrics.in_flight.labels(url).dec()
-
-    async def __call__(self, req: ProxyRequest, resp: falcon.asgi.Response, **_: Any) -> None:
-        """Relay ``req`` to a replica and stream its answer into ``resp``."""
+    async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
+        """Relay one request (an ASGI ``http`` scope) to a replica and stream its answer back."""
         started = time.monotonic()
         # Counted on arrival (held requests too): the autoscaler sizes for demand.
         self._stats.rate.record()
-        # Read whole: a retry must be able to send the body again.
-        body = await req.stream.read()
+        try:
+            # Read whole: a retry must be able to send the body again.
+            body = await read_body(receive) if has_body(scope["headers"]) else b""
+        except ClientLeft:
+            self._metrics.observe(499, time.monotonic() - started)
+            return
         view = self._watcher.view
         if not view.urls and not view.hold_s:
-            self._unavailable(resp, started, self._not_ready_hint())
+            await self._unavailable(send, started, self._not_ready_hint())
             return
-        client_gone = asyncio.ensure_future(wait_for_disconnect(req.asgi_receive))
-        # A held request waits inside _open, so a client leaving ends its wait too.
-        opening = asyncio.ensure_future(self._open(req, body, started))
+        # The client leaving cancels this task while it seeks a replica (or holds,
+        # waiting for one), as asyncio.timeout() does: a task of its own would
+        # cost every request.
+        task = asyncio.current_task()
+        assert task is not None
+        watch = ClientWatch(receive, task.cancel)
         try:
-            await asyncio.wait((opening, client_gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not opening.done():  # the client left (or this task was cancelled) first
-                opening.cancel()
-                client_gone.cancel()
-                with contextlib.suppress(asyncio.CancelledError, NoReplicaAnswered):
-                    await opening
-                self._metrics.observe(499, time.monotonic() - started)  # nginx's "client closed"
-        if opening.cancelled():
+            url, upstream = await self._open(scope, body, started)
+        except asyncio.CancelledError:
+            watch.stop()
+            if not watch.left:
+                raise  # cancelled for another reason: the server is stopping
+            if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled
+                task.uncancel()
+            self._metrics.observe(499, time.monotonic() - started)  # nginx's "client closed"
             return
-        try:
-            url, upstream = opening.result()
         except NoReplicaAnswered as error:
-            client_gone.cancel()
-            self._unavailable(resp, started, f"every ready replica failed before answering ({error})")
+            watch.stop()
+            await self._unavailable(
+                send, started, f"every ready replica failed before answering ({error})")
             return
         except NoReplicaStarted as error:
-            client_gone.cancel()
-            self._unavailable(resp, started, f"waited {error.hold_s:g} s for a replica to start; "
-                              + self._not_ready_hint())
+            watch.stop()
+            await self._unavailable(send, started, f"waited {error.hold_s:g} s for a replica "
+                                    "to start; " + self._not_ready_hint())
             return
         except BaseException:
-            client_gone.cancel()
+            watch.stop()
             raise
-        resp.status = upstream.status
-        for name, value in upstream.headers.items():
-            if name.lower() not in HOP_BY_HOP:
-                resp.append_header(name, value)
-        resp.stream = Relay(upstream, url, started, client_gone, self._metrics, self._end)
+        relay = Relay(upstream, url, started, watch, self._metrics, self._finish)
+        try:
+            await relay.run(send)
+        finally:
+            relay.close()
+
+    def _finish(self, url: str, upstream: UpstreamConnection) -> None:
+        assert self._pool is not None
+        self._pool.release(upstream)
+        self._in_flight.release(url)
 
     async def _hold(self, started: float) -> ReplicaView:
         """The view, once it lists a replica; wait for one while it does not.
@@ -229,21 +248,23 @@ class Proxy:
             raise NoReplicaStarted(view.hold_s)
         return ready
 
-    async def _open(self, req: ProxyRequest, body: bytes,
-                    started: float) -> tuple[str, aiohttp.ClientResponse]:
+    async def _open(self, scope: dict, body: bytes,
+                    started: float) -> tuple[str, UpstreamConnection]:
         """Send the request to replicas in the policy's order until one answers.
 
         Replicas ejected after a recent failure are tried only after the others.
         """
-        assert self._session is not None, "Proxy.start() was not awaited"
+        pool = self._pool
+        assert pool is not None, "Proxy.start() was not awaited"
         view = await self._hold(started)
         policy = self._policy_for(view)
-        key = request_key(req.get_header(SESSION_HEADER), body) \
+        key = request_key(header_value(scope["headers"], SESSION_HEADER_NAME), body) \
             if isinstance(policy, ConsistentHash) else None
-        headers = forwarded_headers(req.scope["headers"], req.remote_addr)
-        target = req.scope.get("raw_path") or req.path.encode()
-        if req.scope.get("query_string"):
-            target += b"?" + req.scope["query_string"]
+        method = scope["method"]
+        request_line = method.encode("latin-1") + b" "
+        target = request_target(scope) + b" HTTP/1.1\r\nhost: "
+        tail = request_head_tail(scope, body)
+        head_only = method == "HEAD"
         remaining = list(view.urls)
         tried: list[str] = []
         last_error: BaseException | None = None
@@ -253,22 +274,23 @@ class Proxy:
             url = policy.choose(preferred, key) or preferred[0]
             remaining.remove(url)
             tried.append(url)
-            self._begin(url)
+            origin = origin_of(url)
+            self._in_flight.acquire(url)
             try:
-                # encoded=True: the client's path and query reach the replica byte for byte.
-                upstream = await self._session.request(
-                    req.method, URL(url + target.decode("latin-1"), encoded=True),
-                    headers=headers, data=body or None, allow_redirects=False)
+                upstream = await pool.send(
+                    origin, b"".join((request_line, origin.base_path, target,
+                                      origin.host_header, b"\r\n", tail)),
+                    body, head_only)
             except RETRYABLE as error:
-                self._end(url)
-                self._metrics.errors.labels("connect").inc()
+                self._in_flight.release(url)
+                self._metrics.error("connect")
                 self._ejections.eject(url)
                 log.info("replica %s failed before answering (%r); trying another, and it "
                          "only after the others for %g s", url, error, EJECT_S)
                 last_error = error
                 continue
             except BaseException:
-                self._end(url)
+                self._in_flight.release(url)
                 raise
             # Any status will do: the replica is reachable, which is all ejection is about.
             self._ejections.restore(url)
@@ -279,70 +301,73 @@ class Proxy:
         return (f"no replica is ready yet; the router reads them from "
                 f"{self._settings.source_description} every {self._settings.poll_interval_s:g} s")
 
-    def _unavailable(self, resp: falcon.asgi.Response, started: float, hint: str) -> None:
-        self._metrics.errors.labels("no_replica").inc()
+    async def _unavailable(self, send: Send, started: float, hint: str) -> None:
+        self._metrics.error("no_replica")
         self._metrics.observe(503, time.monotonic() - started)
-        resp.status = falcon.HTTP_503
-        resp.media = {"error": "no ready replica", "hint": hint}
+        await send_json(send, 503, {"error": "no ready replica", "hint": hint})
 
 
 class Relay:
-    """The response body: the replica's chunks, passed on as they arrive.
+    """The response: the replica's status, headers and chunks, passed on as they arrive.
 
-    Falcon iterates it and then awaits :meth:`close`, which settles the
-    request's accounting exactly once, however the stream ended.
+    :meth:`run` sends them; :meth:`close` settles the request's accounting
+    exactly once, however the relay ended.
     """
 
-    def __init__(self, upstream: aiohttp.ClientResponse, url: str, started: float,
-                 client_gone: asyncio.Future, metrics: RouterMetrics,
-                 release: Callable[[str], None]) -> None:
+    def __init__(self, upstream: UpstreamConnection, url: str, started: float,
+                 watch: ClientWatch, metrics: RouterMetrics,
+                 finish: Callable[[str, UpstreamConnection], None]) -> None:
         self._upstream = upstream
         self._url = url
         self._started = started
         self._metrics = metrics
-        self._release = release
-        self._first = True
+        self._finish = finish
         self._closed = False
         self._client_left = False
-        self._client_gone = client_gone
-        client_gone.add_done_callback(self._on_client_gone)
+        self._watch = watch
+        watch.on_leave = self._on_client_gone
 
-    def _on_client_gone(self, future: asyncio.Future) -> None:
-        if future.cancelled():  # cancelled by close(): the response was complete
-            return
+    def _on_client_gone(self) -> None:
         self._client_left = True
         # Closing the upstream connection wakes a read blocked on a silent replica
         # and tells the replica to stop generating.
         self._upstream.close()
 
-    def __aiter__(self) -> Relay:
-        return self
+    async def run(self, send: Send) -> None:
+        """Send the replica's answer to the client, chunk by chunk as it arrives."""
+        upstream = self._upstream
+        await send({"type": "http.response.start", "status": upstream.status,
+                    "headers": response_headers(upstream.headers)})
+        first = True
+        while not self._client_left:
+            try:
+                chunk = await upstream.read()
+            except OSError as error:
+                if self._client_left:
+                    return
+                self._metrics.error("stream")
+                # "from None": the message names the cause; uvicorn logs the traceback anyway.
+                raise UpstreamBroke(
+                    f"replica {self._url} failed mid-response: {error!r}") from None
+            if not chunk:
+                break
+            if first:
+                first = False
+                self._metrics.time_to_first_byte.observe(time.monotonic() - self._started)
+            # The last chunk ends the response itself: one message fewer per answer.
+            await send({"type": "http.response.body", "body": chunk,
+                        "more_body": not upstream.complete})
+            if upstream.complete:
+                return
+        if not self._client_left:
+            await send({"type": "http.response.body", "body": b""})
 
-    async def __anext__(self) -> bytes:
-        if self._client_left:
-            raise StopAsyncIteration
-        try:
-            chunk = await self._upstream.content.readany()
-        except RETRYABLE + (aiohttp.ClientPayloadError,) as error:
-            if self._client_left:
-                raise StopAsyncIteration from None
-            self._metrics.errors.labels("stream").inc()
-            # "from None": the message names the cause; uvicorn logs the traceback anyway.
-            raise UpstreamBroke(f"replica {self._url} failed mid-response: {error!r}") from None
-        if not chunk:
-            raise StopAsyncIteration
-        if self._first:
-            self._first = False
-            self._metrics.time_to_first_byte.observe(time.monotonic() - self._started)
-        return chunk
-
-    async def close(self) -> None:
+    def close(self) -> None:
         """Release the upstream connection and count the request as finished."""
         if self._closed:
             return
         self._closed = True
-        self._client_gone.cancel()
-        self._upstream.release()
-        self._release(self._url)
+        self._watch.stop()
+        self._finish(self._url, self._upstream)
         status = 499 if self._client_left else self._upstream.status
         self._metrics.observe(status, time.monotonic() - self._started)
