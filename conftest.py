@@ -62,3 +62,29 @@ def skyk(shared_catalogs):
                               text=True, env=full_env, cwd=cwd, timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def serve_web(skyk, tmp_path, isolated_home):
+    """``serve_web(task_text, **env)`` runs ``skyk serve up -n web`` and returns the endpoint.
+
+    Afterwards ``skyk serve down web`` must succeed and leave nothing behind:
+    no service, node process, sandbox, controller or router.
+    """
+    from serve_helpers import assert_nothing_left
+
+    started: list[str] = []
+
+    def start(text: str, **env: str) -> str:
+        task = tmp_path / "web.yaml"
+        task.write_text(text)
+        result = skyk("serve", "up", "-n", "web", str(task), "-y", env=env)
+        assert result.returncode == 0, result.stderr
+        started.append(result.stdout.strip())
+        return started[-1]
+
+    yield start
+    if started:
+        down = skyk("serve", "down", "web", "-y", timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert_nothing_left(skyk, isolated_home, "web", started[0])

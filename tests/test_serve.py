@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from lifecycle_helpers import kill_until_gone, node_processes, wait_for
-from serve_helpers import assert_nothing_left, get, serve_json, service_row, wait_serving
+from serve_helpers import get, serve_json, service_row, wait_serving
 
 pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
                                 reason="skyk-router is not installed")
@@ -41,18 +41,11 @@ def _serving(endpoint: str, expected: set[str]) -> None:
 
 
 @pytest.fixture
-def service(skyk, tmp_path, isolated_home):
-    """Start a 2-replica service ``web``; tear it down and check nothing is left afterwards."""
-    task = tmp_path / "web.yaml"
-    task.write_text(TASK.format(replicas=2))
-    up = skyk("serve", "up", "-n", "web", str(task), "-y")
-    assert up.returncode == 0, up.stderr
-    endpoint = up.stdout.strip()
+def service(serve_web):
+    """A 2-replica service ``web``, torn down (and checked) afterwards; its endpoint."""
+    endpoint = serve_web(TASK.format(replicas=2))
     assert endpoint.startswith("127.0.0.1:")
-    yield endpoint
-    down = skyk("serve", "down", "web", "-y")
-    assert down.returncode == 0, down.stderr
-    assert_nothing_left(skyk, isolated_home, "web", endpoint)
+    return endpoint
 
 
 def test_serve_up_status_requests_and_down(skyk, service):
@@ -129,3 +122,13 @@ def test_serve_bad_input(skyk, tmp_path):
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("skyk: error:") and needle in last, last
         assert "Traceback" not in result.stderr
+
+
+def test_a_bad_serve_setting_fails_serve_up_before_anything_is_recorded(skyk, tmp_path):
+    task = tmp_path / "web.yaml"
+    task.write_text(TASK.format(replicas=1))
+    result = skyk("serve", "up", "-n", "web", str(task), "-y", env={"SKYK_SERVE_DRAIN_SECONDS": "soon"})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("skyk: error: SKYK_SERVE_DRAIN_SECONDS must be a number of seconds"), last
+    assert serve_json(skyk) == []

@@ -11,7 +11,6 @@ import pytest
 from lifecycle_helpers import kill_until_gone, node_processes, wait_for
 from serve_helpers import (
     SteadyLoad,
-    assert_nothing_left,
     engine_task,
     published_urls,
     serve_json,
@@ -28,25 +27,15 @@ SERVICE = "  readiness_probe: /health\n  replicas: {replicas}"
 
 
 @pytest.fixture
-def up(skyk, tmp_path, isolated_home):
-    """``up(replicas)`` starts service ``web`` of fake engines and returns its endpoint; torn down after."""
-    started = []
-
+def up(skyk, serve_web):
+    """``up(replicas)`` starts service ``web`` of fake engines and returns its endpoint once it serves."""
     def start(replicas: int) -> str:
-        task = tmp_path / "v1.yaml"
-        task.write_text(engine_task(SERVICE.format(replicas=replicas)))
-        result = skyk("serve", "up", "-n", "web", str(task), "-y")
-        assert result.returncode == 0, result.stderr
-        started.append(result.stdout.strip())
+        endpoint = serve_web(engine_task(SERVICE.format(replicas=replicas)))
         wait_ready(skyk, "web", replicas, version=1)
-        wait_serving(started[-1], {f"replica {i} version 1" for i in range(1, replicas + 1)})
-        return started[-1]
+        wait_serving(endpoint, {f"replica {i} version 1" for i in range(1, replicas + 1)})
+        return endpoint
 
-    yield start
-    if started:
-        down = skyk("serve", "down", "web", "-y", timeout=120)
-        assert down.returncode == 0, down.stderr
-        assert_nothing_left(skyk, isolated_home, "web", started[0])
+    return start
 
 
 def _update(skyk, tmp_path, replicas: int, *flags: str) -> float:

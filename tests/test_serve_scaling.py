@@ -14,7 +14,6 @@ import pytest
 from lifecycle_helpers import wait_for
 from serve_helpers import (
     SteadyLoad,
-    assert_nothing_left,
     engine_task,
     get,
     ready_replicas,
@@ -30,23 +29,9 @@ FAST = {"SKYK_SERVE_QPS_WINDOW": "2", "SKYK_SERVE_BACKOFF": "1"}
 
 
 @pytest.fixture
-def serve(skyk, tmp_path, isolated_home):
-    """``serve(task_text, **env)`` starts service ``web``; returns its endpoint; torn down after."""
-    started = []
-
-    def start(text: str, **env: str) -> str:
-        task = tmp_path / "task.yaml"
-        task.write_text(text)
-        result = skyk("serve", "up", "-n", "web", str(task), "-y", env={**FAST, **env})
-        assert result.returncode == 0, result.stderr
-        started.append(result.stdout.strip())
-        return started[-1]
-
-    yield start
-    if started:
-        down = skyk("serve", "down", "web", "-y", timeout=120)
-        assert down.returncode == 0, down.stderr
-        assert_nothing_left(skyk, isolated_home, "web", started[0])
+def serve(serve_web):
+    """``serve(task_text, **env)`` starts service ``web`` with the short windows; returns its endpoint."""
+    return lambda text, **env: serve_web(text, **{**FAST, **env})
 
 
 def _alive(skyk) -> int:

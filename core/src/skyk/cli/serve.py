@@ -145,14 +145,17 @@ def _existing_file(base: str, path: str, what: str) -> str:
     return full
 
 
-def _check_router_installed() -> None:
+def _preflight() -> None:
+    """Fail before anything is recorded when a controller could not run: no router, bad settings."""
     import importlib.util
 
     from skyk.errors import SkykError
+    from skyk.serve.controller import check_settings
 
     if importlib.util.find_spec("skyk_router") is None:
         raise SkykError("the router (skyk-router) is not installed, so a service has no endpoint",
                         hint="pip install ./router (or skyk-router)")
+    check_settings()
 
 
 def start_controller(conn, name: str):
@@ -202,7 +205,7 @@ def serve_up(args) -> int:
 
     name = _check_name(args.service_name or f"skyk-service-{secrets.token_hex(2)}")
     mapping = load_service_task(args.task, args.env, args.secret)
-    _check_router_installed()
+    _preflight()
     conn = db.connect()
     if not state.add_service(conn, name, mapping):
         raise SkykError(f"service {name} already exists",
@@ -230,6 +233,7 @@ def serve_update(args) -> int:
     conn = db.connect()
     record = _require(conn, args.service)
     mapping = load_service_task(args.task, args.env, args.secret)
+    _preflight()
     version = state.add_version(conn, record.name, mapping, args.mode)
     if not _controller_alive(record):
         say(f"The controller of service {record.name} is not running; starting a new one.")
@@ -250,7 +254,7 @@ def serve_recover(args) -> int:
     if _controller_alive(record):
         raise SkykError(f"the controller of service {record.name} is running (pid {record.controller_pid})",
                         hint=f"see 'skyk serve logs {record.name} --controller'")
-    _check_router_installed()
+    _preflight()
     start_controller(conn, record.name)
     say(f"Service {record.name}: controller restarted; it resumes the replicas it had.")
     return 0

@@ -9,13 +9,13 @@ search starts over with exponential backoff until something works.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from skyk.envvars import seconds
 from skyk.errors import SkykError
 from skyk.optimizer.planner import PlannedTask
 from skyk.optimizer.ranking import Candidate, Location, is_blocked
@@ -67,14 +67,6 @@ def blocked_location(candidate: Candidate, error: ProvisionError) -> Location:
     if error.scope == "region" or offering.zone is None:
         return (offering.cloud, offering.region, None)
     return (offering.cloud, offering.region, offering.zone)
-
-
-def _seconds(env: str, default: float) -> float:
-    try:
-        return max(0.0, float(os.environ.get(env, default)))
-    except ValueError:
-        raise SkykError(f"{env} must be a number of seconds, got {os.environ[env]!r}",
-                        hint=f"unset {env} to use {default:g}") from None
 
 
 def _attempt(cloud: Cloud, request: ProvisionRequest, timeout: float,
@@ -168,8 +160,8 @@ def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_u
     """
     task = planned.task
     clouds = planned.kernel.clouds()
-    timeout = _seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT)
-    backoff = _seconds(BACKOFF_ENV, DEFAULT_BACKOFF)
+    timeout = seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT)
+    backoff = seconds(BACKOFF_ENV, DEFAULT_BACKOFF)
     ports = tuple(p for low, high in task.resources.ports or () for p in range(low, high + 1))
     attempts: list[Attempt] = []
     credentials: dict[str, object] = {}

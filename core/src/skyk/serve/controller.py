@@ -31,6 +31,8 @@ from pathlib import Path
 
 from skyk.agent.procs import pid_alive
 from skyk.catalog.store import skyk_home
+from skyk.envvars import seconds
+from skyk.provision.types import ClusterHandle
 from skyk.serve import state
 from skyk.serve.autoscale import Autoscaler, scaling_policy
 from skyk.serve.load import QUEUE_METRICS, queue_length, router_load, router_stats
@@ -67,6 +69,11 @@ def replica_port(task: Task) -> int:
         return task.service.ports
     ports = task.resources.ports or ()
     return ports[0][0] if ports else DEFAULT_PORT
+
+
+def replica_url(handle: ClusterHandle, task: Task) -> str:
+    """The base URL a replica serves on: its head node's address and the service's port."""
+    return f"http://{handle.head.ip}:{replica_port(task)}"
 
 
 def replica_task(mapping: dict, replica_id: int) -> Task:
@@ -149,7 +156,7 @@ class Controller:
             launch(task, LaunchOptions(replica.cluster, override=ResourceFields(use_spot=replica.spot),
                                        detach=True))
             handle = clusters.get(conn, replica.cluster).handle
-            url = f"http://{handle.head.ip}:{replica_port(task)}"
+            url = replica_url(handle, task)
             state.set_replica(conn, self.name, replica.id, status=state.STARTING, url=url)
             log(f"replica {replica.id}: started at {url} on {handle.infra}")
         except Exception as exc:  # noqa: BLE001 - any launch failure fails this replica only
@@ -251,7 +258,7 @@ class Controller:
                 if record is not None and record.status == clusters.UP and record.handle is not None:
                     mapping, _ = state.version(self.conn, self.name, replica.version)
                     task = replica_task(mapping, replica.id)
-                    url = f"http://{record.handle.head.ip}:{replica_port(task)}"
+                    url = replica_url(record.handle, task)
                     state.set_replica(self.conn, self.name, replica.id, status=state.STARTING, url=url)
                 else:
                     state.set_replica(self.conn, self.name, replica.id, status=state.FAILED,
@@ -346,7 +353,7 @@ class Backoff:
     def failed(self) -> None:
         """Count a failure and push the next launch back."""
         self.failures += 1
-        self.until = time.time() + min(MAX_BACKOFF, _env_seconds("SKYK_SERVE_BACKOFF", 5.0) * 2 ** (self.failures - 1))
+        self.until = time.time() + min(MAX_BACKOFF, first_backoff() * 2 ** (self.failures - 1))
 
     def reset(self) -> None:
         """A replica became ready: launch freely again."""
@@ -400,11 +407,15 @@ def cluster_gone(conn, cluster: str) -> str | None:
     return "its nodes are " + ", ".join(sorted(set(states))) + " (the cloud took them away)"
 
 
-def _env_seconds(name: str, default: float) -> float:
-    try:
-        return max(0.0, float(os.environ.get(name, default)))
-    except ValueError:
-        return default
+def first_backoff() -> float:
+    """First wait between replica launches after a failure (``SKYK_SERVE_BACKOFF``, default 5)."""
+    return seconds("SKYK_SERVE_BACKOFF", 5.0)
+
+
+def check_settings() -> None:
+    """Read every ``SKYK_SERVE_*`` setting once, so a bad value fails ``serve up``, not each tick."""
+    for setting in (first_backoff, qps_window, cold_start_hold, drain_limit):
+        setting()
 
 
 def qps_window() -> float:
@@ -412,17 +423,17 @@ def qps_window() -> float:
 
     At most 60: the router keeps its per-second counts for that long.
     """
-    return min(60.0, max(1.0, _env_seconds("SKYK_SERVE_QPS_WINDOW", 60.0)))
+    return min(60.0, max(1.0, seconds("SKYK_SERVE_QPS_WINDOW", 60.0)))
 
 
 def cold_start_hold() -> float:
     """How long the router holds requests while a service scaled to zero starts a replica."""
-    return _env_seconds("SKYK_SERVE_COLD_START_HOLD", 300.0)
+    return seconds("SKYK_SERVE_COLD_START_HOLD", 300.0)
 
 
 def drain_limit() -> float:
     """How long a retired replica may finish its requests (``SKYK_SERVE_DRAIN_SECONDS``, default 120)."""
-    return _env_seconds("SKYK_SERVE_DRAIN_SECONDS", 120.0)
+    return seconds("SKYK_SERVE_DRAIN_SECONDS", 120.0)
 
 
 def router_url(record: state.ServiceRecord) -> str | None:
