@@ -21,6 +21,9 @@ So does a runtime plugin's, stating how its engine spells each command::
         engine_program = "myengine"
         expected_readiness_path = "/health"
         expected_queue_metrics = ("myengine:queue_size",)
+        readme = Path(__file__).parents[1] / "README.md"  # lists every flag the plugin writes
+        distribution = "skyk-myengine"
+        engine_title = "MyEngine"  # as the README names the pinned version: "MyEngine 1.2"
 
         def expected_setup(self, version):
             return ["python", "-m", "pip", "install", f"myengine=={version}"]

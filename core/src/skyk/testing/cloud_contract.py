@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
 from skyk.catalog.offering import Offering
-from skyk.plugins.manager import Kernel, discover
+from skyk.plugins.manager import Kernel
 from skyk.provision.cloud import Cloud, CredentialCheck
+from skyk.testing.imports import heavy_modules_loaded
 
 #: Modules that must not load when a cloud plugin is imported: SDKs and web
 #: frameworks belong to provisioning and serving, not to listing or pricing.
@@ -121,11 +120,5 @@ class CloudPluginContract:
         assert any(i.name == self.cloud_name and i.disabled for i in kernel.plugins)
 
     def test_import_loads_no_sdk_or_web_framework(self):
-        target = dict(discover("cloud"))[self.cloud_name]
-        module = target.split(":")[0]
-        code = (f"import sys, importlib; importlib.import_module({module!r}); "
-                f"heavy = {HEAVY_MODULES!r}; "
-                "print(sorted(m for m in sys.modules if m.startswith(heavy)))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        assert out == "[]", f"importing {module} loaded {out}"
+        loaded = heavy_modules_loaded("cloud", self.cloud_name, HEAVY_MODULES)
+        assert not loaded, f"importing the {self.cloud_name} plugin loaded {loaded}"

@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 import pytest
 
 from skyk.errors import SpecError
-from skyk.plugins.manager import Kernel, discover
+from skyk.plugins.manager import Kernel
 from skyk.runtime import Runtime
 from skyk.runtime.resolve import queue_metrics, resolve_task
 from skyk.spec.task import Task, task_from_mapping
+from skyk.testing.imports import heavy_modules_loaded
 
 #: Modules a runtime plugin must not import: the engines live on the node.
 ENGINE_MODULES = ("vllm", "sglang", "torch", "transformers", "tensorrt_llm")
@@ -155,14 +156,8 @@ class RuntimePluginContract:
         assert "disabled" in self.rejection()
 
     def test_import_loads_no_engine(self):
-        target = dict(discover("runtime"))[self.runtime_name]
-        module = target.split(":")[0]
-        code = (f"import sys, importlib; importlib.import_module({module!r}); "
-                f"heavy = {ENGINE_MODULES!r}; "
-                "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        assert out == "[]", f"importing {module} loaded {out}"
+        loaded = heavy_modules_loaded("runtime", self.runtime_name, ENGINE_MODULES)
+        assert not loaded, f"importing the {self.runtime_name} plugin loaded {loaded}"
 
     # ---------------------------------------------------------------- setup
 
