@@ -61,3 +61,9 @@ def test_published_replicas_by_mode():
     assert [r.id for r in published(complete, 2, 2, state.BLUE_GREEN)] == [1, 2, 3, 4]
     # Nothing old left ready: the new version serves, whatever the mode.
     assert [r.id for r in published(replicas[2:], 2, 2, state.BLUE_GREEN)] == [3]
+
+
+def test_the_cli_offers_exactly_the_update_modes_the_controller_knows():
+    from skyk.cli.serve import UPDATE_MODES
+
+    assert UPDATE_MODES == state.UPDATE_MODES
