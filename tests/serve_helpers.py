@@ -75,8 +75,12 @@ def published_urls(home: Path, name: str) -> list[str]:
 def get(url: str, timeout: float = 10, **headers: str) -> str:
     """GET ``url`` and return the body as text."""
     request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read().decode().strip()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        exc.msg = f"{exc.msg}: {exc.read()[:300].decode(errors='replace')}"  # the router's hint, in the failure
+        raise
 
 
 @dataclass(frozen=True)
