@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sqlite3
 import threading
@@ -79,8 +80,10 @@ def get(url: str, timeout: float = 10, **headers: str) -> str:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read().decode().strip()
     except urllib.error.HTTPError as exc:
-        exc.msg = f"{exc.msg}: {exc.read()[:300].decode(errors='replace')}"  # the router's hint, in the failure
-        raise
+        # The same error, with the router's hint in its message; the body stays readable.
+        body = exc.read()
+        raise urllib.error.HTTPError(exc.url, exc.code, f"{exc.msg}: {body[:300].decode(errors='replace')}",
+                                     exc.headers, io.BytesIO(body)) from None
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,9 @@ class LocalCloud(Cloud):
                 node = {**node, "address": network.keep(subnet, node["address"], claim)}
                 nodes.append(node)
                 if node["netns"]:
+                    # A fresh veth name: the old pair may still be dying in the kernel's
+                    # background cleanup of the namespace stop() deleted ("File exists").
+                    node["veth"] = network.veth_name(f"{node['netns']}-{time.time_ns()}")
                     rebuild.append(node)
             if rebuild:
                 network.ensure_bridge(subnet)

@@ -94,7 +94,7 @@ def namespace_name(marker: str) -> str:
 def veth_name(marker: str) -> str:
     """Return the host end of the node's veth pair: 13 characters (the kernel allows 15).
 
-    Unique per launch attempt rather than per address, so a pair the kernel
+    Unique per launch attempt and per restart, not per address, so a pair the kernel
     is still destroying in the background never blocks a new node.
     """
     return "skv" + hashlib.blake2s(marker.encode(), digest_size=5).hexdigest()
