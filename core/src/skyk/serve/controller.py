@@ -491,10 +491,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"service {name} does not exist")
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    controller.recover()
+    # One tick before answering the router: a restarted controller must not hand it an empty
+    # list (every request would get a 503) while it has not yet looked at its replicas.
+    if not tick_safely(controller):
+        return 0
     port = controller.serve_replicas(record.controller_port)
     state.update_service(controller.conn, name, controller_pid=os.getpid(), controller_port=port)
     log(f"controller of {name} up (pid {os.getpid()}, replicas endpoint on port {port})")
-    controller.recover()
     while True:
         record = controller.service()
         if record is None:
@@ -504,13 +508,18 @@ def main(argv: list[str] | None = None) -> int:
             pid = start_router(name, port, router_port, task_from_mapping(record.task, f"<service {name}>"))
             state.update_service(controller.conn, name, router_pid=pid, router_port=router_port)
             log(f"router started (pid {pid}) on 127.0.0.1:{router_port}")
-        try:
-            if not controller.tick():
-                return 0
-        except Exception:  # noqa: BLE001 - one bad tick must not stop the service
-            log("tick failed:\n" + traceback.format_exc())
         time.sleep(TICK)
+        if not tick_safely(controller):
+            return 0
 
+
+def tick_safely(controller: Controller) -> bool:
+    """Run one tick; False once the service is gone. A failing tick is logged, not fatal."""
+    try:
+        return controller.tick()
+    except Exception:  # noqa: BLE001 - one bad tick must not stop the service
+        log("tick failed:\n" + traceback.format_exc())
+        return True
 
 if __name__ == "__main__":
     sys.exit(main())
