@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
-from catalog_math import cheapest_gcp_hosts, cheapest_rows, gpu_memory_mib
+from catalog_math import cheapest_that_holds, gpu_memory_mib
 from skyk.catalog.gpus import GPUS
 from skyk.errors import NoFeasibleResources, SpecError
 from skyk.optimizer.model_size import (
@@ -203,45 +202,10 @@ def test_gpu_memory_table_matches_the_catalogs(shared_catalogs):
 # -- the planner -----------------------------------------------------------------------------
 
 def served(resources: dict | None = None, model="Qwen/Qwen2-72B-Instruct", args=None, source="t.yaml"):
-    """A stand-in task with a ``runtime``, until the spec has its own ``runtime:`` section."""
-    task = task_from_mapping({"resources": resources or {}}, source)
-    return SimpleNamespace(resources=task.resources, source=source, num_nodes=1, name="served",
-                           runtime=SimpleNamespace(engine="vllm", model=model, args=args or {}))
-
-
-#: GCP machine types that carry their GPUs (Google's A2/A3/A4/G2 families), by (GPU, count).
-#: GPUs that attach to N1 machines (T4, V100, P4, P100) hold at most 8x16 GiB, too little for
-#: the model tested here, which the test asserts.
-GCP_HOSTS = {
-    ("A100", 8): ["a2-highgpu-8g"], ("A100", 4): ["a2-highgpu-4g"],
-    ("A100-80GB", 8): ["a2-ultragpu-8g"], ("A100-80GB", 4): ["a2-ultragpu-4g"],
-    ("A100-80GB", 2): ["a2-ultragpu-2g"],
-    ("H100", 8): ["a3-highgpu-8g", "a3-edgegpu-8g", "a3-edgegpu-8g-nolssd"],
-    ("H100", 4): ["a3-highgpu-4g"], ("H100", 2): ["a3-highgpu-2g"],
-    ("H100-MEGA", 8): ["a3-megagpu-8g"], ("H200", 8): ["a3-ultragpu-8g", "a3-ultragpu-8g-nolssd"],
-    ("B200", 8): ["a4-highgpu-8g"], ("L4", 8): ["g2-standard-96"], ("L4", 4): ["g2-standard-48"],
-}
-#: AWS Neuron chips: their GpuInfo states memory, but they are no GPUs.
-NOT_GPUS = {"Inferentia2", "Trainium"}
-
-
-def cheapest_that_holds(catalogs, needed_gib: float, spot: bool) -> tuple[float, set]:
-    """The cheapest price of any 1/2/4/8-GPU offering whose 90% of memory holds ``needed_gib``."""
-    memory = gpu_memory_mib([catalogs / "aws" / "vms.csv", catalogs / "gcp" / "vms.csv"])
-    holding = [(name, count) for name, mib in memory.items() if name not in NOT_GPUS
-               for count in (1, 2, 4, 8) if count * mib / 1024 * 0.9 >= needed_gib]
-    assert not {name for name, _ in holding} & {"T4", "V100", "P4", "P100"}  # N1 GPUs need not be priced
-    prices = {}
-    for name, count in holding:
-        quotes = [cheapest_rows(catalogs / "aws" / "vms.csv", name, count, spot),
-                  cheapest_rows(catalogs / "azure" / "vms.csv", name, count, spot),
-                  cheapest_gcp_hosts(catalogs / "gcp" / "vms.csv", GCP_HOSTS.get((name, count), []),
-                                     name, count, spot)]
-        quotes = [q for q in quotes if q is not None]
-        if quotes:
-            prices[(name, count)] = min(quotes)
-    best = min(prices.values())
-    return best, {key for key, price in prices.items() if price == pytest.approx(best)}
+    """A task that serves ``model`` on vLLM with these resources."""
+    return task_from_mapping({"name": "served", "resources": resources or {},
+                              "runtime": {"engine": "vllm", "model": model, "args": args or {}}},
+                             source)
 
 
 @pytest.fixture
@@ -328,15 +292,6 @@ def test_rank_preferences_group_requirements():
 
 # -- the dry run -----------------------------------------------------------------------------
 
-def _spec_has_runtime() -> bool:
-    try:
-        task_from_mapping({"runtime": {"engine": "vllm", "model": "Qwen/Qwen2-0.5B"}}, "probe")
-    except SpecError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _spec_has_runtime(), reason="the task spec has no runtime: section yet")
 def test_dry_run_shows_the_estimate_and_why_each_fits(skyk, tmp_path, shared_catalogs):
     path = tmp_path / "qwen.yaml"
     path.write_text("name: qwen72\nruntime:\n  engine: vllm\n  model: Qwen/Qwen2-72B-Instruct\n"

@@ -210,3 +210,34 @@ def test_runtime_is_optional_and_data_only():
 def test_runtime_args_shape(args, expected):
     with pytest.raises(SpecError, match=re.escape(expected)):
         task_from_mapping({"runtime": {"engine": "vllm", "model": "m", "args": args}}, "x.yaml")
+
+
+# -- envs filled into the task, as SkyPilot does ----------------------------------------------
+
+def test_envs_fill_workdir_file_mounts_service_and_runtime(tmp_path):
+    task = task_from_mapping({
+        "envs": {"MODEL": "Qwen/Qwen2-7B", "DIR": "data", "LATER": None},
+        "secrets": {"TOKEN": "s3cret"},
+        "workdir": "~/${DIR}",
+        "file_mounts": {"/mnt/$DIR": "./$DIR", "/ckpt": {"name": "bucket-${DIR}", "mode": "MOUNT"}},
+        "setup": "echo $MODEL", "run": "echo ${MODEL}",
+        "service": {"readiness_probe": {"path": "/v1/chat/completions",
+                                        "post_data": {"model": "$MODEL", "token": "$TOKEN",
+                                                      "later": "$LATER", "price": "$5 or $$"}},
+                    "replicas": 1},
+        "runtime": {"engine": "vllm", "model": "${MODEL}"},
+    }, "t.yaml").with_overrides()
+    assert task.workdir == "~/data"
+    assert task.file_mounts == {"/mnt/data": "./data", "/ckpt": {"name": "bucket-data", "mode": "MOUNT"}}
+    # The shell expands setup and run on the node; secrets never land in records;
+    # unset and unknown names and lone dollars stay as written.
+    assert (task.setup, task.run) == ("echo $MODEL", "echo ${MODEL}")
+    assert task.service.readiness_probe.post_data == {
+        "model": "Qwen/Qwen2-7B", "token": "$TOKEN", "later": "$LATER", "price": "$5 or $$"}
+    assert task.runtime.model == "Qwen/Qwen2-7B"
+
+
+def test_env_overrides_win_before_filling():
+    task = task_from_mapping({"envs": {"MODEL": "a"}, "workdir": "/w/$MODEL", "run": "true"},
+                             "t.yaml").with_overrides(["MODEL=b"])
+    assert (task.envs["MODEL"], task.workdir) == ("b", "/w/b")

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 
 from skyk.errors import SpecError
 from skyk.spec.base import SpecModel
+from skyk.spec.envfill import fill
 from skyk.spec.errors import spec_error
 from skyk.spec.resources import Resources
 from skyk.spec.runtime import RuntimeSection
@@ -18,6 +19,8 @@ from skyk.spec.service import Service
 from skyk.spec.values import check_env_name, check_safe_name
 from skyk.spec.yamlfile import load_yaml_mapping
 
+#: Fields that ``envs`` are filled into (secrets never are: they stay off the records).
+_FILLED_FIELDS = ("workdir", "file_mounts", "service", "runtime")
 _URL_SCHEMES = ("s3://", "gs://", "r2://", "cos://", "oci://", "https://", "http://", "az://")
 
 
@@ -83,10 +86,12 @@ class Task(SpecModel):
         return self._source
 
     def with_overrides(self, envs: Iterable[str] = (), secrets: Iterable[str] = ()) -> Task:
-        """Return a copy with ``--env``/``--secret`` overrides applied.
+        """Return a copy with ``--env``/``--secret`` overrides applied and ``envs`` filled in.
 
         Each override is ``KEY=VALUE``, or ``KEY`` to take the value from this
-        process's environment.
+        process's environment. The resulting ``envs`` then fill ``$KEY`` in
+        ``workdir``, ``file_mounts``, ``service`` and ``runtime``, as SkyPilot
+        does (see :mod:`skyk.spec.envfill`).
         """
         updates: dict[str, Any] = {}
         for field, flag, items in (("envs", "--env", envs), ("secrets", "--secret", secrets)):
@@ -95,6 +100,8 @@ class Task(SpecModel):
                 key, value = _parse_override(item, flag)
                 merged[key] = value
             updates[field] = merged
+        for field in _FILLED_FIELDS:
+            updates[field] = fill(getattr(self, field), updates["envs"])
         task = self.model_copy(update=updates)
         task._source = self._source
         return task
