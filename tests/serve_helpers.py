@@ -142,6 +142,15 @@ class SteadyLoad:
         wait_for(lambda: len(self.outcomes) >= goal, timeout=timeout, interval=0.05, what=f"{count} requests")
 
 
+def endpoint_host() -> str:
+    """The address a service's endpoint is published on here: the local bridge's when nodes
+    get their own network namespaces (so they reach it), else 127.0.0.1."""
+    from lifecycle_helpers import netns_available
+    from skyk.builtin.local_network import bridge_subnet, gateway
+
+    return gateway(bridge_subnet()) if netns_available() else "127.0.0.1"
+
+
 def service_processes(home: Path, name: str, endpoint: str) -> list[str]:
     """Command lines of live controllers of ``name`` and routers on ``endpoint`` made under ``home``.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from lifecycle_helpers import kill_until_gone, node_processes, wait_for
-from serve_helpers import get, serve_json, service_row, wait_serving
+from serve_helpers import endpoint_host, get, serve_json, service_row, wait_serving
 
 pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
                                 reason="skyk-router is not installed")
@@ -44,7 +44,7 @@ def _serving(endpoint: str, expected: set[str]) -> None:
 def service(serve_web):
     """A 2-replica service ``web``, torn down (and checked) afterwards; its endpoint."""
     endpoint = serve_web(TASK.format(replicas=2))
-    assert endpoint.startswith("127.0.0.1:")
+    assert endpoint.startswith(f"{endpoint_host()}:")
     return endpoint
 
 
@@ -56,6 +56,8 @@ def test_serve_up_status_requests_and_down(skyk, service):
     assert "SERVICE_NAME  ID  VERSION  ENDPOINT" in table and "INFRA" in table and "RESOURCES" in table
     assert "READY   2/2" in table and "local/local" in table
     _serving(service, {"replica 1", "replica 2"})
+    # The router listens on loopback too, whatever address the endpoint is published on.
+    _serving(f"127.0.0.1:{service.rsplit(':', 1)[1]}", {"replica 1", "replica 2"})
 
 
 def test_a_failed_replica_is_replaced_and_requests_keep_working(skyk, service):

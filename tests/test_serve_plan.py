@@ -67,3 +67,26 @@ def test_the_cli_offers_exactly_the_update_modes_the_controller_knows():
     from skyk.cli.serve import UPDATE_MODES
 
     assert UPDATE_MODES == state.UPDATE_MODES
+
+
+def test_a_state_database_from_before_versions_and_endpoint_hosts_is_upgraded(tmp_path, monkeypatch):
+    import sqlite3
+
+    from skyk.serve import state
+    from skyk.state import db
+
+    monkeypatch.setenv("SKYK_HOME", str(tmp_path))
+    old = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    for script in db.MIGRATIONS[:2]:  # the schema services first shipped with
+        old.executescript(script)
+    old.execute("INSERT INTO services (name, version, status, task, created_at, router_port)"
+                " VALUES ('web', 1, 'READY', '{\"run\": \"serve\"}', 1.0, 30001)")
+    old.execute("PRAGMA user_version = 2")
+    old.close()
+
+    conn = db.connect()
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
+    record = state.get_service(conn, "web")
+    # Published before the endpoint had a host of its own: loopback, as it was then.
+    assert record.router_host is None and record.endpoint == "127.0.0.1:30001"
+    assert state.version(conn, "web", 1) == ({"run": "serve"}, state.ROLLING)

@@ -14,6 +14,7 @@ import pytest
 from lifecycle_helpers import wait_for
 from serve_helpers import (
     SteadyLoad,
+    endpoint_host,
     engine_task,
     get,
     ready_replicas,
@@ -168,7 +169,7 @@ def test_spot_replicas_fall_back_to_on_demand_and_return(skyk, serve, tmp_path, 
 def test_tls_endpoint_with_api_keys(skyk, serve, tmp_path):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-subj", "/CN=localhost", "-addext", f"subjectAltName=IP:127.0.0.1,IP:{endpoint_host()}",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     endpoint = serve(engine_task(
         f"  readiness_probe: /health\n  replicas: 1\n  tls: {{keyfile: {key.name}, certfile: {cert.name}}}")

@@ -111,7 +111,7 @@ def test_main_execs_gunicorn_with_defaults(monkeypatch):
     argv, env = run_cli(monkeypatch, ["--controller", "http://10.0.0.1:9000"])
     assert argv == [sys.executable, "-m", "gunicorn", "skyk_router.asgi:app",
                     "--config", "python:skyk_router.gunicorn_conf",
-                    "--bind", "127.0.0.1:8080", "--workers", "2"]
+                    "--workers", "2", "--bind", "127.0.0.1:8080"]
     assert env[CONTROLLER_ENV] == "http://10.0.0.1:9000"
     assert REPLICAS_FILE_ENV not in env
 
@@ -137,6 +137,13 @@ def test_main_reads_the_controller_from_the_environment(monkeypatch):
 def test_main_brackets_ipv6(monkeypatch):
     argv, _ = run_cli(monkeypatch, ["--host", "::1", "--port", "9001", "--controller", "http://c"])
     assert argv[argv.index("--bind") + 1] == "[::1]:9001"
+
+
+def test_main_binds_every_host_given(monkeypatch):
+    argv, _ = run_cli(monkeypatch, ["--host", "127.0.0.1", "--host", "10.213.0.1", "--port", "9002",
+                                    "--controller", "http://c"])
+    assert [argv[i + 1] for i, arg in enumerate(argv) if arg == "--bind"] == [
+        "127.0.0.1:9002", "10.213.0.1:9002"]
 
 
 @pytest.mark.parametrize("bad", [

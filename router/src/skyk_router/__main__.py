@@ -20,7 +20,8 @@ def parse_args(argv: Sequence[str] | None = None,
     parser = argparse.ArgumentParser(
         prog="skyk-router", description="Run the skyk router under gunicorn.")
     # Loopback by default: exposing the router is a deliberate choice of the caller.
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--host", action="append", dest="hosts", metavar="HOST",
+                        help="address to bind; repeat for several (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     parser.add_argument("--workers", type=int, default=2,
                         help="gunicorn worker processes (default 2)")
@@ -33,6 +34,7 @@ def parse_args(argv: Sequence[str] | None = None,
     parser.add_argument("--ssl-keyfile", metavar="PATH", help="TLS private key (PEM)")
     parser.add_argument("--ssl-certfile", metavar="PATH", help="TLS certificate chain (PEM)")
     args = parser.parse_args(argv)
+    args.hosts = args.hosts or ["127.0.0.1"]
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be between 0 and 65535, not {args.port}")
     if args.workers < 1:
@@ -49,10 +51,11 @@ def parse_args(argv: Sequence[str] | None = None,
 
 def gunicorn_argv(args: argparse.Namespace) -> list[str]:
     """Return the command that runs gunicorn on the router's ASGI app."""
-    # Brackets keep an IPv6 host apart from the port in gunicorn's bind syntax.
-    host = f"[{args.host}]" if ":" in args.host else args.host
     command = [sys.executable, "-m", "gunicorn", ASGI_TARGET, "--config", GUNICORN_CONFIG,
-               "--bind", f"{host}:{args.port}", "--workers", str(args.workers)]
+               "--workers", str(args.workers)]
+    for host in args.hosts:
+        # Brackets keep an IPv6 host apart from the port in gunicorn's bind syntax.
+        command += ["--bind", f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"]
     if args.ssl_keyfile:
         command += ["--keyfile", args.ssl_keyfile, "--certfile", args.ssl_certfile]
     return command

@@ -264,6 +264,22 @@ def ensure_bridge(subnet: ipaddress.IPv4Network) -> None:
     _share_uplink(subnet)
 
 
+def address_for_nodes() -> str | None:
+    """Return this machine's address as namespaced nodes see it (the bridge), or None.
+
+    None when new nodes would not get namespaces: they share this machine's
+    network and reach its 127.0.0.1 directly. Otherwise the bridge is created
+    if it is not there yet (the first node would create it anyway), so a
+    server bound to the address is reachable from every node, now and later.
+    Raises NetworkError when the bridge cannot be set up.
+    """
+    if not namespaces_enabled():
+        return None
+    subnet = bridge_subnet()
+    ensure_bridge(subnet)
+    return gateway(subnet)
+
+
 def _share_uplink(subnet: ipaddress.IPv4Network) -> None:
     """Best effort: let nodes reach the internet through this machine; never fails."""
     with contextlib.suppress(OSError):

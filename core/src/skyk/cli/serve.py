@@ -214,7 +214,7 @@ def serve_up(args) -> int:
     say(f"Service {name} is starting; replicas are launching in the background.")
     say(f"  status:   skyk serve status {name}")
     say(f"  endpoint: $(skyk serve status --endpoint {name})")
-    print(f"127.0.0.1:{record.router_port}")
+    print(record.endpoint)
     return 0
 
 
@@ -280,9 +280,9 @@ def serve_status(args) -> int:
         if len(args.services) != 1:
             raise SpecError("--endpoint needs exactly one service name", hint="skyk serve status --endpoint NAME")
         record = _require(conn, args.services[0])
-        if record.router_port is None:
+        if record.endpoint is None:
             raise SpecError(f"service {record.name} has no endpoint yet", hint="wait a moment and retry")
-        print(f"127.0.0.1:{record.router_port}")
+        print(record.endpoint)
         return 0
     services = ([_require(conn, n) for n in dict.fromkeys(args.services)] if args.services
                 else state.list_services(conn))
@@ -297,7 +297,7 @@ def serve_status(args) -> int:
         print_json([{
             "name": s.name, "version": s.version, "status": service_status(s),
             "uptime_seconds": now - s.created_at,
-            "endpoint": f"127.0.0.1:{s.router_port}" if s.router_port else None,
+            "endpoint": s.endpoint,
             "replicas": [{"id": r.id, "version": r.version, "status": r.status, "url": r.url, "spot": r.spot,
                           "cluster": r.cluster, "launched_at": r.launched_at, "note": r.note,
                           "infra": handles[r.cluster].infra if handles.get(r.cluster) else None,
@@ -316,7 +316,7 @@ def serve_status(args) -> int:
                 [[s.name, s.version, duration(now - s.created_at), service_status(s),
                   f"{sum(r.service == s.name and r.status == state.READY for r in replicas)}"
                   f"/{sum(r.service == s.name for r in replicas)}",
-                  f"127.0.0.1:{s.router_port}" if s.router_port else "-"] for s in services])
+                  s.endpoint or "-"] for s in services])
     print("\nService Replicas")
     headers = ["SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "INFRA", "RESOURCES", "STATUS"]
     rows = [[r.service, r.id, r.version, r.url.split("://", 1)[-1] if r.url else "-", ago(r.launched_at),

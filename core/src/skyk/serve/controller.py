@@ -441,7 +441,7 @@ def router_url(record: state.ServiceRecord) -> str | None:
     if record.router_port is None:
         return None
     scheme = "https" if (record.task.get("service") or {}).get("tls") else "http"
-    return f"{scheme}://127.0.0.1:{record.router_port}"
+    return f"{scheme}://{state.LOOPBACK}:{record.router_port}"
 
 
 def down_cluster(conn, cluster: str) -> None:
@@ -456,24 +456,48 @@ def down_cluster(conn, cluster: str) -> None:
             teardown(conn, record, purge=True)
 
 
-def free_port(start: int = 30001) -> int:
-    """Return the first free TCP port from ``start`` (SkyServe's range for endpoints)."""
+def endpoint_host() -> str | None:
+    """Where the endpoint is published besides loopback, so the local cloud's nodes reach it.
+
+    Nodes in their own network namespace cannot reach this machine's
+    127.0.0.1, so a chat page or a client launched there with ``--env
+    ENDPOINT=...`` would get nowhere: the router also listens on the local
+    cloud's bridge address, which both this machine and every node reach.
+    None (loopback only) when the local cloud is disabled or uses no namespaces.
+    """
+    from skyk.builtin.local_network import NetworkError, address_for_nodes
+    from skyk.plugins.kinds import disabled_plugins
+
+    if "local" in disabled_plugins():
+        return None
+    try:
+        return address_for_nodes()
+    except NetworkError as exc:
+        log(f"endpoint on loopback only: {exc}")
+        return None
+
+
+def free_port(hosts: list[str], start: int = 30001) -> int:
+    """Return the first TCP port from ``start`` free on every one of ``hosts`` (SkyServe's range)."""
     import socket
 
     for port in range(start, start + 1000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+        try:
+            for host in hosts:
+                with socket.socket() as sock:
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return port
     raise OSError("no free port for the service endpoint")
 
 
-def start_router(name: str, controller_port: int, router_port: int, task: Task) -> int:
+def start_router(name: str, controller_port: int, hosts: list[str], router_port: int, task: Task) -> int:
     """Start the router for service ``name`` in its own session (HTTPS with ``service.tls``); return its pid."""
-    command = [sys.executable, "-m", "skyk_router", "--host", "127.0.0.1", "--port", str(router_port),
-               "--controller", f"http://127.0.0.1:{controller_port}"]
+    command = [sys.executable, "-m", "skyk_router", "--port", str(router_port),
+               "--controller", f"http://{state.LOOPBACK}:{controller_port}"]
+    for host in hosts:
+        command += ["--host", host]
     if task.service.tls:
         command += ["--ssl-keyfile", task.service.tls.keyfile, "--ssl-certfile", task.service.tls.certfile]
     with open(service_dir(name) / "load_balancer.log", "ab") as out:
@@ -504,10 +528,15 @@ def main(argv: list[str] | None = None) -> int:
         if record is None:
             return 0
         if not pid_alive(record.router_pid):
-            router_port = record.router_port or free_port()
-            pid = start_router(name, port, router_port, task_from_mapping(record.task, f"<service {name}>"))
-            state.update_service(controller.conn, name, router_pid=pid, router_port=router_port)
-            log(f"router started (pid {pid}) on 127.0.0.1:{router_port}")
+            # A restarted router keeps the endpoint it had, so clients and nodes that know it still reach it.
+            host = record.router_host if record.router_port else endpoint_host()
+            hosts = [state.LOOPBACK, *([host] if host else [])]
+            router_port = record.router_port or free_port(hosts)
+            pid = start_router(name, port, hosts, router_port,
+                               task_from_mapping(record.task, f"<service {name}>"))
+            state.update_service(controller.conn, name, router_pid=pid, router_port=router_port,
+                                 router_host=host)
+            log(f"router started (pid {pid}) on {' and '.join(hosts)}, port {router_port}")
         time.sleep(TICK)
         if not tick_safely(controller):
             return 0

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from skyk.state.db import transaction
 
 # Replica states, as SkyServe names them.
+#: Every router listens here; the controller and the CLI reach it on this address.
+LOOPBACK = "127.0.0.1"
+
 PENDING = "PENDING"
 PROVISIONING = "PROVISIONING"
 STARTING = "STARTING"
@@ -47,6 +50,15 @@ class ServiceRecord:
     router_pid: int | None
     router_port: int | None
     note: str | None
+    #: Where the endpoint is published (the router also listens on 127.0.0.1); None: 127.0.0.1.
+    router_host: str | None = None
+
+    @property
+    def endpoint(self) -> str | None:
+        """``host:port`` of the service's endpoint, or None before its router has a port."""
+        if self.router_port is None:
+            return None
+        return f"{self.router_host or LOOPBACK}:{self.router_port}"
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,7 @@ class ReplicaRecord:
 def _service(row: sqlite3.Row) -> ServiceRecord:
     return ServiceRecord(row["name"], row["version"], row["status"], json.loads(row["task"]),
                          row["created_at"], row["controller_pid"], row["controller_port"],
-                         row["router_pid"], row["router_port"], row["note"])
+                         row["router_pid"], row["router_port"], row["note"], row["router_host"])
 
 
 def _replica(row: sqlite3.Row) -> ReplicaRecord:

@@ -83,6 +83,8 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT name, version, task, 'rolling', created_at FROM services;
     ALTER TABLE replicas ADD COLUMN spot INTEGER NOT NULL DEFAULT 0;
     """,
+    # The address the endpoint is published on besides loopback (NULL: 127.0.0.1 only).
+    "ALTER TABLE services ADD COLUMN router_host TEXT;",
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
