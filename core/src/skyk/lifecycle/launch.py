@@ -11,6 +11,7 @@ from skyk.lifecycle import lookup, nodes
 from skyk.lifecycle.control import set_autostop, start_cluster, teardown
 from skyk.lifecycle.jobs import follow, job_spec
 from skyk.lifecycle.progress import say, step
+from skyk.lifecycle.reuse import check_fits
 from skyk.spec.resources import ResourceFields
 from skyk.spec.task import Task
 from skyk.state import clusters, db
@@ -40,12 +41,12 @@ def launch(task: Task, options: LaunchOptions) -> int:
         record = clusters.get(conn, name)
         if record is not None and record.status == clusters.UP:
             handle = record.handle
-            check_fits(task, options, handle)
+            check_fits(task, options.override, options.flags, handle)
             say(f"Reusing cluster {name} on {handle.infra}")
             nodes.check_mounts(task, handle.cloud)
             client = lookup.head_client(handle)
         elif record is not None and record.status == clusters.STOPPED:
-            check_fits(task, options, record.handle)
+            check_fits(task, options.override, options.flags, record.handle)
             nodes.check_mounts(task, record.handle.cloud)
             handle, client = start_cluster(conn, record)
         else:
@@ -67,27 +68,6 @@ def launch(task: Task, options: LaunchOptions) -> int:
         job_id = _submit(client, name, task, with_setup=True)
     # Outside the lock: following a log must not keep 'down' or 'stop' waiting.
     return _follow_or_detach(client, name, job_id, options.detach)
-
-
-def check_fits(task: Task, options: LaunchOptions, handle) -> None:
-    """Refuse to reuse a cluster that cannot give the task what it asks for."""
-    def fits(req) -> bool:
-        pins = ((req.cloud, handle.cloud), (req.region, handle.region), (req.zone, handle.zone),
-                (req.instance_type, handle.instance_type))
-        if any(want is not None and want.lower() != (have or "").lower() for want, have in pins):
-            return False
-        if req.accelerator is None:
-            return True
-        return (req.accelerator.lower() == (handle.accelerator or "").lower()
-                and req.accelerator_count <= handle.accelerator_count)
-
-    requirements = task.resources.requirements_with(options.override, options.flags)
-    if task.num_nodes > len(handle.nodes) or not any(fits(r) for r in requirements):
-        have = f"{len(handle.nodes)}x {handle.instance_type}" + (
-            f" {{{handle.accelerator}:{handle.accelerator_count:g}}}" if handle.accelerator else "")
-        raise SkykError(f"cluster {handle.cluster} ({have} on {handle.infra}) does not have the"
-                        " resources this task asks for",
-                        hint=f"launch it on a new cluster name, or 'skyk down {handle.cluster}' first")
 
 
 def _provision(conn, task: Task, options: LaunchOptions):

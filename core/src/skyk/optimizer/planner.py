@@ -94,7 +94,7 @@ def plan_task(task: Task, override: ResourceFields | None = None,
     served = runtime_model(task)
     # Estimated before any catalog is read, so a model of unknown size fails at once.
     need = (estimate(served[0], served[1], f"{task.source}: runtime")
-            if served and any(_names_no_hardware(r) for r in requirements) else None)
+            if served and any(names_no_hardware(r) for r in requirements) else None)
     names = check_cloud_names(requirements, task.source)
     kernel = Kernel.load(("cloud",), names)
     for failure in kernel.failures:
@@ -123,7 +123,8 @@ def plan_task(task: Task, override: ResourceFields | None = None,
     return PlannedTask(task, plan, catalog, kernel, task.resources.is_ordered, sizing)
 
 
-def _names_no_hardware(requirement: Requirement) -> bool:
+def names_no_hardware(requirement: Requirement) -> bool:
+    """Whether ``requirement`` leaves the hardware open: no accelerator and no instance type."""
     # An instance type names its accelerators too (g5.12xlarge is A10G:4).
     return not (requirement.accelerator or requirement.instance_type)
 
@@ -154,7 +155,7 @@ def size_for_model(need: Estimate, requirements: list[Requirement], catalog: Cat
     tried = used = 0
     for index, req in enumerate(requirements):
         scope = offered.get(req.cloud, {}) if req.cloud else everywhere
-        if not _names_no_hardware(req) or not scope:
+        if not names_no_hardware(req) or not scope:
             out.append(req)
             preferences.append(index)
             continue
