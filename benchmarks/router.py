@@ -284,6 +284,7 @@ def start_llm_replicas(procs: Processes, count: int) -> Upstreams:
                      f"{count} aiohttp replica processes (router_upstream.py)")
 
 
+#: nginx's settings around a ``server`` block: one worker, no logs, temp files in ``dir``.
 NGINX_CONF = """\
 worker_processes 1;
 daemon off;
@@ -298,12 +299,30 @@ http {{
   uwsgi_temp_path {dir}/uwsgi;
   scgi_temp_path {dir}/scgi;
   keepalive_requests 1000000;
+{server}
+}}
+"""
+#: A fixed answer on every path.
+NGINX_FAST = """\
   server {{
     listen {host}:{port} backlog=4096;
     location / {{ default_type text/plain; return 200 "ok\\n"; }}
+  }}"""
+#: A reverse proxy to the replicas, round robin over kept-alive connections, unbuffered.
+NGINX_PROXY = """\
+  upstream replicas {{
+{servers}
+    keepalive 512;
   }}
-}}
-"""
+  server {{
+    listen {host}:{port} backlog=4096;
+    location / {{
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}"""
 
 
 def nginx_binary() -> str | None:
@@ -321,15 +340,39 @@ def start_fast_replica(procs: Processes, work: Path) -> Upstreams:
         wait_until(lambda: http_get(f"{url}/fast")[0] == 200, "replica answers",
                    procs, "fast-replica", proc)
         return Upstreams([url], url, [proc.pid], "aiohttp /fast (nginx not installed)")
-    nginx_dir = work / "nginx"
-    nginx_dir.mkdir()
-    conf = nginx_dir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=nginx_dir, host=HOST, port=port))
-    proc = procs.start("nginx", [nginx, "-c", str(conf), "-p", str(nginx_dir),
-                                 "-e", str(nginx_dir / "nginx-error.log")])
+    proc = start_nginx(procs, work, "nginx", nginx, NGINX_FAST.format(host=HOST, port=port))
     wait_until(lambda: http_get(f"{url}/fast")[0] == 200, "nginx answers", procs, "nginx", proc)
     version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
     return Upstreams([url], url, [proc.pid], f"{version.split(': ')[-1]}, 1 worker, return 200")
+
+
+def start_nginx(procs: Processes, work: Path, name: str, nginx: str, server: str) -> subprocess.Popen:
+    """Start nginx (binary ``nginx``) with ``server`` in its own directory under ``work``."""
+    nginx_dir = work / name
+    nginx_dir.mkdir()
+    conf = nginx_dir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=nginx_dir, server=server))
+    return procs.start(name, [nginx, "-c", str(conf), "-p", str(nginx_dir),
+                              "-e", str(nginx_dir / "nginx-error.log")])
+
+
+def start_nginx_proxy(procs: Processes, work: Path, upstream_urls: list[str]) -> Target | None:
+    """nginx as a reverse proxy to the replicas: what an efficient proxy costs on this machine.
+
+    A reference row, not a target: it shows whether the machine leaves room for
+    a proxy at all. None when nginx is not installed.
+    """
+    nginx = nginx_binary()
+    if nginx is None:
+        return None
+    port = free_port()
+    servers = "\n".join(f"    server {url.removeprefix('http://')};" for url in upstream_urls)
+    proc = start_nginx(procs, work, "nginx-proxy", nginx,
+                       NGINX_PROXY.format(servers=servers, host=HOST, port=port))
+    url = f"http://{HOST}:{port}"
+    wait_until(lambda: http_get(f"{url}/llm?delay=0")[0] == 200, "the nginx proxy answers",
+               procs, "nginx-proxy", proc)
+    return Target("nginx proxy", url, proc)
 
 
 def start_router(procs: Processes, work: Path, workers: int, upstream_urls: list[str],
@@ -523,6 +566,8 @@ def section_llm(procs: Processes, work: Path, args: argparse.Namespace, runs: in
     targets = [Target("direct", upstreams.direct_url)]
     targets += [start_router(procs, work, w, upstreams.urls, f"router-llm-w{w}")
                 for w in args.workers]
+    reference = start_nginx_proxy(procs, work, upstreams.urls)
+    targets += [reference] if reference else []
     for target in targets:  # warm-up: pools filled, code paths run once
         run_wrk(procs, target.base_url + LLM_PATH, LLM_CONNECTIONS, WARMUP_S, {})
     plain, streamed, idle = [], [], []
