@@ -38,6 +38,18 @@ def test_proxies_get_and_post_to_both_replicas(router, replicas):
     assert seen == {"a", "b"}
 
 
+def test_a_response_has_one_date_and_one_server_header(router, replicas):
+    router.set_replicas([replicas["a"].url])
+    with socket.create_connection(("127.0.0.1", int(router.url.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    names = [line.split(b":", 1)[0].lower() for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]]
+    # The replica (aiohttp) sends both too: the router's own replace them, as nginx does.
+    assert names.count(b"date") == 1 and names.count(b"server") == 1
+
+
 def test_unknown_router_path_is_not_proxied(router, replicas):
     router.set_replicas([replicas["a"].url])
     assert requests.get(f"{router.url}/-/nothing", timeout=5).status_code == 404

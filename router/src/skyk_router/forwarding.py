@@ -14,6 +14,10 @@ HOP_BY_HOP = frozenset({
 #: Also dropped from requests: the head sets Host and Content-Length for the
 #: replica's connection, and the body is already read, so there is nothing to continue.
 NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+#: Also dropped from responses: the ASGI server writes its own Date and Server on
+#: every response, and a second Date would break a single-value field (nginx
+#: likewise replaces both by default).
+NOT_RELAYED = HOP_BY_HOP | {b"date", b"server"}
 #: Methods whose requests go without a Content-Length when they have no body;
 #: the others say ``Content-Length: 0`` (as aiohttp, the router's former client, did).
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "CONNECT", "TRACE"})
@@ -84,5 +88,5 @@ def request_target(scope: dict) -> bytes:
 
 
 def response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """A replica's response headers to pass on: all but the hop-by-hop ones."""
-    return [(name, value) for name, value in headers if name.lower() not in HOP_BY_HOP]
+    """A replica's response headers to pass on: all but hop-by-hop ones, Date and Server."""
+    return [(name, value) for name, value in headers if name.lower() not in NOT_RELAYED]
