@@ -114,3 +114,43 @@ def test_env_overrides_reach_the_probe_and_the_model(skyk):
     assert task.runtime.model == "Qwen/Qwen2-1.5B-Instruct"
     data = dry_run(skyk, QWEN_7B, "--env", "MODEL_NAME=Qwen/Qwen2-1.5B-Instruct")
     assert data["model_size"]["params"] == pytest.approx(1.5e9)
+
+
+#: A service in the shape SkyPilot's own Qwen recipe has: no runtime section, its own
+#: setup and run, and the model named once in envs and used in the probe.
+SKYPILOT_SHAPED = """\
+envs:
+  MODEL_NAME: Qwen/Qwen2-72B-Instruct
+service:
+  readiness_probe:
+    path: /v1/chat/completions
+    post_data:
+      model: $MODEL_NAME
+      messages:
+        - role: user
+          content: Hello! What is your name?
+      max_tokens: 1
+    initial_delay_seconds: 1200
+  replicas: 2
+resources:
+  accelerators: {A100:8, A100-80GB:4, A100-80GB:8}
+  disk_size: 1024
+  disk_tier: best
+  memory: 32+
+  ports: 8000
+setup: |
+  pip install vllm
+run: |
+  python -u -m vllm.entrypoints.openai.api_server --host 0.0.0.0 --port 8000 \\
+    --model $MODEL_NAME --tensor-parallel-size $SKYPILOT_NUM_GPUS_PER_NODE
+"""
+
+
+def test_a_skypilot_shaped_recipe_plans_like_ours(skyk, tmp_path):
+    path = tmp_path / "serve-72b.yaml"
+    path.write_text(SKYPILOT_SHAPED)
+    task = load_task(path).with_overrides()
+    assert task.service.readiness_probe.post_data["model"] == "Qwen/Qwen2-72B-Instruct"
+    assert "--model $MODEL_NAME" in task.run  # the node's shell expands it
+    theirs, ours = dry_run(skyk, path), dry_run(skyk, QWEN_72B)
+    assert theirs["chosen"] == ours["chosen"]
