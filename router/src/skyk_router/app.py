@@ -2,10 +2,12 @@
 
 A Falcon app answers the router's own ``/-/health``, ``/-/stats`` and
 ``/-/chat`` (a chat page for the API), and Prometheus ``/metrics``. Every
-other path is proxied to a ready replica, and those requests bypass Falcon:
-:class:`RouterApp` hands them to the raw ASGI proxy (behind the API key
-check) straight away, which saves Falcon's request and response objects on
-the hot path and lets the proxy watch ``receive`` for the client leaving.
+other path is proxied to a ready replica, and those requests bypass Falcon.
+In the router's gunicorn workers they never become ASGI requests at all:
+:class:`~skyk_router.protocol.RouterProtocol` hands them to the app's
+:class:`~skyk_router.proxy.Proxy` as they are parsed. Under any other ASGI
+server (and in tests' ASGI clients), :class:`RouterApp` hands them to the
+same proxy as a raw ASGI app, without Falcon's request and response objects.
 Each worker process builds one app; its lifespan (startup/shutdown) opens
 the upstream connection pool and runs the replica poll.
 """
@@ -15,13 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import falcon
 import falcon.asgi
 
-from skyk_router.auth import ApiKeyGuard
 from skyk_router.balancing import InFlight
 from skyk_router.chat.page import PAGE_PATH, ChatPageResource
 from skyk_router.metrics import MetricsResource, RouterMetrics
@@ -40,6 +40,11 @@ STATS_PATH = "/-/stats"
 METRICS_PATH = "/metrics"
 #: The router's own paths start so; every other path, but METRICS_PATH, goes to a replica.
 ROUTER_PATH_PREFIX = "/-/"
+
+
+def is_proxied(path: str) -> bool:
+    """Whether requests for ``path`` go to a replica (all but the router's own paths)."""
+    return not path.startswith(ROUTER_PATH_PREFIX) and path != METRICS_PATH
 
 
 class HealthResource:
@@ -96,23 +101,22 @@ class Lifespan:
 class RouterApp(falcon.asgi.App):
     """The Falcon app of the router's own paths, in front of the proxy.
 
-    HTTP requests for any other path go to ``proxied`` without Falcon
+    HTTP requests for any other path go to ``proxy`` without Falcon
     seeing them; lifespan, websocket and the router's paths go to Falcon.
     """
 
-    __slots__ = ("_proxied",)
+    __slots__ = ("proxy",)
 
-    def __init__(self, proxied: Callable[[dict, Receive, Send], Awaitable[None]],
-                 **options: Any) -> None:
+    def __init__(self, proxy: Proxy, **options: Any) -> None:
         super().__init__(**options)
-        self._proxied = proxied
+        #: The proxy of every path but the router's own (the worker's protocol finds it here).
+        self.proxy = proxy
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:  # type: ignore[override]
         """Dispatch one ASGI connection: to the proxy, or to Falcon."""
         if scope["type"] == "http":
-            path = scope["path"]
-            if not path.startswith(ROUTER_PATH_PREFIX) and path != METRICS_PATH:
-                await self._proxied(scope, receive, send)
+            if is_proxied(scope["path"]):
+                await self.proxy(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -136,8 +140,7 @@ def create_app(settings: RouterSettings | None = None) -> falcon.asgi.App:
     metrics = RouterMetrics(in_flight, settings.metrics_dir)
     stats = WorkerStats(in_flight, settings.stats_dir, lambda: watcher.view)
     proxy = Proxy(settings, watcher, in_flight, metrics, stats)
-    app = RouterApp(ApiKeyGuard(proxy, lambda: watcher.view.api_keys_sha256),
-                    middleware=[Lifespan(settings, watcher, proxy, stats, metrics)])
+    app = RouterApp(proxy, middleware=[Lifespan(settings, watcher, proxy, stats, metrics)])
     app.add_route(HEALTH_PATH, HealthResource())
     app.add_route(STATS_PATH, StatsResource(stats))
     app.add_route(METRICS_PATH, MetricsResource(metrics))

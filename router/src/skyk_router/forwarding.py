@@ -39,9 +39,8 @@ def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
-def client_address(scope: dict) -> str:
-    """The client's address, as Falcon's ``remote_addr`` gave it (loopback when unknown)."""
-    client = scope.get("client")
+def client_address(client: tuple[str, int] | None) -> str:
+    """The client's address (an ASGI ``client`` pair), loopback when unknown."""
     return client[0] if client else "127.0.0.1"
 
 
@@ -70,18 +69,19 @@ def forwarded_headers(raw: list[tuple[bytes, bytes]],
     return kept
 
 
-def request_head_tail(scope: dict, body: bytes) -> bytes:
+def request_head_tail(headers: list[tuple[bytes, bytes]], method: str, client: str,
+                      body: bytes) -> bytes:
     """The part of the request head after the Host line, the same for every replica."""
     lines = [name + b": " + value + b"\r\n"
-             for name, value in forwarded_headers(scope["headers"], client_address(scope))]
-    if body or scope["method"] not in BODYLESS_METHODS:
+             for name, value in forwarded_headers(headers, client)]
+    if body or method not in BODYLESS_METHODS:
         lines.append(b"content-length: %d\r\n" % len(body))
     lines.append(b"\r\n")
     return b"".join(lines)
 
 
 def request_target(scope: dict) -> bytes:
-    """The path and query the client sent, as it sent them."""
+    """The path and query the client sent, as it sent them (from an ASGI scope)."""
     target = scope.get("raw_path") or scope["path"].encode()
     query = scope.get("query_string")
     return target + b"?" + query if query else target

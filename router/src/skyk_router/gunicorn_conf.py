@@ -16,8 +16,9 @@ from pathlib import Path
 
 from skyk_router.settings import METRICS_DIR_ENV, STATS_DIR_ENV
 
-#: Streams responses: an ASGI worker (uvloop and httptools when installed).
-worker_class = "uvicorn_worker.UvicornWorker"
+#: Streams responses: uvicorn's ASGI worker (uvloop, httptools), whose HTTP
+#: protocol hands proxied requests to the proxy without ASGI (skyk_router.protocol).
+worker_class = "skyk_router.worker.RouterWorker"
 #: Streams in progress get this long to finish on shutdown or reload.
 graceful_timeout = 10
 

@@ -11,21 +11,28 @@ after the others), so a dead replica costs one failed connection, not one per
 request. While no replica is ready and the service asks for it (``hold_s``),
 a request is held until one starts, instead of answering 503 at once.
 
-The proxy is a raw ASGI app (:class:`~skyk_router.app.RouterApp` hands it
-every proxied request) and talks to the replicas through
-:mod:`skyk_router.upstream`; every request pays for what runs here, so this
-path keeps its work to what the features above need.
+Each request is an :class:`Exchange`, driven by callbacks: from the client's
+side (:class:`Client`: the request arrived, the client left, its connection
+can take more) and from the replica's (:class:`~skyk_router.upstream.UpstreamListener`).
+On the common path (a kept-alive connection to a ready replica) it runs no
+task and awaits nothing; holding for a replica and opening a connection, the
+rare paths, run in a task of the exchange. Two clients drive exchanges:
+:class:`~skyk_router.protocol.RouterProtocol`, the HTTP server protocol of the
+router's gunicorn workers, and :class:`Proxy` itself as a raw ASGI app for
+any other ASGI server (and the tests' ASGI clients).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
-from collections.abc import Callable
+from typing import Any, Protocol
 
 from skyk.serve.policies import LoadBalancingPolicy
 
+from skyk_router.auth import key_matches
 from skyk_router.balancing import (
     EJECT_S,
     SESSION_HEADER,
@@ -36,6 +43,7 @@ from skyk_router.balancing import (
     request_key,
 )
 from skyk_router.forwarding import (
+    client_address,
     has_body,
     header_value,
     request_head_tail,
@@ -44,10 +52,16 @@ from skyk_router.forwarding import (
 )
 from skyk_router.metrics import RouterMetrics
 from skyk_router.replicas import DEFAULT_POLICY, ReplicaView, ReplicaWatcher
-from skyk_router.replies import Receive, Send, send_json
+from skyk_router.replies import Receive, Send, json_reply
 from skyk_router.settings import RouterSettings
 from skyk_router.stats import WorkerStats
-from skyk_router.upstream import UpstreamConnection, UpstreamPool, origin_of
+from skyk_router.upstream import (
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
+    origin_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,319 +69,434 @@ log = logging.getLogger(__name__)
 #: refused or reset connections, TLS failures, timeouts (UpstreamError is an OSError).
 RETRYABLE = (OSError, asyncio.TimeoutError)
 SESSION_HEADER_NAME = SESSION_HEADER.lower().encode("latin-1")
-#: Seconds into a request before the proxy starts watching for its client leaving.
-#: Most answers of a fast replica come sooner, and so never pay for the watch
-#: (a task waiting on ``receive``); a client leaving is noticed at most this late.
-WATCH_AFTER_S = 0.05
+#: nginx's status for "the client closed the connection", in the metrics.
+CLIENT_CLOSED = 499
+#: Body bytes the ASGI path queues for a slow client before pausing the replica.
+ASGI_HIGH_WATER = 256 * 1024
 
 
 class UpstreamBroke(RuntimeError):
     """A replica failed after its first byte; the client's connection is aborted."""
 
 
-class NoReplicaAnswered(Exception):
-    """Every replica tried failed before its first byte."""
+class Client(Protocol):
+    """The client side of an :class:`Exchange`: where its answer goes."""
 
-    def __init__(self, tried: list[str], last_error: BaseException) -> None:
-        super().__init__(f"tried {', '.join(tried)}; last error: {last_error!r}")
-        self.tried = tried
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Send the status and headers (the replica's, without hop-by-hop ones)."""
 
+    def write(self, data: bytes) -> None:
+        """Send body bytes."""
 
-class NoReplicaStarted(Exception):
-    """A held request's ``hold_s`` passed without a replica becoming ready."""
+    def end(self) -> None:
+        """The answer is complete."""
 
-    def __init__(self, hold_s: float) -> None:
-        super().__init__(f"no replica became ready within {hold_s:g} s")
-        self.hold_s = hold_s
-
-
-class ClientLeft(Exception):
-    """The client closed its connection while its request body was being read."""
+    def abort(self) -> None:
+        """The answer broke off after it started: close the client's connection."""
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body (chunked or not: the server has undone the framing)."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientLeft
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
+class Exchange:
+    """One proxied request, from its arrival to the end of its answer.
 
-
-async def wait_for_disconnect(receive: Receive) -> None:
-    """Return when the client closes its connection (after the request's own events)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-class ClientWatch:
-    """Calls ``on_leave`` if the client closes its connection, from :data:`WATCH_AFTER_S` on.
-
-    ``on_leave`` changes as the request goes on: while a replica is sought it
-    cancels the request's task, while the answer streams it closes the
-    replica's connection.
+    The client calls :meth:`begin` once the whole request arrived, and
+    :meth:`client_left` if its connection closes first; :meth:`pause` and
+    :meth:`resume` pass its flow control on to the replica's connection.
     """
 
-    def __init__(self, receive: Receive, on_leave: Callable[[], object]) -> None:
-        self.on_leave = on_leave
-        #: Whether the client left.
-        self.left = False
-        self._receive = receive
-        self._task: asyncio.Future | None = None
-        self._timer: asyncio.TimerHandle | None = \
-            asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+    __slots__ = ("_proxy", "_client", "method", "target", "headers", "peer", "body",
+                 "_started", "_policy", "_key", "_tail", "_remaining", "_tried",
+                 "_last_error", "_url", "_origin", "_upstream", "_task", "_has_slot",
+                 "_status", "_answering", "_first", "_paused", "done")
 
-    def _start(self) -> None:
-        self._timer = None
-        self._task = asyncio.ensure_future(wait_for_disconnect(self._receive))
-        self._task.add_done_callback(self._ended)
+    def __init__(self, proxy: Proxy, client: Client, method: str, target: bytes,
+                 headers: list[tuple[bytes, bytes]], peer: str) -> None:
+        self._proxy = proxy
+        self._client = client
+        self.method = method
+        #: The path and query, as the client sent them.
+        self.target = target
+        #: The request headers, names in lower case.
+        self.headers = headers
+        #: The client's address, for X-Forwarded-For.
+        self.peer = peer
+        self.body = b""
+        self._started = time.monotonic()
+        self._url: str | None = None
+        self._upstream: UpstreamConnection | None = None
+        self._task: asyncio.Task | None = None
+        self._has_slot = False
+        self._status = 0
+        self._answering = False
+        self._first = True
+        self._paused = False
+        #: The exchange is over (answered, failed, or its client left).
+        self.done = False
 
-    def _ended(self, task: asyncio.Future) -> None:
-        if not task.cancelled():
-            self.left = True
-            self.on_leave()
+    # from the client
 
-    def stop(self) -> None:
-        """Stop watching (the request is over)."""
-        if self._timer is not None:
-            self._timer.cancel()
+    def begin(self, body: bytes) -> None:
+        """The whole request arrived: answer it (``body`` is read whole, for retries)."""
+        self.body = body
+        proxy = self._proxy
+        view = proxy.watcher.view
+        accepted = view.api_keys_sha256
+        if accepted is not None and not key_matches(
+                header_value(self.headers, b"authorization"), accepted):
+            self.done = True
+            reply_json(self._client, 401, {
+                "error": "invalid or missing API key",
+                "hint": "send the header 'Authorization: Bearer <your key>'"},
+                [(b"www-authenticate", b"Bearer")])
+            return
+        # Counted on arrival (held requests too): the autoscaler sizes for demand.
+        proxy.stats.rate.record()
+        if view.urls:
+            self._seek(view)
+        elif view.hold_s:
+            self._task = asyncio.ensure_future(self._hold(view.hold_s))
+        else:
+            self._unavailable(proxy.not_ready_hint())
+
+    def client_left(self) -> None:
+        """The client closed its connection: stop, and tell the replica to stop too."""
+        if self.done:
+            return
         if self._task is not None:
             self._task.cancel()
+        if self._upstream is not None:
+            # Closing the replica's connection tells it to stop generating.
+            self._upstream.close()
+        self._finish(CLIENT_CLOSED)
+
+    def pause(self) -> None:
+        """The client's connection is full: stop reading the replica's answer."""
+        self._paused = True
+        if self._upstream is not None:
+            self._upstream.pause()
+
+    def resume(self) -> None:
+        """The client's connection drained: read the replica's answer again."""
+        self._paused = False
+        if self._upstream is not None:
+            self._upstream.resume()
+
+    # from the replica (UpstreamListener)
+
+    def upstream_head(self, connection: UpstreamConnection) -> None:  # noqa: D102
+        url = self._url
+        assert url is not None
+        # Any status will do: the replica is reachable, which is all ejection is about.
+        self._proxy.ejections.restore(url)
+        self._answering = True
+        self._status = connection.status
+        self._client.respond(connection.status, response_headers(connection.headers))
+        if self._paused:
+            connection.pause()
+
+    def upstream_data(self, data: bytes) -> None:  # noqa: D102
+        if self._first:
+            self._first = False
+            self._proxy.metrics.time_to_first_byte.observe(time.monotonic() - self._started)
+        self._client.write(data)
+
+    def upstream_end(self, connection: UpstreamConnection) -> None:  # noqa: D102
+        self._finish(self._status)
+        self._client.end()
+
+    def upstream_failed(self, connection: UpstreamConnection, error: UpstreamError) -> None:  # noqa: D102
+        proxy = self._proxy
+        if self._answering:
+            proxy.metrics.error("stream")
+            log.error("replica %s failed mid-response: %r", self._url, error)
+            self._finish(self._status)
+            self._client.abort()
+            return
+        self._upstream = None
+        proxy.pool.release(connection)
+        if connection.reused and not connection.received_any \
+                and not isinstance(error, UpstreamTimeout):
+            # Closed by the replica while idle in the pool: not the replica's fault.
+            # A new connection is not "reused", so this happens once per replica.
+            self._task = asyncio.ensure_future(self._connect())
+            return
+        self._failed_before_answer(error)
+
+    # internals
+
+    async def _hold(self, hold_s: float) -> None:
+        """Wait for the first replica, at most ``hold_s`` from the request's arrival."""
+        proxy = self._proxy
+        proxy.stats.waiting += 1
+        try:
+            ready = await proxy.watcher.wait_for_replicas(
+                self._started + hold_s - time.monotonic())
+        finally:  # also when cancelled because the client left
+            proxy.stats.waiting -= 1
+        self._task = None
+        if ready is None:
+            self._unavailable(f"waited {hold_s:g} s for a replica to start; "
+                              + proxy.not_ready_hint())
+        else:
+            self._seek(ready)
+
+    def _seek(self, view: ReplicaView) -> None:
+        """Prepare what every replica gets, then try the first one."""
+        proxy = self._proxy
+        self._policy = proxy.policy_for(view)
+        self._key = request_key(header_value(self.headers, SESSION_HEADER_NAME), self.body) \
+            if isinstance(self._policy, ConsistentHash) else None
+        self._tail = request_head_tail(self.headers, self.method, self.peer, self.body)
+        self._remaining = list(view.urls)
+        self._tried: list[str] = []
+        self._last_error: BaseException | None = None
+        self._try_next()
+
+    def _slot_granted(self) -> bool:
+        if self.done:
+            return False
+        self._has_slot = True
+        self._try_next()
+        return True
+
+    def _try_next(self) -> None:
+        """Send the request to the next replica in the policy's order.
+
+        Replicas ejected after a recent failure are tried only after the others.
+        """
+        proxy = self._proxy
+        if not self._has_slot:
+            if not proxy.pool.claim_slot(self._slot_granted):
+                return  # _slot_granted carries on
+            self._has_slot = True
+        remaining = self._remaining
+        if not remaining:
+            self._unavailable(f"every ready replica failed before answering (tried "
+                              f"{', '.join(self._tried)}; last error: {self._last_error!r})")
+            return
+        # The policy chooses among the replicas not ejected, while any remain.
+        preferred = proxy.ejections.preferred(remaining)
+        url = self._policy.choose(preferred, self._key) or preferred[0]
+        remaining.remove(url)
+        self._tried.append(url)
+        self._url = url
+        self._origin = origin = origin_of(url)
+        proxy.in_flight.acquire(url)
+        connection = proxy.pool.idle_connection(origin)
+        if connection is None:
+            self._task = asyncio.ensure_future(self._connect())
+        else:
+            self._send(connection)
+
+    async def _connect(self) -> None:
+        try:
+            connection = await self._proxy.pool.connect(self._origin)
+        except RETRYABLE as error:
+            self._task = None
+            self._failed_before_answer(error)
+            return
+        self._task = None
+        if self.done:  # the client left while it connected
+            self._proxy.pool.release(connection)
+            return
+        self._send(connection)
+
+    def _send(self, connection: UpstreamConnection) -> None:
+        origin = self._origin
+        self._upstream = connection
+        connection.start(self, b"".join((
+            self.method.encode("latin-1"), b" ", origin.base_path, self.target,
+            b" HTTP/1.1\r\nhost: ", origin.host_header, b"\r\n", self._tail)),
+            self.body, self.method == "HEAD")
+
+    def _failed_before_answer(self, error: BaseException) -> None:
+        proxy = self._proxy
+        url = self._url
+        assert url is not None
+        self._url = None
+        proxy.in_flight.release(url)
+        proxy.metrics.error("connect")
+        proxy.ejections.eject(url)
+        log.info("replica %s failed before answering (%r); trying another, and it "
+                 "only after the others for %g s", url, error, EJECT_S)
+        self._last_error = error
+        self._try_next()
+
+    def _unavailable(self, hint: str) -> None:
+        self._proxy.metrics.error("no_replica")
+        self._finish(503)
+        reply_json(self._client, 503, {"error": "no ready replica", "hint": hint})
+
+    def _finish(self, status: int) -> None:
+        """Settle the request's accounting, exactly once however it ended."""
+        if self.done:
+            return
+        self.done = True
+        proxy = self._proxy
+        if self._upstream is not None:
+            proxy.pool.release(self._upstream)
+            self._upstream = None
+        if self._url is not None:
+            proxy.in_flight.release(self._url)
+        if self._has_slot:
+            self._has_slot = False
+            proxy.pool.release_slot()
+        proxy.metrics.observe(status, time.monotonic() - self._started)
+
+
+def reply_json(client: Client, status: int, document: Any,
+               headers: list[tuple[bytes, bytes]] | tuple = ()) -> None:
+    """Answer ``status`` with ``document`` as a JSON body, in one response."""
+    head, body = json_reply(document, headers)
+    client.respond(status, head)
+    client.write(body)
+    client.end()
 
 
 class Proxy:
-    """The raw ASGI app that relays every path outside ``/-/`` to a ready replica."""
+    """This worker's proxying: replicas, policy, pool and accounting; a raw ASGI app too.
+
+    As an ASGI app it relays every path outside ``/-/`` (for ASGI servers
+    other than the router's own workers, whose protocol drives exchanges itself).
+    """
 
     def __init__(self, settings: RouterSettings, watcher: ReplicaWatcher, in_flight: InFlight,
                  metrics: RouterMetrics, stats: WorkerStats) -> None:
-        self._settings = settings
-        self._watcher = watcher
-        self._in_flight = in_flight
-        self._metrics = metrics
-        self._stats = stats
+        self.settings = settings
+        self.watcher = watcher
+        self.in_flight = in_flight
+        self.metrics = metrics
+        self.stats = stats
+        self.ejections = Ejections()
         self._pool: UpstreamPool | None = None
         self._policy_name = DEFAULT_POLICY
         self._policy = make_policy(DEFAULT_POLICY, in_flight)
-        self._ejections = Ejections()
 
     async def start(self) -> None:
         """Open this worker's connection pool (inside the worker's event loop)."""
-        self._pool = UpstreamPool(self._settings.connect_timeout_s,
-                                  self._settings.upstream_idle_timeout_s)
+        self._pool = UpstreamPool(self.settings.connect_timeout_s,
+                                  self.settings.upstream_idle_timeout_s)
 
     async def close(self) -> None:
         """Close the connection pool."""
         if self._pool is not None:
             await self._pool.close()
 
-    def _policy_for(self, view: ReplicaView) -> LoadBalancingPolicy:
+    @property
+    def pool(self) -> UpstreamPool:
+        """The connection pool (open once :meth:`start` ran)."""
+        assert self._pool is not None, "Proxy.start() was not awaited"
+        return self._pool
+
+    def policy_for(self, view: ReplicaView) -> LoadBalancingPolicy:
+        """The policy the view names (the default one, warned about, if unknown)."""
         if view.load_balancing_policy != self._policy_name:
             self._policy_name = view.load_balancing_policy
             try:
-                self._policy = make_policy(self._policy_name, self._in_flight)
+                self._policy = make_policy(self._policy_name, self.in_flight)
             except KeyError:
                 log.warning("unknown load_balancing_policy %r; using %s",
                             self._policy_name, DEFAULT_POLICY)
-                self._policy = make_policy(DEFAULT_POLICY, self._in_flight)
+                self._policy = make_policy(DEFAULT_POLICY, self.in_flight)
         return self._policy
+
+    def not_ready_hint(self) -> str:
+        """Why no replica answers yet, and where the router looks for them."""
+        return (f"no replica is ready yet; the router reads them from "
+                f"{self.settings.source_description} every {self.settings.poll_interval_s:g} s")
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         """Relay one request (an ASGI ``http`` scope) to a replica and stream its answer back."""
-        started = time.monotonic()
-        # Counted on arrival (held requests too): the autoscaler sizes for demand.
-        self._stats.rate.record()
+        client = AsgiClient()
+        # Any iterables in ASGI; read more than once here.
+        headers = [(name, value) for name, value in scope["headers"]]
+        exchange = Exchange(self, client, scope["method"], request_target(scope), headers,
+                            client_address(tuple(scope.get("client") or ())))
+        client.exchange = exchange
+        # Read whole: a retry must be able to send the body again.
+        body = []
+        more = has_body(headers)
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        # The client leaving ends the exchange whenever it happens.
+        watch = asyncio.ensure_future(_wait_for_disconnect(receive))
+        watch.add_done_callback(lambda task: task.cancelled() or client.client_left())
         try:
-            # Read whole: a retry must be able to send the body again.
-            body = await read_body(receive) if has_body(scope["headers"]) else b""
-        except ClientLeft:
-            self._metrics.observe(499, time.monotonic() - started)
-            return
-        view = self._watcher.view
-        if not view.urls and not view.hold_s:
-            await self._unavailable(send, started, self._not_ready_hint())
-            return
-        # The client leaving cancels this task while it seeks a replica (or holds,
-        # waiting for one), as asyncio.timeout() does: a task of its own would
-        # cost every request.
-        task = asyncio.current_task()
-        assert task is not None
-        watch = ClientWatch(receive, task.cancel)
-        try:
-            url, upstream = await self._open(scope, body, started)
-        except asyncio.CancelledError:
-            watch.stop()
-            if not watch.left:
-                raise  # cancelled for another reason: the server is stopping
-            if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled
-                task.uncancel()
-            self._metrics.observe(499, time.monotonic() - started)  # nginx's "client closed"
-            return
-        except NoReplicaAnswered as error:
-            watch.stop()
-            await self._unavailable(
-                send, started, f"every ready replica failed before answering ({error})")
-            return
-        except NoReplicaStarted as error:
-            watch.stop()
-            await self._unavailable(send, started, f"waited {error.hold_s:g} s for a replica "
-                                    "to start; " + self._not_ready_hint())
-            return
-        except BaseException:
-            watch.stop()
-            raise
-        relay = Relay(upstream, url, started, watch, self._metrics, self._finish)
-        try:
-            await relay.run(send)
+            exchange.begin(b"".join(body))
+            await client.relay(send)
         finally:
-            relay.close()
-
-    def _finish(self, url: str, upstream: UpstreamConnection) -> None:
-        assert self._pool is not None
-        self._pool.release(upstream)
-        self._in_flight.release(url)
-
-    async def _hold(self, started: float) -> ReplicaView:
-        """The view, once it lists a replica; wait for one while it does not.
-
-        The wait lasts at most the view's ``hold_s`` from the request's arrival
-        (``started``); past it, raise :class:`NoReplicaStarted`.
-        """
-        view = self._watcher.view
-        if view.urls:
-            return view
-        self._stats.waiting += 1
-        try:
-            ready = await self._watcher.wait_for_replicas(
-                started + view.hold_s - time.monotonic())
-        finally:  # also when cancelled because the client left
-            self._stats.waiting -= 1
-        if ready is None:
-            raise NoReplicaStarted(view.hold_s)
-        return ready
-
-    async def _open(self, scope: dict, body: bytes,
-                    started: float) -> tuple[str, UpstreamConnection]:
-        """Send the request to replicas in the policy's order until one answers.
-
-        Replicas ejected after a recent failure are tried only after the others.
-        """
-        pool = self._pool
-        assert pool is not None, "Proxy.start() was not awaited"
-        view = await self._hold(started)
-        policy = self._policy_for(view)
-        key = request_key(header_value(scope["headers"], SESSION_HEADER_NAME), body) \
-            if isinstance(policy, ConsistentHash) else None
-        method = scope["method"]
-        request_line = method.encode("latin-1") + b" "
-        target = request_target(scope) + b" HTTP/1.1\r\nhost: "
-        tail = request_head_tail(scope, body)
-        head_only = method == "HEAD"
-        remaining = list(view.urls)
-        tried: list[str] = []
-        last_error: BaseException | None = None
-        while remaining:
-            # The policy chooses among the replicas not ejected, while any remain.
-            preferred = self._ejections.preferred(remaining)
-            url = policy.choose(preferred, key) or preferred[0]
-            remaining.remove(url)
-            tried.append(url)
-            origin = origin_of(url)
-            self._in_flight.acquire(url)
-            try:
-                upstream = await pool.send(
-                    origin, b"".join((request_line, origin.base_path, target,
-                                      origin.host_header, b"\r\n", tail)),
-                    body, head_only)
-            except RETRYABLE as error:
-                self._in_flight.release(url)
-                self._metrics.error("connect")
-                self._ejections.eject(url)
-                log.info("replica %s failed before answering (%r); trying another, and it "
-                         "only after the others for %g s", url, error, EJECT_S)
-                last_error = error
-                continue
-            except BaseException:
-                self._in_flight.release(url)
-                raise
-            # Any status will do: the replica is reachable, which is all ejection is about.
-            self._ejections.restore(url)
-            return url, upstream
-        raise NoReplicaAnswered(tried, last_error or RuntimeError("no replica chosen"))
-
-    def _not_ready_hint(self) -> str:
-        return (f"no replica is ready yet; the router reads them from "
-                f"{self._settings.source_description} every {self._settings.poll_interval_s:g} s")
-
-    async def _unavailable(self, send: Send, started: float, hint: str) -> None:
-        self._metrics.error("no_replica")
-        self._metrics.observe(503, time.monotonic() - started)
-        await send_json(send, 503, {"error": "no ready replica", "hint": hint})
+            watch.cancel()
+            exchange.client_left()  # a no-op unless the relay broke off
 
 
-class Relay:
-    """The response: the replica's status, headers and chunks, passed on as they arrive.
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
-    :meth:`run` sends them; :meth:`close` settles the request's accounting
-    exactly once, however the relay ended.
+
+class AsgiClient:
+    """The client side of an exchange on the ASGI path: ASGI messages, sent by the app's task.
+
+    The exchange's callbacks queue the messages; :meth:`relay` sends them.
     """
 
-    def __init__(self, upstream: UpstreamConnection, url: str, started: float,
-                 watch: ClientWatch, metrics: RouterMetrics,
-                 finish: Callable[[str, UpstreamConnection], None]) -> None:
-        self._upstream = upstream
-        self._url = url
-        self._started = started
-        self._metrics = metrics
-        self._finish = finish
-        self._closed = False
-        self._client_left = False
-        self._watch = watch
-        watch.on_leave = self._on_client_gone
+    def __init__(self) -> None:
+        self.exchange: Exchange | None = None
+        self._messages: collections.deque[dict | None] = collections.deque()
+        self._queued = 0
+        self._wakeup: asyncio.Future | None = None
+        self._ended = False
 
-    def _on_client_gone(self) -> None:
-        self._client_left = True
-        # Closing the upstream connection wakes a read blocked on a silent replica
-        # and tells the replica to stop generating.
-        self._upstream.close()
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:  # noqa: D102
+        self._push({"type": "http.response.start", "status": status, "headers": headers})
 
-    async def run(self, send: Send) -> None:
-        """Send the replica's answer to the client, chunk by chunk as it arrives."""
-        upstream = self._upstream
-        await send({"type": "http.response.start", "status": upstream.status,
-                    "headers": response_headers(upstream.headers)})
-        first = True
-        while not self._client_left:
-            try:
-                chunk = await upstream.read()
-            except OSError as error:
-                if self._client_left:
-                    return
-                self._metrics.error("stream")
-                # "from None": the message names the cause; uvicorn logs the traceback anyway.
-                raise UpstreamBroke(
-                    f"replica {self._url} failed mid-response: {error!r}") from None
-            if not chunk:
-                break
-            if first:
-                first = False
-                self._metrics.time_to_first_byte.observe(time.monotonic() - self._started)
-            # The last chunk ends the response itself: one message fewer per answer.
-            await send({"type": "http.response.body", "body": chunk,
-                        "more_body": not upstream.complete})
-            if upstream.complete:
+    def write(self, data: bytes) -> None:  # noqa: D102
+        self._queued += len(data)
+        if self._queued > ASGI_HIGH_WATER and self.exchange is not None:
+            self.exchange.pause()
+        self._push({"type": "http.response.body", "body": data, "more_body": True})
+
+    def end(self) -> None:  # noqa: D102
+        self._ended = True
+        self._push({"type": "http.response.body", "body": b""})
+
+    def abort(self) -> None:  # noqa: D102
+        self._ended = True
+        self._push(None)
+
+    def client_left(self) -> None:
+        """The client closed its connection: end the exchange and the relay."""
+        self._ended = True
+        if self.exchange is not None:
+            self.exchange.client_left()
+        self._wake()
+
+    def _push(self, message: dict | None) -> None:
+        self._messages.append(message)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def relay(self, send: Send) -> None:
+        """Send the queued messages as they come, until the answer ends."""
+        messages = self._messages
+        while True:
+            while messages:
+                message = messages.popleft()
+                if message is None:
+                    # uvicorn closes the client's connection: the client sees the truncation.
+                    raise UpstreamBroke("the replica failed mid-response")
+                if message["type"] == "http.response.body":
+                    self._queued -= len(message["body"])
+                await send(message)
+                if self._queued <= ASGI_HIGH_WATER and self.exchange is not None:
+                    self.exchange.resume()
+            if self._ended:
                 return
-        if not self._client_left:
-            await send({"type": "http.response.body", "body": b""})
-
-    def close(self) -> None:
-        """Release the upstream connection and count the request as finished."""
-        if self._closed:
-            return
-        self._closed = True
-        self._watch.stop()
-        self._finish(self._url, self._upstream)
-        status = 499 if self._client_left else self._upstream.status
-        self._metrics.observe(status, time.monotonic() - self._started)
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup

@@ -1,4 +1,4 @@
-"""Complete answers the router writes itself on the raw ASGI path (errors as JSON)."""
+"""Complete answers the router writes itself on the proxied path (errors as JSON)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def send_json(send: Send, status: int, document: Any,
-                    headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """Answer ``status`` with ``document`` as a JSON body, in one response."""
+def json_reply(document: Any, headers: Iterable[tuple[bytes, bytes]] = ()
+               ) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of an answer carrying ``document`` as JSON."""
     body = json.dumps(document).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": body})
+    return [(b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()), *headers], body

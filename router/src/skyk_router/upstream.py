@@ -1,18 +1,19 @@
 """The router's HTTP/1.1 client to its replicas: kept-alive, pooled connections.
 
 A protocol (:class:`asyncio.Protocol`) fed to httptools' response parser, the
-parser uvicorn already uses: about a third of the CPU time per request of a
-general-purpose client such as aiohttp, which matters because every proxied
-request pays it. It does only what the proxy needs: send a request whose
-head and body are ready in bytes, wait for the response headers, then read
-the body chunk by chunk as it arrives.
+parser uvicorn already uses, and driven by callbacks rather than awaited: a
+request is written with :meth:`UpstreamConnection.start`, and the parser's
+callbacks hand the answer's head, body chunks and end (or a failure) to an
+:class:`UpstreamListener` as they arrive. Every proxied request pays for what
+runs here, so no future, task or buffer stands between a replica's bytes and
+the client's transport.
 
 The pool keeps idle connections per replica, newest first, and never more
 than :data:`POOL_SIZE` busy ones per worker (further requests wait for one).
 A replica may close an idle connection at any moment (uvicorn does after
-5 s); a request that fails on a reused connection before any byte of its
-answer is sent again once, on a new connection, so the replica is not
-blamed for it.
+5 s); the listener learns whether a failed connection was a reused one that
+got no byte of its answer, so it can send the request again on a new
+connection without blaming the replica.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import collections
 import functools
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -31,8 +34,6 @@ import httptools
 POOL_SIZE = 1024
 #: Idle connections older than this are closed (aiohttp's default keep-alive).
 KEEPALIVE_S = 15.0
-#: Body bytes buffered from a replica before it must wait for the client to take them.
-READ_HIGH_WATER = 256 * 1024
 
 
 class UpstreamError(ConnectionError):
@@ -72,11 +73,27 @@ def origin_of(url: str) -> Origin:
                   parts.path.rstrip("/").encode("latin-1"))
 
 
+class UpstreamListener(Protocol):
+    """What hears of one answer on an :class:`UpstreamConnection` (the proxy's exchange)."""
+
+    def upstream_head(self, connection: UpstreamConnection) -> None:
+        """The answer's status and headers are in (``connection.status``, ``.headers``)."""
+
+    def upstream_data(self, data: bytes) -> None:
+        """Body bytes arrived."""
+
+    def upstream_end(self, connection: UpstreamConnection) -> None:
+        """The whole answer arrived."""
+
+    def upstream_failed(self, connection: UpstreamConnection, error: UpstreamError) -> None:
+        """The connection failed, closed early, timed out or sent a malformed answer."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One connection to a replica, carrying one request at a time.
 
-    After :meth:`send`, ``status`` and ``headers`` hold the response head;
-    :meth:`read` returns the body as it arrives.
+    After :meth:`start`, ``status`` and ``headers`` hold the response head once
+    the listener heard :meth:`UpstreamListener.upstream_head`.
     """
 
     def __init__(self, pool: UpstreamPool, origin: Origin) -> None:
@@ -85,19 +102,19 @@ class UpstreamConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._listener: UpstreamListener | None = None
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         #: monotonic time it went idle (in the pool).
         self.idle_since = 0.0
+        #: Whether it carried an answer before this one (it may have gone stale in the pool).
+        self.reused = False
         self._reset()
 
     def _reset(self) -> None:
         self.status = 0
         self.headers = []
-        self._chunks: list[bytes] = []
-        self._buffered = 0
         self._head_done = False
         self._informational = False
         self._head_only = False
@@ -106,7 +123,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = False
         #: Whether any byte of the answer arrived.
         self.received_any = False
-        self._error: UpstreamError | None = None
+        self._failed = False
         self._paused = False
         self._last_data = 0.0
 
@@ -123,8 +140,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             self._fail(UpstreamError(f"malformed answer from {self.origin.url}: {error}"))
             return
-        if self._chunks or self.complete or self._head_done:
-            self._wake()
+        # The end is told only once the parser is done with this data: the
+        # listener gives the connection back, and the next request may take it.
+        if self.complete:
+            self._ended()
 
     def eof_received(self) -> bool:  # noqa: D102
         return False  # close the transport; connection_lost settles the answer
@@ -132,14 +151,15 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self._transport = None
         self._pool.forget(self)
-        if self._error is None and not self.complete:
-            if self._ends_at_eof():  # an answer without length ends with its connection
-                self.complete = True
-            else:
-                reason = f": {exc!r}" if exc else ""
-                self._error = UpstreamError(
-                    f"{self.origin.url} closed the connection before the answer ended{reason}")
-        self._wake()
+        if self._listener is None or self.complete:
+            return
+        if self._ends_at_eof():  # an answer without length ends with its connection
+            self.complete = True
+            self._ended()
+        else:
+            reason = f": {exc!r}" if exc else ""
+            self._fail(UpstreamError(
+                f"{self.origin.url} closed the connection before the answer ended{reason}"))
 
     # httptools callbacks
 
@@ -158,16 +178,13 @@ class UpstreamConnection(asyncio.Protocol):
             # The parser expects the body the headers announce; a HEAD answer has
             # none, so this answer is complete and the connection is not reused.
             self.complete = True
+        if self._listener is not None:
+            self._listener.upstream_head(self)
 
     def on_body(self, body: bytes) -> None:  # noqa: D102
-        if self._head_only:
+        if self._head_only or self._listener is None:
             return
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > READ_HIGH_WATER and not self._paused and self._transport:
-            # Backpressure: the client reads slower than the replica writes.
-            self._paused = True
-            self._transport.pause_reading()
+        self._listener.upstream_data(body)
 
     def on_message_complete(self) -> None:  # noqa: D102
         if self._informational:
@@ -178,45 +195,42 @@ class UpstreamConnection(asyncio.Protocol):
 
     # used by the proxy
 
-    async def send(self, head: bytes, body: bytes, head_only: bool) -> None:
-        """Send one request; return once the answer's headers are in."""
+    def start(self, listener: UpstreamListener, head: bytes, body: bytes,
+              head_only: bool) -> None:
+        """Send one request; ``listener`` hears of its answer."""
         self._reset()
+        self._listener = listener
         self._head_only = head_only
         assert self._transport is not None
         self._transport.writelines((head, body) if body else (head,))
         self._arm_timer()
-        while not self._head_done:
-            await self._wait()
 
-    async def read(self) -> bytes:
-        """The body bytes that arrived since the last call; ``b""`` at the end of the body.
+    def pause(self) -> None:
+        """Stop reading the answer: the client takes it slower than the replica sends it."""
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
 
-        Raises :class:`UpstreamError` when the answer breaks off.
-        """
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self.complete:
-                return b""
-            await self._wait()
-        chunks = self._chunks
-        self._chunks = []
-        self._buffered = 0
+    def resume(self) -> None:
+        """Read the answer again."""
         if self._paused and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @property
     def reusable(self) -> bool:
         """Whether another request may follow on this connection."""
         return (self.complete and self._keep_alive and not self._head_only
-                and not self._chunks and self._error is None and self._transport is not None
+                and not self._failed and self._transport is not None
                 and not self._transport.is_closing())
 
     def close(self) -> None:
-        """Close the connection; a pending :meth:`read` raises."""
-        self._fail(UpstreamError(f"connection to {self.origin.url} closed by the router"))
+        """Close the connection; its listener hears nothing more."""
+        self._listener = None
+        self._failed = True
+        if self._transport is not None:
+            self._transport.close()
+        self.finish()
 
     def finish(self) -> None:
         """End the exchange: stop its timer (the pool then keeps or closes the connection)."""
@@ -226,21 +240,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # internals
 
-    async def _wait(self) -> None:
-        if self._error is not None:
-            raise self._error
-        self._waiter = self._loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-        if self._error is not None:
-            raise self._error
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _ended(self) -> None:
+        self.finish()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.upstream_end(self)
 
     def _ends_at_eof(self) -> bool:
         # An answer with neither length nor chunks runs until the connection closes.
@@ -250,22 +254,20 @@ class UpstreamConnection(asyncio.Protocol):
         return b"content-length" not in names and b"transfer-encoding" not in names
 
     def _fail(self, error: UpstreamError) -> None:
-        if self._error is None and not self.complete:
-            self._error = error
-        if self._transport is not None:
-            self._transport.close()
-        self.finish()
-        self._wake()
+        listener = self._listener
+        self.close()
+        if listener is not None:
+            listener.upstream_failed(self, error)
 
     def _arm_timer(self) -> None:
-        # One timer per exchange, not one per read: when it fires, it checks how
+        # One timer per exchange, not one per chunk: when it fires, it checks how
         # long the replica has really been silent and sleeps again if not long enough.
         self._last_data = time.monotonic()
         self._timer = self._loop.call_later(self._pool.idle_timeout_s, self._check_idle)
 
     def _check_idle(self) -> None:
         self._timer = None
-        if self.complete or self._error is not None:
+        if self.complete or self._listener is None:
             return
         now = time.monotonic()
         if self._paused:  # waiting for the client to read, not for the replica
@@ -280,7 +282,7 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class UpstreamPool:
-    """This worker's connections to the replicas."""
+    """This worker's connections to the replicas, and its slots for busy ones."""
 
     def __init__(self, connect_timeout_s: float, idle_timeout_s: float,
                  limit: int = POOL_SIZE) -> None:
@@ -288,53 +290,75 @@ class UpstreamPool:
         self.idle_timeout_s = idle_timeout_s
         self._limit = limit
         self._busy = 0
-        self._slot_waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._slot_waiters: collections.deque[Callable[[], bool]] = collections.deque()
         self._idle: dict[str, list[UpstreamConnection]] = {}
         self._tls: ssl.SSLContext | None = None
         self._closed = False
 
-    async def send(self, origin: Origin, head: bytes, body: bytes,
-                   head_only: bool = False) -> UpstreamConnection:
-        """Send a request to ``origin``; return its connection once the answer's headers are in.
+    def claim_slot(self, granted: Callable[[], bool]) -> bool:
+        """Take a busy slot now (True), or queue for one (False).
 
-        The caller reads the body from the connection, then hands it back with
-        :meth:`release`, whatever happened. Raises :class:`OSError`
-        (:class:`UpstreamError` among them) when the replica fails before answering.
+        ``granted`` is called later, with the slot taken, when one frees; it
+        returns False when its request no longer wants it (the slot is passed on).
         """
-        if self._busy >= self._limit:
-            await self._wait_for_slot()
-        self._busy += 1
-        connection = None
+        if self._busy < self._limit:
+            self._busy += 1
+            return True
+        self._slot_waiters.append(granted)
+        return False
+
+    def release_slot(self) -> None:
+        """Give back a slot taken with :meth:`claim_slot`."""
+        self._busy -= 1
+        while self._slot_waiters and self._busy < self._limit:
+            granted = self._slot_waiters.popleft()
+            self._busy += 1
+            if granted():
+                return
+            self._busy -= 1
+
+    def idle_connection(self, origin: Origin) -> UpstreamConnection | None:
+        """A kept-alive connection to ``origin``, or None when there is none."""
+        idle = self._idle.get(origin.url)
+        while idle:
+            connection = idle.pop()  # the newest: the least likely to be closed by now
+            if connection.reusable:
+                return connection
+            connection.close()
+        return None
+
+    async def connect(self, origin: Origin) -> UpstreamConnection:
+        """A new connection to ``origin``.
+
+        Raises :class:`OSError` (:class:`UpstreamTimeout` past the connect timeout).
+        """
+        loop = asyncio.get_running_loop()
+        tls = None
+        if origin.tls:
+            if self._tls is None:
+                # Verified against the system's CAs (or $SSL_CERT_FILE), as aiohttp did.
+                self._tls = ssl.create_default_context()
+            tls = self._tls
         try:
-            connection = self._idle_connection(origin)
-            if connection is not None:
-                try:
-                    await connection.send(head, body, head_only)
-                    return connection
-                except UpstreamError as error:
-                    if connection.received_any or isinstance(error, UpstreamTimeout):
-                        raise
-                    # Closed by the replica while idle: not the replica's fault.
-                    connection.close()
-            connection = await self._connect(origin)
-            await connection.send(head, body, head_only)
-            return connection
-        except BaseException:
-            # Cancelled too (the client left): closing tells the replica to stop.
-            if connection is not None:
-                connection.close()
-            self._release_slot()
-            raise
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self, origin),
+                                       origin.host, origin.port, ssl=tls,
+                                       server_hostname=origin.host if tls else None),
+                self.connect_timeout_s)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout(f"cannot connect to {origin.url} within "
+                                  f"{self.connect_timeout_s:g} s") from None
+        return connection
 
     def release(self, connection: UpstreamConnection) -> None:
         """Take a connection back after its answer: keep it for the next request, or close it."""
         connection.finish()
-        self._release_slot()
         if not connection.reusable or self._closed:
             connection.close()
             return
         now = time.monotonic()
         connection.idle_since = now
+        connection.reused = True
         idle = self._idle.setdefault(connection.origin.url, [])
         idle.append(connection)
         # The oldest idle connection is at the bottom: close it once it is stale.
@@ -354,53 +378,3 @@ class UpstreamPool:
             for connection in list(idle):
                 connection.close()
         self._idle.clear()
-
-    def _idle_connection(self, origin: Origin) -> UpstreamConnection | None:
-        idle = self._idle.get(origin.url)
-        while idle:
-            connection = idle.pop()  # the newest: the least likely to be closed by now
-            if connection.reusable:
-                return connection
-            connection.close()
-        return None
-
-    async def _connect(self, origin: Origin) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
-        tls = None
-        if origin.tls:
-            if self._tls is None:
-                # Verified against the system's CAs (or $SSL_CERT_FILE), as aiohttp did.
-                self._tls = ssl.create_default_context()
-            tls = self._tls
-        try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self, origin),
-                                       origin.host, origin.port, ssl=tls,
-                                       server_hostname=origin.host if tls else None),
-                self.connect_timeout_s)
-        except asyncio.TimeoutError:
-            raise UpstreamTimeout(f"cannot connect to {origin.url} within "
-                                  f"{self.connect_timeout_s:g} s") from None
-        return connection
-
-    async def _wait_for_slot(self) -> None:
-        while self._busy >= self._limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._slot_waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake_slot_waiter()  # woken, but leaving: pass the slot on
-                raise
-
-    def _release_slot(self) -> None:
-        self._busy -= 1
-        self._wake_slot_waiter()
-
-    def _wake_slot_waiter(self) -> None:
-        while self._slot_waiters:
-            waiter = self._slot_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
