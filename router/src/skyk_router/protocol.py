@@ -72,7 +72,7 @@ class ProxiedCycle:
 
     __slots__ = ("exchange", "keep_alive", "response_complete", "disconnected", "body",
                  "more_body", "_protocol", "_transport", "_head", "_chunked", "_turn",
-                 "_continue")
+                 "_continue", "_out")
     message_event = _NO_EVENT
 
     def __init__(self, protocol: RouterProtocol, keep_alive: bool, head: bool,
@@ -90,6 +90,8 @@ class ProxiedCycle:
         self._chunked = False
         self._turn = False
         self._continue = expect_100_continue
+        #: Bytes for the client, held until the replica's read is told in full.
+        self._out: list[bytes] = []
 
     def start(self) -> None:
         """Its turn on the connection came (the request before it, if any, is answered)."""
@@ -134,19 +136,27 @@ class ProxiedCycle:
             self._chunked = True
             parts.append(b"transfer-encoding: chunked\r\n")
         parts.append(b"\r\n")
-        self._transport.write(b"".join(parts))
+        self._out.append(b"".join(parts))
 
     def write(self, data: bytes) -> None:  # noqa: D102
         if self._head or not data:
             return
         if self._chunked:
-            self._transport.write(b"".join((b"%x\r\n" % len(data), data, b"\r\n")))
+            self._out += (b"%x\r\n" % len(data), data, b"\r\n")
         else:
-            self._transport.write(data)
+            self._out.append(data)
+
+    def flush(self) -> None:  # noqa: D102
+        out = self._out
+        if out:
+            # One write, one system call: the head and the first chunks together.
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def end(self) -> None:  # noqa: D102
         if self._chunked:
-            self._transport.write(b"0\r\n\r\n")
+            self._out.append(b"0\r\n\r\n")
+        self.flush()
         self.response_complete = True
         protocol = self._protocol
         protocol.answering = None

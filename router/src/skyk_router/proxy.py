@@ -88,8 +88,15 @@ class Client(Protocol):
     def write(self, data: bytes) -> None:
         """Send body bytes."""
 
+    def flush(self) -> None:
+        """Send on what :meth:`respond` and :meth:`write` may have held back.
+
+        Called once per read of the replica's connection, so that what one read
+        brought (often the whole answer) goes to the client in one write.
+        """
+
     def end(self) -> None:
-        """The answer is complete."""
+        """The answer is complete (flushed too)."""
 
     def abort(self) -> None:
         """The answer broke off after it started: close the client's connection."""
@@ -196,8 +203,11 @@ class Exchange:
     def upstream_data(self, data: bytes) -> None:  # noqa: D102
         if self._first:
             self._first = False
-            self._proxy.metrics.time_to_first_byte.observe(time.monotonic() - self._started)
+            self._proxy.metrics.first_byte(time.monotonic() - self._started)
         self._client.write(data)
+
+    def upstream_flush(self) -> None:  # noqa: D102
+        self._client.flush()
 
     def upstream_end(self, connection: UpstreamConnection) -> None:  # noqa: D102
         self._finish(self._status)
@@ -458,6 +468,9 @@ class AsgiClient:
         if self._queued > ASGI_HIGH_WATER and self.exchange is not None:
             self.exchange.pause()
         self._push({"type": "http.response.body", "body": data, "more_body": True})
+
+    def flush(self) -> None:  # noqa: D102
+        pass  # each message is sent as soon as the app's task runs
 
     def end(self) -> None:  # noqa: D102
         self._ended = True

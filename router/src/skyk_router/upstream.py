@@ -82,6 +82,9 @@ class UpstreamListener(Protocol):
     def upstream_data(self, data: bytes) -> None:
         """Body bytes arrived."""
 
+    def upstream_flush(self) -> None:
+        """What arrived from one read of the connection was told (the answer goes on)."""
+
     def upstream_end(self, connection: UpstreamConnection) -> None:
         """The whole answer arrived."""
 
@@ -102,7 +105,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._listener: UpstreamListener | None = None
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
@@ -144,6 +146,8 @@ class UpstreamConnection(asyncio.Protocol):
         # listener gives the connection back, and the next request may take it.
         if self.complete:
             self._ended()
+        elif self._listener is not None:
+            self._listener.upstream_flush()
 
     def eof_received(self) -> bool:  # noqa: D102
         return False  # close the transport; connection_lost settles the answer
@@ -203,7 +207,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_only = head_only
         assert self._transport is not None
         self._transport.writelines((head, body) if body else (head,))
-        self._arm_timer()
+        self._last_data = time.monotonic()
+        self._pool.watch(self)
 
     def pause(self) -> None:
         """Stop reading the answer: the client takes it slower than the replica sends it."""
@@ -233,10 +238,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.finish()
 
     def finish(self) -> None:
-        """End the exchange: stop its timer (the pool then keeps or closes the connection)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """End the exchange: stop watching it for silence (the pool then keeps or closes it)."""
+        self._pool.unwatch(self)
+
+    def check_silence(self, now: float) -> None:
+        """Fail the exchange if the replica has sent nothing for the idle timeout."""
+        if self.complete or self._listener is None:
+            return
+        if self._paused:  # waiting for the client to read, not for the replica
+            self._last_data = now
+        elif now - self._last_data >= self._pool.idle_timeout_s:
+            self._fail(UpstreamTimeout(
+                f"{self.origin.url} sent nothing for {self._pool.idle_timeout_s:g} s"))
 
     # internals
 
@@ -259,27 +272,6 @@ class UpstreamConnection(asyncio.Protocol):
         if listener is not None:
             listener.upstream_failed(self, error)
 
-    def _arm_timer(self) -> None:
-        # One timer per exchange, not one per chunk: when it fires, it checks how
-        # long the replica has really been silent and sleeps again if not long enough.
-        self._last_data = time.monotonic()
-        self._timer = self._loop.call_later(self._pool.idle_timeout_s, self._check_idle)
-
-    def _check_idle(self) -> None:
-        self._timer = None
-        if self.complete or self._listener is None:
-            return
-        now = time.monotonic()
-        if self._paused:  # waiting for the client to read, not for the replica
-            self._last_data = now
-        silent = now - self._last_data
-        if silent < self._pool.idle_timeout_s:
-            self._timer = self._loop.call_later(self._pool.idle_timeout_s - silent,
-                                                self._check_idle)
-            return
-        self._fail(UpstreamTimeout(
-            f"{self.origin.url} sent nothing for {self._pool.idle_timeout_s:g} s"))
-
 
 class UpstreamPool:
     """This worker's connections to the replicas, and its slots for busy ones."""
@@ -294,6 +286,28 @@ class UpstreamPool:
         self._idle: dict[str, list[UpstreamConnection]] = {}
         self._tls: ssl.SSLContext | None = None
         self._closed = False
+        # Connections awaiting an answer, checked for silence by one timer for
+        # them all, rather than a timer armed and cancelled per request.
+        self._watched: set[UpstreamConnection] = set()
+        self._sweep_every = max(0.05, min(1.0, idle_timeout_s / 4))
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def watch(self, connection: UpstreamConnection) -> None:
+        """Check ``connection`` for silence until :meth:`unwatch`."""
+        self._watched.add(connection)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
+
+    def unwatch(self, connection: UpstreamConnection) -> None:
+        """Stop checking ``connection`` for silence."""
+        self._watched.discard(connection)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for connection in list(self._watched):
+            connection.check_silence(now)
+        self._sweeper = asyncio.get_running_loop().call_later(
+            self._sweep_every, self._sweep) if self._watched else None
 
     def claim_slot(self, granted: Callable[[], bool]) -> bool:
         """Take a busy slot now (True), or queue for one (False).
@@ -374,6 +388,9 @@ class UpstreamPool:
     async def close(self) -> None:
         """Close every idle connection (busy ones close when released)."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for idle in self._idle.values():
             for connection in list(idle):
                 connection.close()
