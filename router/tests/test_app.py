@@ -12,8 +12,10 @@ import falcon
 import falcon.asgi
 import falcon.testing
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 from skyk_router import __main__ as cli
 from skyk_router.app import create_app
+from skyk_router.metrics import LATENCY_BUCKETS, PendingHistogram
 from skyk_router.settings import CONTROLLER_ENV, REPLICAS_FILE_ENV, RouterSettings
 
 
@@ -69,6 +71,64 @@ def test_metrics_text(client):
     assert result.headers["content-type"].startswith("text/plain")
     assert 'skyk_router_requests_total{status_class="5xx"} 1.0' in result.text
     assert 'skyk_router_errors_total{kind="no_replica"} 1.0' in result.text
+
+
+def test_batched_histogram_writes_what_one_observation_at_a_time_would():
+    registry = CollectorRegistry()
+    one, batched = (Histogram(name, "h", buckets=LATENCY_BUCKETS, registry=registry)
+                    for name in ("one", "batched"))
+    pending = PendingHistogram(batched)
+    for amount in (0.0, 0.001, 0.005, 0.0051, 0.3, 0.3, 60, 1000):
+        one.observe(amount)
+        pending.observe(amount)
+    pending.write()
+    pending.write()  # nothing pending: nothing added twice
+
+    def samples(histogram: Histogram) -> list:
+        return [(sample.name.split("_", 1)[1], sample.labels, sample.value)
+                for sample in histogram.collect()[0].samples
+                if not sample.name.endswith("_created")]
+
+    assert samples(batched) == samples(one)
+
+
+@pytest.mark.slow
+def test_the_asgi_path_proxies_and_streams(tmp_path, replicas):
+    """Under an ASGI server other than the router's workers, the proxy is a raw ASGI app."""
+    path = tmp_path / "replicas.json"
+    path.write_text(json.dumps({"replicas": [{"id": 1, "url": replicas["a"].url}]}))
+    app = create_app(RouterSettings(replicas_file=str(path)))
+
+    async def fetch(conductor, method: str, path: str, body: bytes = b"",
+                    end: bytes = b"") -> tuple[int, bytes]:
+        # As a stream (a plain simulate_*() call has its client leave at once),
+        # read until the body ends with ``end``.
+        result = await conductor.simulate_request(method, path, body=body, _stream_result=True)
+        received = b""
+        try:
+            for _ in range(1000):
+                received += await result.stream.read()
+                if received.endswith(end):
+                    break
+                await asyncio.sleep(0.01)
+            return result.status_code, received
+        finally:
+            await result.finalize()
+
+    async def scenario() -> list:
+        async with falcon.testing.ASGIConductor(app) as conductor:
+            return [await fetch(conductor, "POST", "/echo?x=1", b"hi", b"}"),
+                    await fetch(conductor, "GET", "/sse?events=3&interval=0.01",
+                                end=b"data: 2\n\n"),
+                    await fetch(conductor, "GET", "/status?code=204")]
+
+    (echo_status, echo), (sse_status, sse), (no_content, _) = asyncio.run(scenario())
+    assert echo_status == sse_status == 200
+    echoed = json.loads(echo)
+    assert echoed["body"] == "hi" and echoed["query"] == "x=1"
+    assert echoed["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert sse == b"".join(b"data: %d\n\n" % index for index in range(3))
+    assert no_content == 204
 
 
 def test_api_keys_guard_the_model_api_only(tmp_path):

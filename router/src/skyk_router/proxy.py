@@ -461,7 +461,9 @@ class AsgiClient:
         self._ended = False
 
     def respond(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:  # noqa: D102
-        self._push({"type": "http.response.start", "status": status, "headers": headers})
+        # ASGI wants header names in lower case; a replica's may not be.
+        self._push({"type": "http.response.start", "status": status,
+                    "headers": [(name.lower(), value) for name, value in headers]})
 
     def write(self, data: bytes) -> None:  # noqa: D102
         self._queued += len(data)
