@@ -181,3 +181,22 @@ def test_the_router_paths_still_answer_beside_proxied_ones(router, replicas):
             assert status.endswith(b"200 OK"), path
             assert b"date" in headers and b"server" in headers
     assert replica_of(requests.get(f"{router.url}/echo", timeout=5)) == "b"
+
+
+def test_idle_keep_alive_connections_close_and_busy_ones_stay(router, replicas):
+    """gunicorn's keep-alive timeout (2 s by default) counts from a connection's last answer."""
+    router.set_replicas([replicas["a"].url])
+    with connect(router) as sock:
+        buffer = bytearray()
+        started = time.monotonic()
+        for _ in range(4):  # 4.5 s in all, never idle for 2 s
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_answer(sock, buffer)[0].endswith(b"200 OK")
+            time.sleep(1.5)
+        assert time.monotonic() - started > 4
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(sock, buffer)[0].endswith(b"200 OK")
+        idle_from = time.monotonic()
+        sock.settimeout(10)
+        assert sock.recv(1) == b""  # closed by the router
+        assert 1.5 < time.monotonic() - idle_from < 5

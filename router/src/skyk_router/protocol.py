@@ -23,7 +23,12 @@ range is pinned in the router's pyproject.toml):
   previous cycle's ``response_complete`` is false, and ``on_response_complete``
   starts it with ``_start_asgi_task(cycle, app)``;
 * ``self.server_state.default_headers`` are the Date and Server headers, and
-  ``STATUS_LINE`` the status lines, that uvicorn writes.
+  ``STATUS_LINE`` the status lines, that uvicorn writes;
+* the keep-alive timeout: ``self.timeout_keep_alive_task`` (uvicorn arms it
+  in ``on_response_complete`` and cancels it in ``_unset_keepalive_if_required``,
+  which ``data_received`` and ``connection_lost`` call), ``self.timeout_keep_alive``
+  and ``timeout_keep_alive_handler``. :class:`RouterProtocol` keeps one timer
+  per idle connection instead of arming and cancelling one per request.
 """
 
 from __future__ import annotations
@@ -178,6 +183,8 @@ class RouterProtocol(HttpToolsProtocol):
         self._proxy = proxy_of(self.app)
         #: The proxied request being answered on this connection, if any.
         self.answering: ProxiedCycle | None = None
+        #: Loop time the connection went idle after its last answer; None while busy.
+        self._idle_since: float | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         answering = self.answering
@@ -186,6 +193,41 @@ class RouterProtocol(HttpToolsProtocol):
             answering.disconnected = True
             answering.exchange.client_left()
         super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
+    # Keep-alive: uvicorn arms a timer after every answer and cancels it on the
+    # next read; here a connection keeps one timer, which checks when it fires.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # busy: the timer, if armed, will see it
+
+    def on_response_complete(self) -> None:  # noqa: D102
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:  # the next pipelined request's turn
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self._check_keep_alive)
+
+    def _check_keep_alive(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle_since = self._idle_since
+        if idle_since is None or self.transport.is_closing():
+            return  # busy: on_response_complete arms the timer again
+        idle_s = self.loop.time() - idle_since
+        if idle_s >= self.timeout_keep_alive:
+            self.timeout_keep_alive_handler()
+        else:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive - idle_s, self._check_keep_alive)
 
     def pause_writing(self) -> None:  # noqa: D102
         super().pause_writing()
