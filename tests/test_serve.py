@@ -106,6 +106,17 @@ def test_controller_restart_keeps_serving_and_the_same_replicas(skyk, service, i
     _serving(service, {"replica 1", "replica 2"})
 
 
+def test_a_killed_router_comes_back_on_the_same_endpoint(skyk, service, isolated_home):
+    wait_for(lambda: _ready(skyk, "web", 2), timeout=60, interval=0.3, what="2/2 replicas READY")
+    _serving(service, {"replica 1", "replica 2"})
+    router = service_row(isolated_home, "web")["router_pid"]
+    os.killpg(router, signal.SIGKILL)  # gunicorn and its workers, as an OOM kill might
+    wait_for(lambda: service_row(isolated_home, "web")["router_pid"] not in (None, router),
+             timeout=10, what="the controller restarting the router")
+    assert skyk("serve", "status", "--endpoint", "web").stdout.strip() == service
+    _serving(service, {"replica 1", "replica 2"})
+
+
 def _controller_pid(home) -> int:
     return service_row(home, "web")["controller_pid"]
 

@@ -528,8 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         if record is None:
             return 0
         if not pid_alive(record.router_pid):
-            # A restarted router keeps the endpoint it had, so clients and nodes that know it still reach it.
-            host = record.router_host if record.router_port else endpoint_host()
+            # A restarted router keeps its port, and endpoint_host() sets the bridge up again if it
+            # went, so clients and nodes that know the endpoint still reach it.
+            host = endpoint_host()
             hosts = [state.LOOPBACK, *([host] if host else [])]
             router_port = record.router_port or free_port(hosts)
             pid = start_router(name, port, hosts, router_port,
