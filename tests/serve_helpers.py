@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import sqlite3
@@ -14,7 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from lifecycle_helpers import wait_for
+
+#: Marks tests that serve through the router: skipped where skyk-router is not installed.
+needs_router = pytest.mark.skipif(importlib.util.find_spec("skyk_router") is None,
+                                  reason="skyk-router is not installed")
 
 FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
 REPO = Path(__file__).resolve().parents[1]

@@ -10,12 +10,11 @@ import pytest
 from chromium import browser, expect, new_page  # noqa: F401 - browser is a pytest fixture
 from lifecycle_helpers import wait_for
 from router_servers import start_fake_openai, start_router, stop
-from serve_helpers import CPU_CHAT_TASK, REPO, get, running_service
+from serve_helpers import CPU_CHAT_TASK, REPO, get, needs_router, running_service
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
-                       reason="skyk-router is not installed"),
+    needs_router,
 ]
 
 GUI_TASK = REPO / "examples" / "gui.yaml"

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 from lifecycle_helpers import kill_until_gone, node_processes, wait_for
-from serve_helpers import endpoint_host, get, serve_json, service_row, wait_serving
+from serve_helpers import endpoint_host, get, needs_router, serve_json, service_row, wait_serving
 
-pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
-                                reason="skyk-router is not installed")
+pytestmark = needs_router
 
 TASK = """\
 service:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import openai
 import pytest
 from lifecycle_helpers import wait_for
-from serve_helpers import CPU_CHAT_TASK, running_service
+from serve_helpers import CPU_CHAT_TASK, needs_router, running_service
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
-                       reason="skyk-router is not installed"),
+    needs_router,
 ]
 
 HELLO = [{"role": "user", "content": "Hello skyk"}]

@@ -12,6 +12,7 @@ from lifecycle_helpers import kill_until_gone, node_processes, wait_for
 from serve_helpers import (
     SteadyLoad,
     engine_task,
+    needs_router,
     published_urls,
     serve_json,
     service_json,
@@ -20,8 +21,7 @@ from serve_helpers import (
     wait_serving,
 )
 
-pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
-                                reason="skyk-router is not installed")
+pytestmark = needs_router
 
 SERVICE = "  readiness_probe: /health\n  replicas: {replicas}"
 

@@ -17,13 +17,13 @@ from serve_helpers import (
     endpoint_host,
     engine_task,
     get,
+    needs_router,
     ready_replicas,
     service_json,
     wait_ready,
 )
 
-pytestmark = pytest.mark.skipif(__import__("importlib").util.find_spec("skyk_router") is None,
-                                reason="skyk-router is not installed")
+pytestmark = needs_router
 
 #: Short windows so the tests take seconds: the rate is averaged over 2 s.
 FAST = {"SKYK_SERVE_QPS_WINDOW": "2", "SKYK_SERVE_BACKOFF": "1"}
