@@ -420,7 +420,7 @@ class Proxy:
         # Any iterables in ASGI; read more than once here.
         headers = [(name, value) for name, value in scope["headers"]]
         exchange = Exchange(self, client, scope["method"], request_target(scope), headers,
-                            client_address(tuple(scope.get("client") or ())))
+                            client_address(scope.get("client")))
         client.exchange = exchange
         # Read whole: a retry must be able to send the body again.
         body = []

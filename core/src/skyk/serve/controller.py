@@ -136,7 +136,7 @@ class Controller:
                 pass
 
         http.server.ThreadingHTTPServer.allow_reuse_address = True
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port or 0), Handler)
+        server = http.server.ThreadingHTTPServer((state.LOOPBACK, port or 0), Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server.server_address[1]
 
