@@ -222,7 +222,8 @@ def test_job_env_names_the_task(cluster):
     assert cluster.wait(job_id)["status"] == "SUCCEEDED"
     task, sky_task, job, name, gpus, cwd = cluster.log(job_id).splitlines()
     assert task == sky_task and task.startswith("skyk-") and task.endswith("_test-cluster_1")
-    assert (job, name, gpus, cwd) == ("1", "test-cluster", "0", str(cluster.head))
+    # The workdir, made when the task has none: never the home, which holds ~/.skyk.
+    assert (job, name, gpus, cwd) == ("1", "test-cluster", "0", str(cluster.head / "sky_workdir"))
 
 
 def test_failing_run_fails_the_job_with_its_exit_code(cluster):
@@ -421,8 +422,11 @@ def test_secrets_never_reach_a_command_line(make_cluster):
                 pass
     assert leaks == []
     assert cluster.log(job_id).count("token ok") == 2
-    env_file = cluster.head / f".skyk/jobs/{job_id}/env.json"
-    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    for home in cluster.homes:  # the head and the worker it was copied to
+        env_file = home / f".skyk/jobs/{job_id}/env.json"
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        for directory in (env_file.parent, env_file.parent.parent, env_file.parent.parent.parent):
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     cluster.client.cancel([job_id])
 
 

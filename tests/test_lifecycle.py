@@ -4,7 +4,11 @@ stop, start, down, multi-node, ports, autostop, and cleanup."""
 from __future__ import annotations
 
 import json
+import stat
+import urllib.error
 import urllib.request
+import uuid
+from pathlib import Path
 
 import pytest
 from lifecycle_helpers import (
@@ -15,6 +19,8 @@ from lifecycle_helpers import (
     status_json,
     wait_for,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -115,6 +121,40 @@ def test_two_clusters_serve_port_8000_side_by_side(cli, tmp_path):
         assert wait_for(fetch, what=f"{name} serving") == f"I am {name}\n"
     ip = cli("status", "--ip", "web-a").stdout.strip()
     assert ip == cli("status", "--endpoint", "8000", "web-a").stdout.strip().rsplit(":", 1)[0]
+
+
+def _fetch(url: str) -> tuple[int, str] | None:
+    """GET ``url``: (status, body), or None while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip netns for per-node addresses")
+@pytest.mark.parametrize("task", ["example", "cwd"])
+def test_what_a_task_serves_holds_no_agent_state_or_secrets(cli, isolated_home, task):
+    """The shipped example, and a task serving its own working directory, never serve ~/.skyk."""
+    source = (str(REPO / "examples" / "serve-http.yaml") if task == "example"
+              else "exec python3 -m http.server 8080 --bind 0.0.0.0")
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    result = cli("launch", "-c", "web", "-d", source, "--secret", f"API_TOKEN={secret}", "-y")
+    assert result.returncode == 0, result.stderr
+    address = cli("status", "--endpoint", "8080", "web").stdout.strip()
+    assert wait_for(lambda: _fetch(f"http://{address}/"), what="the server")[0] == 200
+    for path in ("/", "/.skyk/", "/.skyk/jobs/1/env.json", "/../.skyk/jobs/1/env.json",
+                 "/sky_workdir/", "/.skyk/cluster.json"):
+        status, body = _fetch(f"http://{address}{path}")
+        assert secret not in body and ".skyk" not in body, path
+        assert path == "/" or status == 404, (path, status)
+    [env_file] = (isolated_home / ".skyk" / "local").glob("web-*/node0/.skyk/jobs/1/env.json")
+    assert secret in env_file.read_text()
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    for directory in (env_file.parent, env_file.parent.parent, env_file.parent.parent.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
 
 
 def test_autostop_stops_and_autodown_tears_down(cli):

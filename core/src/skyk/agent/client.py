@@ -80,7 +80,7 @@ class AgentClient:
 
     def write_cluster_info(self, info: dict) -> None:
         """Write ``~/.skyk/cluster.json`` on the head (atomically)."""
-        command = ('mkdir -p "$HOME/.skyk" && t=$(mktemp "$HOME/.skyk/.cluster.json.XXXXXX")'
+        command = ('umask 077 && mkdir -p "$HOME/.skyk" && t=$(mktemp "$HOME/.skyk/.cluster.json.XXXXXX")'
                    ' && cat > "$t" && mv -f "$t" "$HOME/.skyk/cluster.json"')
         try:
             result = self.runner.run(command, input=json.dumps(info), timeout=self.timeout)

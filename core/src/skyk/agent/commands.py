@@ -74,10 +74,9 @@ def cmd_submit(_args) -> None:
               "run": spec.get("run") or None}
 
     def prepare(job_id: int) -> None:
-        directory = layout.job_dir(job_id)
         # A rolled-back submit may have left files under this id.
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True, mode=0o700)
+        shutil.rmtree(layout.job_dir(job_id), ignore_errors=True)
+        directory = layout.ensure_job_dir(job_id)
         layout.write_json(directory / "spec.json", script)
         # Secrets never go on a command line: only this 0600 file carries them.
         layout.write_json(directory / "env.json", {"envs": envs, "secrets": secrets}, mode=0o600)

@@ -103,7 +103,7 @@ def kill_parts(runners: list[CommandRunner], job_id: int, ranks: Iterable[int]) 
     def remote(runner: CommandRunner) -> Callable[[], None]:
         marker = f"~/.skyk/jobs/{int(job_id)}"
         command = (layout.agent_command(runner.python, f"kill-part --job {int(job_id)}")
-                   + f" 2>/dev/null || {{ mkdir -p {marker} && : > {marker}/cancelled; }}")
+                   + f" 2>/dev/null || {{ umask 077 && mkdir -p {marker} && : > {marker}/cancelled; }}")
         return lambda: runner.run(command, timeout=_REMOTE_KILL_TIMEOUT)
 
     work = [(lambda: part.kill(job_id)) if rank == 0 else remote(runners[rank])
@@ -163,6 +163,9 @@ def _stage(job_id: int):
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     target = root / ".skyk" / "jobs" / str(job_id)
     target.mkdir(parents=True)
+    # The worker's tar gives its directories these modes: private, as on the head.
+    for directory in (target, target.parent, target.parent.parent):
+        directory.chmod(0o700)
     for name in ("spec.json", "env.json", "context.json"):
         shutil.copy2(layout.job_dir(job_id) / name, target / name)  # keeps env.json at 0600
     return staging

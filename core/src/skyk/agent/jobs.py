@@ -104,8 +104,11 @@ def _job(row: tuple) -> Job:
 
 def connect(path: Path | None = None) -> sqlite3.Connection:
     """Open the job table (creating it if needed) in autocommit mode."""
-    path = path or layout.db_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path is None:
+        layout.ensure_state_dir()
+        path = layout.db_file()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout=30000")
     if conn.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:

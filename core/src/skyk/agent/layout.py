@@ -7,7 +7,12 @@
     ~/.skyk/jobs.db             the job table (head node only)
     ~/.skyk/jobs/<id>/          spec.json, env.json (0600), context.json, run.log, part pgids
     ~/.skyk/agent.pid|log|lock  the daemon
-    ~/sky_workdir               the task's workdir, when the task has one
+    ~/sky_workdir               the task's workdir, and where every job runs
+
+Jobs run in ``~/sky_workdir`` (as in SkyPilot), never in the home itself:
+a task that serves its working directory must not serve ``~/.skyk``, which
+holds every job's secrets. ``~/.skyk`` and the job directories are 0700 and
+the secrets file 0600, so other users of the node cannot read them either.
 """
 
 from __future__ import annotations
@@ -90,14 +95,32 @@ WORKDIR_NAME = "sky_workdir"
 
 
 def workdir() -> Path:
-    """Return where the CLI syncs the task's workdir (SkyPilot's path, so recipes that cd there work)."""
+    """Return where the CLI syncs the task's workdir and jobs run (SkyPilot's path, so recipes that cd there work)."""
     return home() / WORKDIR_NAME
 
 
+def private_dir(path: Path) -> Path:
+    """Create directory ``path`` (its parent must exist) for its owner only; narrow it if it exists.
+
+    The chmod also mends a directory made wider by an older agent or by
+    ``mkdir -p`` under the user's umask.
+    """
+    path.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 def ensure_state_dir() -> Path:
-    """Create ``~/.skyk`` and ``~/.skyk/jobs`` if needed; return ``~/.skyk``."""
-    jobs_dir().mkdir(parents=True, exist_ok=True)
+    """Create ``~/.skyk`` and ``~/.skyk/jobs`` (both 0700) if needed; return ``~/.skyk``."""
+    private_dir(state_dir())
+    private_dir(jobs_dir())
     return state_dir()
+
+
+def ensure_job_dir(job_id: int) -> Path:
+    """Create the job's directory (0700, like ``~/.skyk`` above it) if needed; return it."""
+    ensure_state_dir()
+    return private_dir(job_dir(job_id))
 
 
 def boot_id() -> str:

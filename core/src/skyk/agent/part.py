@@ -103,8 +103,7 @@ def main(job_id: int, rank: int, phase: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
 
-    directory = layout.job_dir(job_id)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = layout.ensure_job_dir(job_id)
     _record_group(job_id, rank, pgid)
     if (directory / _CANCELLED).exists() or stop:
         return 128 + signal.SIGTERM
@@ -121,7 +120,10 @@ def main(job_id: int, rank: int, phase: str) -> int:
     env.update(secrets.get("envs") or {})
     env.update(secrets.get("secrets") or {})
     env.update(system_env(ctx, rank, phase))
-    cwd = layout.workdir() if layout.workdir().is_dir() else layout.home()
+    # Always the workdir, never the home: what a job serves from its working
+    # directory must not include ~/.skyk and its secrets.
+    cwd = layout.workdir()
+    cwd.mkdir(exist_ok=True)
 
     try:
         proc = subprocess.Popen(["bash", "-c", script], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
@@ -141,8 +143,7 @@ def main(job_id: int, rank: int, phase: str) -> int:
 
 def kill(job_id: int, grace: float = 2.0) -> None:
     """Stop job ``job_id``'s parts on this node and keep new ones from starting."""
-    directory = layout.job_dir(job_id)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = layout.ensure_job_dir(job_id)
     layout.write_file(directory / _CANCELLED, b"")
     boot = layout.boot_id()
     for path in sorted(directory.glob("part-*.pgid")):
