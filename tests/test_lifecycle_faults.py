@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -176,3 +177,70 @@ def test_state_database_is_versioned_and_damage_is_one_line(skyk, isolated_home)
             path.unlink()
     db.write_bytes(b"this is not a database" * 100)
     _one_line_error(skyk("status"), "state database", "is unusable", "move it aside")
+
+
+# --- a dead or stopped node agent ----------------------------------------------------------------
+
+def _head_home(isolated_home, name: str):
+    [home] = (isolated_home / ".skyk" / "local").glob(f"{name}-*/node0")
+    return home
+
+
+def _agent_pid(home) -> int:
+    return int(wait_for(lambda: (home / ".skyk" / "agent.pid").is_file()
+                        and (home / ".skyk" / "agent.pid").read_text().strip(), what="the agent's pid"))
+
+
+def _kill_agent(home) -> int:
+    pid = _agent_pid(home)
+    os.kill(pid, signal.SIGKILL)
+    # Gone once its lock is free (the pid file may stay behind a SIGKILL).
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+             open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+             what="the agent daemon to die")
+    return pid
+
+
+@pytest.mark.parametrize("refresh_first", [True, False])
+def test_launch_on_a_cluster_whose_agent_was_killed_restarts_it_and_keeps_the_node(
+        skyk, isolated_home, refresh_first):
+    first = skyk("launch", "-c", "keep", "echo kept > ~/kept.txt", "-y")
+    assert first.returncode == 0, first.stderr
+    home = _head_home(isolated_home, "keep")
+    old = _kill_agent(home)
+    if refresh_first:
+        [cluster] = json.loads(skyk("status", "-r", "-o", "json").stdout)
+        assert cluster["status"] == "INIT" and "agent" in cluster["note"]
+    # Detached, so a job that never starts fails the test by the poll below, not by a hang.
+    again = skyk("launch", "-c", "keep", "-d", "cat ~/kept.txt", "-y")
+    assert again.returncode == 0, again.stderr
+    assert "Cleaning up" not in again.stderr + again.stdout
+    assert (home / "kept.txt").read_text() == "kept\n"  # the node and its files are the same
+    wait_for(lambda: json.loads(skyk("queue", "keep", "-o", "json").stdout)["keep"][0]["status"]
+             == "SUCCEEDED", timeout=60, what="the new job to run on the restarted agent")
+    assert skyk("logs", "keep", "2").stdout == "kept\n"
+    assert _agent_pid(home) != old
+    [cluster] = json.loads(skyk("status", "-r", "-o", "json").stdout)
+    assert cluster["status"] == "UP"
+    assert skyk("down", "keep", "-y").returncode == 0
+
+
+def test_a_stopped_agent_is_reported_as_not_answering(skyk, isolated_home):
+    assert skyk("launch", "-c", "frozen", "echo hi", "-y").returncode == 0
+    pid = _agent_pid(_head_home(isolated_home, "frozen"))
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        refreshed = skyk("status", "-r", "-o", "json", timeout=120)
+        assert refreshed.returncode == 0, refreshed.stderr
+        [cluster] = json.loads(refreshed.stdout)
+        assert cluster["status"] == "INIT" and "does not answer" in cluster["note"], cluster
+        assert str(pid) in cluster["note"]
+        # A launch neither tears the node down nor starts a second agent beside it.
+        _one_line_error(skyk("launch", "-c", "frozen", "echo again", "-y", timeout=120),
+                        "does not answer", "skyk stop frozen")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    [cluster] = json.loads(skyk("status", "-r", "-o", "json", timeout=120).stdout)
+    assert cluster["status"] == "UP" and cluster["note"] is None
+    assert skyk("down", "frozen", "-y").returncode == 0
+

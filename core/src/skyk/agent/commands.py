@@ -84,9 +84,12 @@ def cmd_submit(_args) -> None:
     layout.ensure_state_dir()
     conn = jobs.connect()
     job_id = jobs.add(conn, script["name"], bool(script["setup"]), prepare)
-    from .daemon import wake
+    from .daemon import ensure_running
 
-    wake()
+    try:
+        ensure_running()
+    except RuntimeError as exc:
+        raise CommandError(f"job {job_id} is queued, but {exc}") from None
     _print({"job_id": job_id})
 
 
@@ -156,17 +159,20 @@ def cmd_autostop(args) -> None:
 def _health() -> dict:
     import time
 
-    from .daemon import running_pid
+    from .daemon import answers, running_pid
 
     conn = jobs.connect()
     pid = running_pid()
+    answering = pid is not None and answers()
     counts = jobs.counts(conn)
     running = sum(counts.get(s, 0) for s in jobs.ACTIVE)
     pending = counts.get(jobs.PENDING, 0)
     idle = 0.0 if running or pending else max(0.0, time.time() - jobs.last_active(conn))
     minutes, down = jobs.get_autostop(conn)
-    return {"alive": pid is not None, "pid": pid, "running": running, "pending": pending,
-            "idle_seconds": round(idle, 3), "autostop": {"idle_minutes": minutes, "down": down}}
+    # alive: a daemon holds its lock; answering: it also turned its loop when woken.
+    return {"alive": pid is not None, "answering": answering, "pid": pid, "running": running,
+            "pending": pending, "idle_seconds": round(idle, 3),
+            "autostop": {"idle_minutes": minutes, "down": down}}
 
 
 def cmd_health(_args) -> None:

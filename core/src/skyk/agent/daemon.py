@@ -37,6 +37,9 @@ POLL_SECONDS = 1.0
 AUTOSTOP_RETRY_SECONDS = 60.0
 #: how long ``start`` waits for a new daemon to say it is up
 START_TIMEOUT = 30.0
+#: how long a running daemon may take to answer a wake-up before health calls it unresponsive
+#: (stopped, or hung); its loop answers at once when well, so this only bounds a busy machine
+ANSWER_SECONDS = 10.0
 
 
 def log(message: str) -> None:
@@ -93,6 +96,49 @@ def wake() -> None:
         pass  # full: a wake-up is already pending
     finally:
         os.close(fd)
+
+
+def answers(timeout: float = ANSWER_SECONDS) -> bool:
+    """Whether the running daemon turns its loop within ``timeout`` seconds of a wake-up.
+
+    A daemon that is stopped (SIGSTOP) or hung still holds its lock, so the
+    lock alone cannot tell it from a working one.
+    """
+    since = time.time_ns()
+    wake()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.stat(layout.beat_file()).st_mtime_ns >= since:
+                return True
+        except FileNotFoundError:
+            pass  # not written yet: the daemon is starting
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _beat() -> None:
+    # An explicit time, not utime's "now": the file system's coarse clock may
+    # lag the time.time_ns() that answers() compares with.
+    now = time.time_ns()
+    try:
+        os.utime(layout.beat_file(), ns=(now, now))
+    except FileNotFoundError:
+        layout.write_file(layout.beat_file(), b"", mode=0o600)
+        os.utime(layout.beat_file(), ns=(now, now))
+
+
+def ensure_running() -> None:
+    """Make sure a daemon will look at the queue: wake the running one, or start one if none runs.
+
+    A daemon that died (killed, out of memory) must not leave queued jobs
+    waiting for nobody.
+    """
+    if running_pid() is None:
+        start()
+    else:
+        wake()
 
 
 def start() -> dict:
@@ -327,6 +373,10 @@ class Daemon:
                 self.autostop()
             except Exception:
                 # A locked database or an unreadable cluster.json must not end the daemon.
+                traceback.print_exc()
+            try:
+                _beat()
+            except OSError:
                 traceback.print_exc()
             if self.stopping:
                 break

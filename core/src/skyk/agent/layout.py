@@ -7,6 +7,7 @@
     ~/.skyk/jobs.db             the job table (head node only)
     ~/.skyk/jobs/<id>/          spec.json, env.json (0600), context.json, run.log, part pgids
     ~/.skyk/agent.pid|log|lock  the daemon
+    ~/.skyk/agent.beat          touched by the daemon on every turn of its loop
     ~/sky_workdir               the task's workdir, and where every job runs
 
 Jobs run in ``~/sky_workdir`` (as in SkyPilot), never in the home itself:
@@ -65,6 +66,11 @@ def log_file(job_id: int) -> Path:
 
 def pid_file() -> Path:
     return state_dir() / "agent.pid"
+
+
+def beat_file() -> Path:
+    """Return the file whose mtime the daemon sets on every turn of its loop (how health sees it answer)."""
+    return state_dir() / "agent.beat"
 
 
 def agent_log() -> Path:

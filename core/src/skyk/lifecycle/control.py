@@ -64,6 +64,45 @@ def start_cluster(conn: sqlite3.Connection, record: ClusterRecord):
     return handle, client
 
 
+def _unanswered(health: dict) -> str:
+    """The note of a cluster whose agent daemon runs but does not answer."""
+    return f"node agent (pid {health.get('pid')}) does not answer (stopped or hung?)"
+
+
+def had_agent(record: ClusterRecord) -> bool:
+    """Whether every node of a not-UP cluster runs and its head has the agent installed.
+
+    Such a cluster was whole once and keeps its nodes' files: restarting the
+    agent (:func:`restart_agent`) brings it back. False means the launch that
+    made it never got that far, and it is cleaned up and made again. An agent
+    that runs but does not answer is an error: another cannot start beside it.
+    """
+    handle = record.handle
+    if handle is None or not all(s == "running" for s in lookup.cloud_of(handle.cloud).query(handle)):
+        return False
+    try:
+        health = lookup.head_client(handle).health()
+    except SkykError:
+        return False  # an agent that cannot even report: as good as none
+    if health is None:
+        return False
+    if health.get("alive") and not health.get("answering"):
+        raise SkykError(f"cluster {record.name}: {_unanswered(health)}",
+                        hint=f"'skyk stop {record.name}' then 'skyk start {record.name}' restarts it"
+                             " and keeps the node's files")
+    return True
+
+
+def restart_agent(conn: sqlite3.Connection, record: ClusterRecord):
+    """Start the agent again on a cluster whose nodes run (see :func:`had_agent`); return (handle, client)."""
+    cloud = lookup.cloud_of(record.handle.cloud)
+    clusters.set_status(conn, record.name, clusters.INIT, note="restarting the node agent",
+                        owner_pid=os.getpid())
+    with step(f"Restarting the node agent of cluster {record.name}"):
+        client = nodes.start_agent(record.handle, cloud)
+    return record.handle, client
+
+
 def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | None:
     """Ask the cloud and the agent what really runs; update and return the record (None: gone).
 
@@ -84,8 +123,10 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
         status, note = clusters.STOPPED, None
     elif all(s == "running" for s in states):
         health = lookup.head_client(record.handle).health()
-        if health and health.get("alive"):
+        if health and health.get("alive") and health.get("answering"):
             status, note = clusters.UP, None
+        elif health and health.get("alive"):
+            status, note = clusters.INIT, _unanswered(health)
         elif record.status == clusters.INIT and record.note:
             status, note = clusters.INIT, record.note
         else:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from skyk.errors import SkykError
 from skyk.lifecycle import lookup, nodes
-from skyk.lifecycle.control import set_autostop, start_cluster, teardown
+from skyk.lifecycle.control import had_agent, restart_agent, set_autostop, start_cluster, teardown
 from skyk.lifecycle.jobs import follow, job_spec
 from skyk.lifecycle.progress import say, step
 from skyk.lifecycle.reuse import check_fits
@@ -49,6 +49,12 @@ def launch(task: Task, options: LaunchOptions) -> int:
             check_fits(task, options.override, options.flags, record.handle)
             nodes.check_mounts(task, record.handle.cloud)
             handle, client = start_cluster(conn, record)
+        elif record is not None and had_agent(record):
+            # Its agent died (killed?): restart it, as 'start' would, and keep
+            # the nodes and their files rather than tear them down.
+            check_fits(task, options.override, options.flags, record.handle)
+            nodes.check_mounts(task, record.handle.cloud)
+            handle, client = restart_agent(conn, record)
         else:
             if record is not None and record.handle is not None:
                 with step(f"Cleaning up the unfinished cluster {name}"):
