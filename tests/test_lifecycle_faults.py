@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -244,3 +245,25 @@ def test_a_stopped_agent_is_reported_as_not_answering(skyk, isolated_home):
     assert cluster["status"] == "UP" and cluster["note"] is None
     assert skyk("down", "frozen", "-y").returncode == 0
 
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_queue_shows_the_other_clusters_when_one_agent_fails(skyk, isolated_home, output):
+    for name in ("alive", "broken"):
+        result = skyk("launch", "-c", name, f"echo {name}", "-y")
+        assert result.returncode == 0, result.stderr
+    # The agent is gone from the broken cluster's head: its process and its package.
+    home = _head_home(isolated_home, "broken")
+    _kill_agent(home)
+    shutil.rmtree(home / ".skyk" / "agent")
+    result = skyk("queue", "-o", output)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("skyk: error: cluster broken:"), result.stderr
+    assert "Traceback" not in result.stderr
+    if output == "json":
+        shown = json.loads(result.stdout)
+        assert list(shown) == ["alive"] and shown["alive"][0]["status"] == "SUCCEEDED"
+    else:
+        assert "Jobs on cluster alive:" in result.stdout and "SUCCEEDED" in result.stdout
+        assert "broken" not in result.stdout
+    assert skyk("down", "-a", "-y").returncode == 0

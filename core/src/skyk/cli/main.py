@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args._module.run(args) or 0
     except SkykError as exc:
-        print(f"skyk: error: {exc.one_line()}", file=sys.stderr)
+        from skyk.cli.output import print_error
+
+        print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("skyk: interrupted", file=sys.stderr)

@@ -23,6 +23,11 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file=None
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=file)
 
 
+def print_error(exc) -> None:
+    """Print a ``SkykError`` as the one line (with its hint) that the CLI shows for every error."""
+    print(f"skyk: error: {exc.one_line()}", file=sys.stderr)
+
+
 def print_json(data: Any) -> None:
     """Print ``data`` as indented JSON."""
     json.dump(data, sys.stdout, indent=2, sort_keys=False)

@@ -29,8 +29,9 @@ def _duration(job: dict) -> str:
 
 
 def run(args) -> int:
-    """Ask each cluster's agent for its jobs."""
+    """Ask each cluster's agent for its jobs; one that fails gets a line on stderr and exit 1."""
     from skyk.cli.launch import check_cluster_name
+    from skyk.errors import SkykError
     from skyk.lifecycle.lookup import head_client, require_up
     from skyk.state import clusters, db
 
@@ -39,12 +40,19 @@ def run(args) -> int:
         targets = [require_up(conn, check_cluster_name(n, ""))[0] for n in dict.fromkeys(args.clusters)]
     else:
         targets = [r for r in clusters.list_clusters(conn) if r.status == clusters.UP]
-    found = {r.name: head_client(r.handle).queue() for r in targets}
+    found, failures = {}, []
+    for record in targets:
+        # One cluster whose agent fails must not hide the jobs of the others.
+        try:
+            found[record.name] = head_client(record.handle).queue()
+        except SkykError as exc:
+            failures.append(exc)
+    code = _report(failures)
     if args.output == "json":
         from skyk.cli.output import print_json
 
         print_json({name: jobs for name, jobs in found.items()})
-        return 0
+        return code
     from skyk.cli.output import print_table
 
     for index, (name, jobs) in enumerate(found.items()):
@@ -55,6 +63,15 @@ def run(args) -> int:
                     [[j["id"], j.get("name") or "-", _when(j.get("submitted_at")),
                       _when(j.get("started_at")), _duration(j), j["status"], j.get("exit_code")]
                      for j in jobs])
-    if not found:
+    if not found and not failures:
         print("No UP clusters.")
-    return 0
+    return code
+
+
+def _report(failures: list) -> int:
+    """Print one line per cluster whose jobs could not be read; return the exit code."""
+    from skyk.cli.output import print_error
+
+    for exc in failures:
+        print_error(exc)
+    return 1 if failures else 0
