@@ -195,10 +195,8 @@ def _agent_pid(home) -> int:
 def _kill_agent(home) -> int:
     pid = _agent_pid(home)
     os.kill(pid, signal.SIGKILL)
-    # Gone once its lock is free (the pid file may stay behind a SIGKILL).
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
-             open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
-             what="the agent daemon to die")
+    # The pid file stays behind a SIGKILL: wait for the process itself (gone, or a zombie).
+    wait_for(lambda: pid not in node_processes(), what="the agent daemon to die")
     return pid
 
 
