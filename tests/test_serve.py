@@ -144,3 +144,25 @@ def test_a_bad_serve_setting_fails_serve_up_before_anything_is_recorded(skyk, tm
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("skyk: error: SKYK_SERVE_DRAIN_SECONDS must be a number of seconds"), last
     assert serve_json(skyk) == []
+
+
+@pytest.mark.parametrize("body, field", [
+    ("readiness_probe: {path: /health, timeout_seconds: 10000000000}\n  replicas: 1", "timeout_seconds"),
+    ("readiness_probe: {path: /health, initial_delay_seconds: 10000000000}\n  replicas: 1",
+     "initial_delay_seconds"),
+    ("replicas: 100000000", "replicas"),
+    ("replica_policy: {min_replicas: 1, max_replicas: 100000000, target_qps_per_replica: 1}", "max_replicas"),
+    ("replica_policy: {min_replicas: 1, max_replicas: 2, target_qps_per_replica: 1,"
+     " downscale_delay_seconds: 10000000000}", "downscale_delay_seconds"),
+    ("replica_policy: {min_replicas: 1, max_replicas: 2, target_qps_per_replica: 1.0e+300}",
+     "target_qps_per_replica"),
+])
+def test_out_of_range_service_values_are_one_line_errors(skyk, tmp_path, body, field):
+    task = tmp_path / "web.yaml"
+    task.write_text(f"service:\n  {body}\nresources:\n  ports: 8080\nrun: echo hi\n")
+    for args in (("launch", "--dryrun", str(task)), ("serve", "up", "-n", "web", str(task), "-y")):
+        result = skyk(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1, (args, result.stdout, result.stderr)
+        assert lines[0].startswith("skyk: error:") and field in lines[0] and "hint:" in lines[0], lines[0]
+    assert serve_json(skyk) == []
