@@ -108,6 +108,15 @@ class Controller:
         self.scaler: tuple[int, Autoscaler] | None = None  # (version, its autoscaler)
         self.router: str | None = None  # the router's URL, read by worker threads
         self.queue_names = QUEUE_METRICS  # the engine's queue gauges on its /metrics
+        self.tasks: dict[int, Task] = {}  # each version's task, by version number
+
+    def version_task(self, version: int) -> Task:
+        """The task of one version of the service (a recorded version never changes)."""
+        task = self.tasks.get(version)
+        if task is None:
+            mapping, _ = state.version(self.conn, self.name, version)
+            task = self.tasks[version] = task_from_mapping(mapping, f"<service {self.name} version {version}>")
+        return task
 
     # ------------------------------------------------------------- publishing
 
@@ -212,12 +221,15 @@ class Controller:
         state.set_replica(self.conn, self.name, replica.id, status=state.SHUTTING_DOWN, note=why)
         self._submit(replica.id, self._teardown, dataclasses.replace(replica, note=why), True)
 
-    def _probe_all(self, task: Task, replicas: list[state.ReplicaRecord]) -> None:
-        spec = task.service.probe
+    def _probe_all(self, replicas: list[state.ReplicaRecord]) -> None:
         targets = [r for r in replicas if r.url and r.status in (state.STARTING, state.READY, state.NOT_READY)]
-        results = list(self.probes.map(lambda r: probe(r.url, spec), targets)) if targets else []
+        # Each replica is probed as its own version says: during an update that changes the
+        # probe, the old version's replicas keep answering the old probe.
+        specs = {r.id: self.version_task(r.version).service.probe for r in targets}
+        results = list(self.probes.map(lambda r: probe(r.url, specs[r.id]), targets)) if targets else []
         now = time.time()
         for replica, (ok, why) in zip(targets, results, strict=True):
+            spec = specs[replica.id]
             if ok:
                 if replica.status != state.READY:
                     log(f"replica {replica.id}: READY")
@@ -312,7 +324,7 @@ class Controller:
                 self._submit(replica.id, self._teardown, replica, False)
             elif replica.status == state.SHUTTING_DOWN:  # retired, possibly by a previous controller
                 self._submit(replica.id, self._teardown, replica, True)
-        self._probe_all(task, replicas)
+        self._probe_all(replicas)
 
         replicas = state.replicas(self.conn, self.name)
         alive = [r for r in replicas if r.status in state.ALIVE]
