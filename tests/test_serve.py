@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from lifecycle_helpers import kill_until_gone, node_processes, wait_for
-from serve_helpers import endpoint_host, get, needs_router, serve_json, service_row, wait_serving
+from serve_helpers import (
+    assert_nothing_left,
+    endpoint_host,
+    get,
+    needs_router,
+    serve_json,
+    service_row,
+    wait_serving,
+)
 
 pytestmark = needs_router
 
@@ -166,3 +177,45 @@ def test_out_of_range_service_values_are_one_line_errors(skyk, tmp_path, body, f
         assert result.returncode != 0 and len(lines) == 1, (args, result.stdout, result.stderr)
         assert lines[0].startswith("skyk: error:") and field in lines[0] and "hint:" in lines[0], lines[0]
     assert serve_json(skyk) == []
+
+
+def test_ctrl_c_during_serve_up_says_the_service_keeps_starting(skyk, shared_catalogs, tmp_path, isolated_home):
+    task = tmp_path / "web.yaml"
+    task.write_text(TASK.format(replicas=1))
+
+    def recorded() -> bool:
+        if not (isolated_home / ".skyk" / "state.db").is_file():
+            return False  # (connecting would create it)
+        try:
+            return service_row(isolated_home, "web") is not None
+        except sqlite3.Error:  # the database is not there yet
+            return False
+
+    proc = subprocess.Popen([sys.executable, "-m", "skyk", "serve", "up", "-n", "web", str(task), "-y"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SKYK_CATALOG_DIR": str(shared_catalogs)})
+    endpoint = None
+    try:
+        wait_for(recorded, timeout=60, interval=0.01, what="service web recorded")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1] == ("skyk: error: interrupted, but service web keeps starting in the"
+                                                " background (hint: remove it with 'skyk serve down web')"), err
+        # It did keep starting: its replica becomes ready behind an endpoint.
+        wait_for(lambda: _ready(skyk, "web", 1), timeout=90, interval=0.3, what="1/1 replicas READY")
+        endpoint = serve_json(skyk)[0]["endpoint"]
+        _serving(endpoint, {"replica 1"})
+        # An update with an out-of-range value is refused in one line; the service keeps its version.
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(TASK.format(replicas=1).replace("replicas: 1", "replicas: 100000000"))
+        update = skyk("serve", "update", "web", str(bad), "-y")
+        assert update.returncode != 0 and len(update.stderr.strip().splitlines()) == 1, update.stderr
+        assert "service.replicas" in update.stderr and serve_json(skyk)[0]["version"] == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        down = skyk("serve", "down", "web", "-y", timeout=120)
+        assert down.returncode == 0, down.stderr
+    assert_nothing_left(skyk, isolated_home, "web", endpoint or "-:0")
