@@ -66,4 +66,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     http.server.ThreadingHTTPServer.daemon_threads = True
-    http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler)
+    print(f"{NAME} listening on port {sys.argv[1]}", flush=True)  # what 'serve logs' shows
+    server.serve_forever()

@@ -21,6 +21,7 @@ from serve_helpers import (
     service_row,
     wait_serving,
 )
+from skyk.serve.state import DOOMED
 
 pytestmark = needs_router
 
@@ -82,9 +83,10 @@ def test_a_failed_replica_is_replaced_and_requests_keep_working(skyk, service):
     # Requests that start after the kill still succeed (the router retries the other replica).
     for _ in range(20):
         assert _get(service) in ("replica 1", "replica 2")
-    replaced = wait_for(lambda: (s := _ready(skyk, "web", 2)) and 1 not in [r["id"] for r in s["replicas"]]
+    replaced = wait_for(lambda: (s := _ready(skyk, "web", 2)) and 3 in [r["id"] for r in s["replicas"]]
                         and s, timeout=90, interval=0.5, what="a replacement replica READY")
-    assert [r["id"] for r in replaced["replicas"]] == [2, 3]
+    # The dead replica stays listed, torn down, with why it failed.
+    assert [(r["id"], r["status"] in DOOMED) for r in replaced["replicas"]] == [(1, True), (2, False), (3, False)]
     _serving(service, {"replica 2", "replica 3"})
 
 
@@ -155,6 +157,41 @@ def test_a_bad_serve_setting_fails_serve_up_before_anything_is_recorded(skyk, tm
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("skyk: error: SKYK_SERVE_DRAIN_SECONDS must be a number of seconds"), last
     assert serve_json(skyk) == []
+
+
+CRASHING = """\
+service:
+  readiness_probe: /health
+  replicas: 1
+resources:
+  ports: 8080
+run: |
+  echo "loading weights"
+  echo "CUDA error: out of memory" >&2
+  exit 1
+"""
+
+
+def _replica(skyk, replica_id: int) -> dict | None:
+    return next((r for r in serve_json(skyk)[0]["replicas"] if r["id"] == replica_id), None)
+
+
+def test_a_replica_whose_server_exits_fails_at_once_with_its_exit_code_and_last_lines(skyk, serve_web):
+    # The default initial_delay_seconds is 1200: the replica must fail long before that. The long
+    # back-off keeps a replacement from launching while the test looks.
+    serve_web(CRASHING, SKYK_SERVE_BACKOFF="600")
+    failed = wait_for(lambda: (r := _replica(skyk, 1)) and r["status"] == "FAILED" and r,
+                      timeout=60, interval=0.3, what="replica 1 FAILED")
+    assert "its server exited with code 1" in failed["note"], failed["note"]
+    assert "loading weights" in failed["note"] and "CUDA error: out of memory" in failed["note"], failed["note"]
+    table = skyk("serve", "status", "web", "-v").stdout
+    assert "FAILED" in table and "its server exited with code 1" in table, table
+    # Torn down, it stays listed with its note, and its log stays readable.
+    wait_for(lambda: node_processes() == {}, timeout=60, interval=0.3, what="replica 1's node torn down")
+    assert _replica(skyk, 1)["status"] == "FAILED"
+    logs = skyk("serve", "logs", "web", "1", "--no-follow")
+    assert logs.returncode == 0, logs.stderr
+    assert "loading weights" in logs.stdout and "CUDA error: out of memory" in logs.stdout, logs.stdout
 
 
 @pytest.mark.parametrize("body, field", [

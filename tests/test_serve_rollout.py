@@ -173,3 +173,8 @@ def test_a_rolling_update_that_changes_the_probe_fails_no_request(skyk, serve_we
     assert load.failures() == [], load.failures()[:3]
     assert {"replica 1 version 1", "replica 2 version 1", "replica 3 version 2", "replica 4 version 2"} \
         <= load.bodies()
+    # The retired replicas' logs stay readable after their clusters went.
+    for replica_id in (1, 2):
+        logs = skyk("serve", "logs", "web", str(replica_id), "--no-follow")
+        assert logs.returncode == 0, logs.stderr
+        assert f"replica {replica_id} version 1 listening on port 8080" in logs.stdout, logs.stdout

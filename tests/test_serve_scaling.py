@@ -36,11 +36,13 @@ def serve(serve_web):
 
 
 def _alive(skyk) -> int:
-    return sum(r["status"] not in ("SHUTTING_DOWN",) for r in service_json(skyk, "web")["replicas"])
+    from skyk.serve.state import ALIVE
+
+    return sum(r["status"] in ALIVE for r in service_json(skyk, "web")["replicas"])
 
 
 def _wait_alive(skyk, count: int, timeout: float) -> float:
-    """Wait until the service runs ``count`` replicas (any state but shutting down); return when."""
+    """Wait until the service runs ``count`` replicas (any state but shutting down or failed); return when."""
     wait_for(lambda: _alive(skyk) == count, timeout=timeout, interval=0.2, what=f"{count} replicas")
     return time.time()
 

@@ -357,7 +357,7 @@ def serve_status(args) -> int:
     print_table(["NAME", "VERSION", "UPTIME", "STATUS", "REPLICAS", "ENDPOINT"],
                 [[s.name, s.version, duration(now - s.created_at), service_status(s),
                   f"{sum(r.service == s.name and r.status == state.READY for r in replicas)}"
-                  f"/{sum(r.service == s.name for r in replicas)}",
+                  f"/{sum(r.service == s.name and r.status in state.ALIVE for r in replicas)}",
                   s.endpoint or "-"] for s in services])
     print("\nService Replicas")
     headers = ["SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "INFRA", "RESOURCES", "STATUS"]
@@ -380,6 +380,7 @@ def serve_status(args) -> int:
 
 def serve_down(args) -> int:
     """Stop each service's controller and router, and tear down its replicas."""
+    import shutil
     from concurrent.futures import ThreadPoolExecutor
 
     from skyk.cli.targets import confirm
@@ -403,13 +404,15 @@ def serve_down(args) -> int:
             state.update_service(conn, record.name, status="SHUTTING_DOWN")
             _stop_process(record.controller_pid)
             _stop_process(record.router_pid)
-            from skyk.serve.controller import down_cluster
+            from skyk.serve.controller import down_cluster, saved_log
 
             replicas = state.replicas(conn, record.name)
             if replicas:
                 with ThreadPoolExecutor(max_workers=min(8, len(replicas))) as pool:
                     list(pool.map(lambda r: down_cluster(db.connect(), r.cluster), replicas))
             state.remove_service(conn, record.name)
+            # A later service of the same name numbers its replicas from 1 again.
+            shutil.rmtree(saved_log(record.name, 0).parent, ignore_errors=True)
     return 0
 
 
@@ -490,9 +493,19 @@ def serve_logs(args) -> int:
         raise SpecError("name a replica id, or --controller / --load-balancer",
                         hint=f"'skyk serve status {record.name}' lists replica ids")
     replica = next((r for r in state.replicas(conn, record.name) if r.id == args.replica), None)
+    from skyk.serve.controller import saved_log
+
+    saved = saved_log(record.name, args.replica)
+    if saved.is_file() and (replica is None or replica.status not in state.ALIVE):
+        # Torn down (retired by an update, or failed): the controller kept its log.
+        from skyk.lifecycle.progress import say
+
+        say(f"Replica {args.replica} of service {record.name} is torn down; its log as saved then:")
+        return _print_file(saved, follow=False)
     if replica is None:
         raise SpecError(f"service {record.name} has no replica {args.replica}",
-                        hint=f"'skyk serve status {record.name}' lists replica ids")
+                        hint=f"'skyk serve status {record.name}' lists replica ids; the logs of the"
+                             " latest torn-down replicas are kept")
     from skyk.lifecycle.jobs import follow
     from skyk.lifecycle.lookup import head_client, require_up
 
