@@ -5,6 +5,7 @@ Standard library only, because replicas run with the node's plain python.
 - ``GET /`` (any path not below): ``replica ID version V`` (from ``SKYK_SERVE_REPLICA_ID`` and
   ``VERSION``), after ``DELAY`` seconds (env, default 0);
 - ``GET /health``: 200, or 503 forever with ``HEALTHY=0`` (a replica that never becomes ready);
+- ``GET /health/V``: 200 when ``V`` is its own ``VERSION``, else 404 (a probe that changes by version);
 - ``GET /metrics``: Prometheus text with ``vllm:num_requests_waiting`` (and SGLang's
   ``sglang:num_queue_reqs``) set to the queue length;
 - ``POST /-/queue`` with a number as body: sets the queue length the metrics report.
@@ -39,6 +40,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's API
         if self.path == "/health":
             self._reply("ok" if HEALTHY else "loading", 200 if HEALTHY else 503)
+        elif self.path.startswith("/health/"):
+            mine = self.path == f"/health/{os.environ.get('VERSION', '1')}"
+            self._reply("ok" if mine else "not my version", 200 if mine else 404)
         elif self.path == "/metrics":
             self._reply("# HELP vllm:num_requests_waiting Requests waiting.\n"
                         "# TYPE vllm:num_requests_waiting gauge\n"
@@ -62,4 +66,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     http.server.ThreadingHTTPServer.daemon_threads = True
-    http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler).serve_forever()
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler)
+    print(f"{NAME} listening on port {sys.argv[1]}", flush=True)  # what 'serve logs' shows
+    server.serve_forever()

@@ -54,9 +54,14 @@ def ready_replicas(skyk, name: str) -> list[dict]:
 
 
 def wait_ready(skyk, name: str, count: int, timeout: float = 90, **match) -> list[dict]:
-    """Wait until exactly ``count`` replicas are READY (and no other is alive) with the given fields."""
+    """Wait until exactly ``count`` replicas are READY (and no other is alive) with the given fields.
+
+    Failed replicas, which ``serve status`` keeps showing once torn down, do not count.
+    """
+    from skyk.serve.state import DOOMED
+
     def check():
-        replicas = service_json(skyk, name)["replicas"]
+        replicas = [r for r in service_json(skyk, name)["replicas"] if r["status"] not in DOOMED]
         ready = [r for r in replicas if r["status"] == "READY"]
         if len(replicas) == len(ready) == count and all(r[k] == v for r in ready for k, v in match.items()):
             return ready

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from lifecycle_helpers import kill_until_gone, node_processes, wait_for
-from serve_helpers import endpoint_host, get, needs_router, serve_json, service_row, wait_serving
+from serve_helpers import (
+    assert_nothing_left,
+    endpoint_host,
+    get,
+    needs_router,
+    serve_json,
+    service_row,
+    wait_serving,
+)
+from skyk.serve.state import DOOMED
 
 pytestmark = needs_router
 
@@ -71,9 +83,10 @@ def test_a_failed_replica_is_replaced_and_requests_keep_working(skyk, service):
     # Requests that start after the kill still succeed (the router retries the other replica).
     for _ in range(20):
         assert _get(service) in ("replica 1", "replica 2")
-    replaced = wait_for(lambda: (s := _ready(skyk, "web", 2)) and 1 not in [r["id"] for r in s["replicas"]]
+    replaced = wait_for(lambda: (s := _ready(skyk, "web", 2)) and 3 in [r["id"] for r in s["replicas"]]
                         and s, timeout=90, interval=0.5, what="a replacement replica READY")
-    assert [r["id"] for r in replaced["replicas"]] == [2, 3]
+    # The dead replica stays listed, torn down, with why it failed.
+    assert [(r["id"], r["status"] in DOOMED) for r in replaced["replicas"]] == [(1, True), (2, False), (3, False)]
     _serving(service, {"replica 2", "replica 3"})
 
 
@@ -144,3 +157,102 @@ def test_a_bad_serve_setting_fails_serve_up_before_anything_is_recorded(skyk, tm
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("skyk: error: SKYK_SERVE_DRAIN_SECONDS must be a number of seconds"), last
     assert serve_json(skyk) == []
+
+
+CRASHING = """\
+service:
+  readiness_probe: /health
+  replicas: 1
+resources:
+  ports: 8080
+run: |
+  echo "loading weights"
+  echo "CUDA error: out of memory" >&2
+  exit 1
+"""
+
+
+def _replica(skyk, replica_id: int) -> dict | None:
+    return next((r for r in serve_json(skyk)[0]["replicas"] if r["id"] == replica_id), None)
+
+
+def test_a_replica_whose_server_exits_fails_at_once_with_its_exit_code_and_last_lines(skyk, serve_web):
+    # The default initial_delay_seconds is 1200: the replica must fail long before that. The long
+    # back-off keeps a replacement from launching while the test looks.
+    serve_web(CRASHING, SKYK_SERVE_BACKOFF="600")
+    failed = wait_for(lambda: (r := _replica(skyk, 1)) and r["status"] == "FAILED" and r,
+                      timeout=60, interval=0.3, what="replica 1 FAILED")
+    assert "its server exited with code 1" in failed["note"], failed["note"]
+    assert "loading weights" in failed["note"] and "CUDA error: out of memory" in failed["note"], failed["note"]
+    table = skyk("serve", "status", "web", "-v").stdout
+    assert "FAILED" in table and "its server exited with code 1" in table, table
+    # Torn down, it stays listed with its note, and its log stays readable.
+    wait_for(lambda: node_processes() == {}, timeout=60, interval=0.3, what="replica 1's node torn down")
+    assert _replica(skyk, 1)["status"] == "FAILED"
+    logs = skyk("serve", "logs", "web", "1", "--no-follow")
+    assert logs.returncode == 0, logs.stderr
+    assert "loading weights" in logs.stdout and "CUDA error: out of memory" in logs.stdout, logs.stdout
+
+
+@pytest.mark.parametrize("body, field", [
+    ("readiness_probe: {path: /health, timeout_seconds: 10000000000}\n  replicas: 1", "timeout_seconds"),
+    ("readiness_probe: {path: /health, initial_delay_seconds: 10000000000}\n  replicas: 1",
+     "initial_delay_seconds"),
+    ("replicas: 100000000", "replicas"),
+    ("replica_policy: {min_replicas: 1, max_replicas: 100000000, target_qps_per_replica: 1}", "max_replicas"),
+    ("replica_policy: {min_replicas: 1, max_replicas: 2, target_qps_per_replica: 1,"
+     " downscale_delay_seconds: 10000000000}", "downscale_delay_seconds"),
+    ("replica_policy: {min_replicas: 1, max_replicas: 2, target_qps_per_replica: 1.0e+300}",
+     "target_qps_per_replica"),
+])
+def test_out_of_range_service_values_are_one_line_errors(skyk, tmp_path, body, field):
+    task = tmp_path / "web.yaml"
+    task.write_text(f"service:\n  {body}\nresources:\n  ports: 8080\nrun: echo hi\n")
+    for args in (("launch", "--dryrun", str(task)), ("serve", "up", "-n", "web", str(task), "-y")):
+        result = skyk(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and len(lines) == 1, (args, result.stdout, result.stderr)
+        assert lines[0].startswith("skyk: error:") and field in lines[0] and "hint:" in lines[0], lines[0]
+    assert serve_json(skyk) == []
+
+
+def test_ctrl_c_during_serve_up_says_the_service_keeps_starting(skyk, shared_catalogs, tmp_path, isolated_home):
+    task = tmp_path / "web.yaml"
+    task.write_text(TASK.format(replicas=1))
+
+    def recorded() -> bool:
+        if not (isolated_home / ".skyk" / "state.db").is_file():
+            return False  # (connecting would create it)
+        try:
+            return service_row(isolated_home, "web") is not None
+        except sqlite3.Error:  # the database is not there yet
+            return False
+
+    proc = subprocess.Popen([sys.executable, "-m", "skyk", "serve", "up", "-n", "web", str(task), "-y"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SKYK_CATALOG_DIR": str(shared_catalogs)})
+    endpoint = None
+    try:
+        wait_for(recorded, timeout=60, interval=0.01, what="service web recorded")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert err.strip().splitlines()[-1] == ("skyk: error: interrupted, but service web keeps starting in the"
+                                                " background (hint: remove it with 'skyk serve down web')"), err
+        # It did keep starting: its replica becomes ready behind an endpoint.
+        wait_for(lambda: _ready(skyk, "web", 1), timeout=90, interval=0.3, what="1/1 replicas READY")
+        endpoint = serve_json(skyk)[0]["endpoint"]
+        _serving(endpoint, {"replica 1"})
+        # An update with an out-of-range value is refused in one line; the service keeps its version.
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(TASK.format(replicas=1).replace("replicas: 1", "replicas: 100000000"))
+        update = skyk("serve", "update", "web", str(bad), "-y")
+        assert update.returncode != 0 and len(update.stderr.strip().splitlines()) == 1, update.stderr
+        assert "service.replicas" in update.stderr and serve_json(skyk)[0]["version"] == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        down = skyk("serve", "down", "web", "-y", timeout=120)
+        assert down.returncode == 0, down.stderr
+    assert_nothing_left(skyk, isolated_home, "web", endpoint or "-:0")

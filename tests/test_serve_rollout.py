@@ -153,3 +153,28 @@ def test_a_version_that_never_becomes_ready_backs_off_and_the_old_one_serves(sky
     assert "not ready after 2s" in log
     launched = log.count("(version 2, on-demand): launching")
     assert 2 <= launched <= 3 * 2, launched
+
+
+def test_a_rolling_update_that_changes_the_probe_fails_no_request(skyk, serve_web, tmp_path):
+    # Each version's engine answers only its own probe path (/health/V) with 200: probing version 1's
+    # replicas with version 2's probe would take them all out of rotation.
+    probe = "  readiness_probe: /health/{v}\n  replicas: 2"
+    endpoint = serve_web(engine_task(probe.format(v=1)))
+    wait_ready(skyk, "web", 2, version=1)
+    wait_serving(endpoint, {"replica 1 version 1", "replica 2 version 1"})
+    task = tmp_path / "v2.yaml"
+    task.write_text(engine_task(probe.format(v=2), version=2))
+    with SteadyLoad(f"http://{endpoint}/") as load:
+        load.wait_count(20)
+        result = skyk("serve", "update", "web", str(task), "-y")
+        assert result.returncode == 0, result.stderr
+        wait_ready(skyk, "web", 2, timeout=120, version=2)
+        load.wait_count(20)
+    assert load.failures() == [], load.failures()[:3]
+    assert {"replica 1 version 1", "replica 2 version 1", "replica 3 version 2", "replica 4 version 2"} \
+        <= load.bodies()
+    # The retired replicas' logs stay readable after their clusters went.
+    for replica_id in (1, 2):
+        logs = skyk("serve", "logs", "web", str(replica_id), "--no-follow")
+        assert logs.returncode == 0, logs.stderr
+        assert f"replica {replica_id} version 1 listening on port 8080" in logs.stdout, logs.stdout

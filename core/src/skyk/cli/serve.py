@@ -159,24 +159,34 @@ def _preflight() -> None:
 
 
 def start_controller(conn, name: str):
-    """Start service ``name``'s controller in the background; return the record once it serves.
+    """Start service ``name``'s controller in the background; return the record once it serves."""
+    return _wait_for_controller(conn, name, _spawn_controller(name))
+
+
+def _spawn_controller(name: str):
+    """Start service ``name``'s controller in its own session (Ctrl-C here does not reach it)."""
+    import subprocess
+    import sys
+
+    from skyk.catalog.store import skyk_home
+    from skyk.serve.controller import service_dir
+
+    with open(service_dir(name) / "controller.log", "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "skyk.serve.controller", name], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=skyk_home(), start_new_session=True)
+
+
+def _wait_for_controller(conn, name: str, proc):
+    """Return the service's record once its controller ``proc`` serves.
 
     The controller starts the router; the service is up when the router's
     port is recorded by this controller.
     """
-    import subprocess
-    import sys
     import time
 
-    from skyk.catalog.store import skyk_home
     from skyk.errors import SkykError
     from skyk.lifecycle.progress import step
     from skyk.serve import state
-    from skyk.serve.controller import service_dir
-
-    with open(service_dir(name) / "controller.log", "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "skyk.serve.controller", name], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, cwd=skyk_home(), start_new_session=True)
     from skyk.serve.controller import router_url
     from skyk.serve.load import router_answers
 
@@ -207,15 +217,47 @@ def serve_up(args) -> int:
     mapping = load_service_task(args.task, args.env, args.secret)
     _preflight()
     conn = db.connect()
-    if not state.add_service(conn, name, mapping):
-        raise SkykError(f"service {name} already exists",
-                        hint=f"'skyk serve update {name} TASK.yaml' to change it, or 'skyk serve down {name}'")
-    record = start_controller(conn, name)
+    proc = None
+    try:
+        # Ctrl-C waits until both are done: a recorded service always has a controller.
+        with _interrupts_held():
+            if not state.add_service(conn, name, mapping):
+                raise SkykError(f"service {name} already exists",
+                                hint=f"'skyk serve update {name} TASK.yaml' to change it,"
+                                     f" or 'skyk serve down {name}'")
+            proc = _spawn_controller(name)
+        record = _wait_for_controller(conn, name, proc)
+    except KeyboardInterrupt:
+        if proc is None:
+            raise
+        error = SkykError(f"interrupted, but service {name} keeps starting in the background",
+                          hint=f"remove it with 'skyk serve down {name}'")
+        error.exit_code = 130  # as for any Ctrl-C
+        raise error from None
     say(f"Service {name} is starting; replicas are launching in the background.")
     say(f"  status:   skyk serve status {name}")
     say(f"  endpoint: $(skyk serve status --endpoint {name})")
     print(record.endpoint)
     return 0
+
+
+def _interrupts_held():
+    """A context in which Ctrl-C is held until the block ends, then raised as KeyboardInterrupt."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def held():
+        caught = []
+        previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+    return held()
 
 
 def _controller_alive(record) -> bool:
@@ -315,7 +357,7 @@ def serve_status(args) -> int:
     print_table(["NAME", "VERSION", "UPTIME", "STATUS", "REPLICAS", "ENDPOINT"],
                 [[s.name, s.version, duration(now - s.created_at), service_status(s),
                   f"{sum(r.service == s.name and r.status == state.READY for r in replicas)}"
-                  f"/{sum(r.service == s.name for r in replicas)}",
+                  f"/{sum(r.service == s.name and r.status in state.ALIVE for r in replicas)}",
                   s.endpoint or "-"] for s in services])
     print("\nService Replicas")
     headers = ["SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "INFRA", "RESOURCES", "STATUS"]
@@ -338,6 +380,7 @@ def serve_status(args) -> int:
 
 def serve_down(args) -> int:
     """Stop each service's controller and router, and tear down its replicas."""
+    import shutil
     from concurrent.futures import ThreadPoolExecutor
 
     from skyk.cli.targets import confirm
@@ -361,13 +404,15 @@ def serve_down(args) -> int:
             state.update_service(conn, record.name, status="SHUTTING_DOWN")
             _stop_process(record.controller_pid)
             _stop_process(record.router_pid)
-            from skyk.serve.controller import down_cluster
+            from skyk.serve.controller import down_cluster, saved_log
 
             replicas = state.replicas(conn, record.name)
             if replicas:
                 with ThreadPoolExecutor(max_workers=min(8, len(replicas))) as pool:
                     list(pool.map(lambda r: down_cluster(db.connect(), r.cluster), replicas))
             state.remove_service(conn, record.name)
+            # A later service of the same name numbers its replicas from 1 again.
+            shutil.rmtree(saved_log(record.name, 0).parent, ignore_errors=True)
     return 0
 
 
@@ -448,9 +493,19 @@ def serve_logs(args) -> int:
         raise SpecError("name a replica id, or --controller / --load-balancer",
                         hint=f"'skyk serve status {record.name}' lists replica ids")
     replica = next((r for r in state.replicas(conn, record.name) if r.id == args.replica), None)
+    from skyk.serve.controller import saved_log
+
+    saved = saved_log(record.name, args.replica)
+    if saved.is_file() and (replica is None or replica.status not in state.ALIVE):
+        # Torn down (retired by an update, or failed): the controller kept its log.
+        from skyk.lifecycle.progress import say
+
+        say(f"Replica {args.replica} of service {record.name} is torn down; its log as saved then:")
+        return _print_file(saved, follow=False)
     if replica is None:
         raise SpecError(f"service {record.name} has no replica {args.replica}",
-                        hint=f"'skyk serve status {record.name}' lists replica ids")
+                        hint=f"'skyk serve status {record.name}' lists replica ids; the logs of the"
+                             " latest torn-down replicas are kept")
     from skyk.lifecycle.jobs import follow
     from skyk.lifecycle.lookup import head_client, require_up
 

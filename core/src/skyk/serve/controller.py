@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from skyk.agent.procs import pid_alive
@@ -39,6 +39,7 @@ from skyk.serve.load import QUEUE_METRICS, queue_length, router_load, router_sta
 from skyk.serve.plan import SpotPolicy, plan_version, published, retire_old
 from skyk.serve.policies import LoadSample
 from skyk.serve.probe import probe
+from skyk.serve.replica_job import save_log, server_ended
 from skyk.spec.task import Task, task_from_mapping
 from skyk.state import db
 
@@ -52,6 +53,12 @@ MAX_BACKOFF = 300.0
 DEFAULT_PORT = 8080
 #: seconds a retired replica stays up after leaving the router's list (two router polls, and margin)
 DRAIN_MIN = 1.5
+#: seconds between asking a failing replica's agent whether its server has ended
+JOB_CHECK_EVERY = 2.0
+#: failed replicas kept (torn down) in ``serve status`` per service, so their notes stay readable
+KEPT_FAILED = 5
+#: logs of torn-down replicas kept per service, for ``serve logs NAME ID``
+KEPT_LOGS = 20
 #: the task secret whose comma-separated keys the endpoint requires as ``Authorization: Bearer KEY``
 API_KEYS_SECRET = "SKYK_SERVE_API_KEYS"
 
@@ -61,6 +68,11 @@ def service_dir(name: str) -> Path:
     path = skyk_home() / "serve" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def saved_log(name: str, replica_id: int) -> Path:
+    """Where the controller saves a replica's log when it tears the replica down."""
+    return skyk_home() / "serve" / name / "replicas" / f"{replica_id}.log"
 
 
 def replica_port(task: Task) -> int:
@@ -108,6 +120,17 @@ class Controller:
         self.scaler: tuple[int, Autoscaler] | None = None  # (version, its autoscaler)
         self.router: str | None = None  # the router's URL, read by worker threads
         self.queue_names = QUEUE_METRICS  # the engine's queue gauges on its /metrics
+        self.tasks: dict[int, Task] = {}  # each version's task, by version number
+        self.job_checked: dict[int, float] = {}  # when each replica's agent was last asked about its job
+        self.job_checks: dict[int, Future] = {}  # those questions still unanswered or unread
+
+    def version_task(self, version: int) -> Task:
+        """The task of one version of the service (a recorded version never changes)."""
+        task = self.tasks.get(version)
+        if task is None:
+            mapping, _ = state.version(self.conn, self.name, version)
+            task = self.tasks[version] = task_from_mapping(mapping, f"<service {self.name} version {version}>")
+        return task
 
     # ------------------------------------------------------------- publishing
 
@@ -175,14 +198,33 @@ class Controller:
         try:
             if drain and replica.url:
                 self._drain(replica)
+            self._save_log(conn, replica)
             down_cluster(conn, replica.cluster)
-            state.remove_replica(conn, self.name, replica.id)
-            log(f"replica {replica.id}: torn down ({replica.note or replica.status})")
+            if replica.status in state.DOOMED:
+                # The row stays, so 'serve status' shows why it failed; _forget_failed prunes it.
+                log(f"replica {replica.id}: torn down, kept as {replica.status} ({replica.note or '-'})")
+            else:
+                state.remove_replica(conn, self.name, replica.id)
+                log(f"replica {replica.id}: torn down ({replica.note or replica.status})")
         except Exception as exc:  # noqa: BLE001 - retried next tick
             log(f"replica {replica.id}: teardown failed, will retry: {exc}")
         finally:
             with self.lock:
                 self.busy.discard(replica.id)
+
+    def _save_log(self, conn, replica: state.ReplicaRecord) -> None:
+        """Keep the replica's server log past its cluster, so a failed rollout can be debugged."""
+        from skyk.state import clusters
+
+        record = clusters.get(conn, replica.cluster)
+        if record is None or record.handle is None or record.status != clusters.UP:
+            return  # no node to ask (a preempted one would only time out)
+        path = saved_log(self.name, replica.id)
+        if save_log(record.handle, path):
+            # Replica ids only grow: the highest are the newest.
+            logs = sorted(path.parent.glob("*.log"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+            for old in logs[:-KEPT_LOGS]:
+                old.unlink(missing_ok=True)
 
     def _drain(self, replica: state.ReplicaRecord) -> None:
         """Wait until the router has dropped the replica and its requests have finished."""
@@ -212,12 +254,16 @@ class Controller:
         state.set_replica(self.conn, self.name, replica.id, status=state.SHUTTING_DOWN, note=why)
         self._submit(replica.id, self._teardown, dataclasses.replace(replica, note=why), True)
 
-    def _probe_all(self, task: Task, replicas: list[state.ReplicaRecord]) -> None:
-        spec = task.service.probe
+    def _probe_all(self, replicas: list[state.ReplicaRecord]) -> None:
         targets = [r for r in replicas if r.url and r.status in (state.STARTING, state.READY, state.NOT_READY)]
-        results = list(self.probes.map(lambda r: probe(r.url, spec), targets)) if targets else []
+        # Each replica is probed as its own version says: during an update that changes the
+        # probe, the old version's replicas keep answering the old probe.
+        specs = {r.id: self.version_task(r.version).service.probe for r in targets}
+        results = list(self.probes.map(lambda r: probe(r.url, specs[r.id]), targets)) if targets else []
         now = time.time()
+        ended = self._ended_servers([r for r, (ok, _) in zip(targets, results, strict=True) if not ok], now)
         for replica, (ok, why) in zip(targets, results, strict=True):
+            spec = specs[replica.id]
             if ok:
                 if replica.status != state.READY:
                     log(f"replica {replica.id}: READY")
@@ -231,6 +277,11 @@ class Controller:
                 status = state.PREEMPTED if replica.spot else state.FAILED
                 log(f"replica {replica.id}: {status}: {gone}")
                 state.set_replica(self.conn, self.name, replica.id, status=status, note=gone)
+            elif replica.id in ended:
+                # Its server exited: it can never become ready, whatever initial_delay_seconds says.
+                log(f"replica {replica.id}: FAILED: {ended[replica.id]}")
+                state.set_replica(self.conn, self.name, replica.id, status=state.FAILED, note=ended[replica.id])
+                self.backoff[replica.spot].failed()
             elif replica.status == state.STARTING:
                 if now - replica.launched_at > spec.initial_delay_seconds:
                     log(f"replica {replica.id}: not ready after {spec.initial_delay_seconds}s: {why}")
@@ -245,6 +296,39 @@ class Controller:
                     log(f"replica {replica.id}: {status}: {why}")
                 state.set_replica(self.conn, self.name, replica.id, status=status, probe_failures=failures,
                                   note=why)
+
+    def _ended_servers(self, failing: list[state.ReplicaRecord], now: float) -> dict[int, str]:
+        """Replicas failing their probe whose server has ended (id -> why), as their agents said.
+
+        Each agent is asked in the background at most every ``JOB_CHECK_EVERY`` seconds and
+        its answer read on a later tick, so a slow agent never holds the tick up.
+        """
+        from skyk.state import clusters
+
+        ids = {r.id for r in failing}
+        for replica_id in [i for i in self.job_checks if i not in ids]:
+            del self.job_checks[replica_id]  # passing its probe now: whatever the agent says is moot
+        ended = {}
+        for replica in failing:
+            check = self.job_checks.get(replica.id)
+            if check is not None:
+                if check.done():
+                    del self.job_checks[replica.id]
+                    why = None if check.exception() else check.result()
+                    if why:
+                        ended[replica.id] = why
+            elif now - self.job_checked.get(replica.id, 0.0) >= JOB_CHECK_EVERY:
+                handle = getattr(clusters.get(self.conn, replica.cluster), "handle", None)
+                if handle is not None:
+                    self.job_checked[replica.id] = now
+                    self.job_checks[replica.id] = self.probes.submit(server_ended, handle)
+        return ended
+
+    def _forget_failed(self, replicas: list[state.ReplicaRecord], torn_down: set[int]) -> None:
+        """Drop all but the newest ``KEPT_FAILED`` failed replicas that are already torn down."""
+        kept = [r for r in replicas if r.id in torn_down]
+        for replica in kept[:max(0, len(kept) - KEPT_FAILED)]:
+            state.remove_replica(self.conn, self.name, replica.id)
 
     # ------------------------------------------------------------------ tick
 
@@ -295,6 +379,8 @@ class Controller:
 
     def tick(self) -> bool:
         """Do one round of work; False once the service is gone or shutting down."""
+        from skyk.state import clusters
+
         record = self.service()
         if record is None or record.status == "SHUTTING_DOWN":
             return False
@@ -306,13 +392,18 @@ class Controller:
         self.hold_s = cold_start_hold() if spec is not None and spec.min_replicas == 0 else 0.0
         self.api_keys = api_key_hashes(task)
         replicas = state.replicas(self.conn, self.name)
+        torn_down: set[int] = set()
         for replica in replicas:
             if replica.status in state.DOOMED:
-                state.set_replica(self.conn, self.name, replica.id, status=state.SHUTTING_DOWN)
-                self._submit(replica.id, self._teardown, replica, False)
+                # A failed replica keeps its status and note while and after its cluster goes.
+                if clusters.get(self.conn, replica.cluster) is not None:
+                    self._submit(replica.id, self._teardown, replica, False)
+                elif replica.id not in self.busy:
+                    torn_down.add(replica.id)
             elif replica.status == state.SHUTTING_DOWN:  # retired, possibly by a previous controller
                 self._submit(replica.id, self._teardown, replica, True)
-        self._probe_all(task, replicas)
+        self._forget_failed(replicas, torn_down)
+        self._probe_all(replicas)
 
         replicas = state.replicas(self.conn, self.name)
         alive = [r for r in replicas if r.status in state.ALIVE]

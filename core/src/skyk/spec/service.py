@@ -8,6 +8,17 @@ from pydantic import Field, field_validator, model_validator
 
 from skyk.spec.base import SpecModel
 
+# Bounds on every duration and count, checked when the task is read (serve up, serve update,
+# launch --dryrun), so an absurd value fails there with one line rather than in the controller.
+#: most replicas a service may ask for, in any count
+MAX_REPLICAS = 1000
+#: longest delay (seconds) before a replica must be ready or the service scales: one day
+MAX_DELAY_SECONDS = 86400
+#: longest readiness probe (seconds)
+MAX_PROBE_TIMEOUT_SECONDS = 600
+#: highest per-replica scaling target (requests per second, or requests waiting)
+MAX_SCALING_TARGET = 1e6
+
 
 class ReadinessProbe(SpecModel):
     """An HTTP check that must answer 200 before a replica takes traffic."""
@@ -15,8 +26,8 @@ class ReadinessProbe(SpecModel):
     path: str
     post_data: dict[str, Any] | str | None = None
     headers: dict[str, str] | None = None
-    initial_delay_seconds: int = Field(default=1200, ge=0)
-    timeout_seconds: int = Field(default=15, gt=0)
+    initial_delay_seconds: int = Field(default=1200, ge=0, le=MAX_DELAY_SECONDS)
+    timeout_seconds: int = Field(default=15, gt=0, le=MAX_PROBE_TIMEOUT_SECONDS)
 
     @field_validator("path")
     @classmethod
@@ -42,14 +53,15 @@ class ReplicaPolicy(SpecModel):
     replicas' engines) and ``policy``, the name of the scaling-policy plugin.
     """
 
-    min_replicas: int = Field(ge=0)
-    max_replicas: int | None = Field(default=None, ge=1)
-    target_qps_per_replica: float | None = Field(default=None, gt=0)
-    target_queue_length_per_replica: float | None = Field(default=None, gt=0)
+    min_replicas: int = Field(ge=0, le=MAX_REPLICAS)
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    target_qps_per_replica: float | None = Field(default=None, gt=0, le=MAX_SCALING_TARGET)
+    target_queue_length_per_replica: float | None = Field(default=None, gt=0,
+                                                     le=MAX_SCALING_TARGET)
     policy: str | None = Field(default=None, min_length=1)
-    upscale_delay_seconds: int = Field(default=300, ge=0)
-    downscale_delay_seconds: int = Field(default=1200, ge=0)
-    base_ondemand_fallback_replicas: int = Field(default=0, ge=0)
+    upscale_delay_seconds: int = Field(default=300, ge=0, le=MAX_DELAY_SECONDS)
+    downscale_delay_seconds: int = Field(default=1200, ge=0, le=MAX_DELAY_SECONDS)
+    base_ondemand_fallback_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     dynamic_ondemand_fallback: bool = False
 
     @model_validator(mode="after")
@@ -105,7 +117,7 @@ class Service(SpecModel):
     """The ``service`` section of a task."""
 
     readiness_probe: ReadinessProbe | None = None
-    replicas: int | None = Field(default=None, ge=0)
+    replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
     replica_policy: ReplicaPolicy | None = None
     load_balancing_policy: str | None = None
     ports: int | None = Field(default=None, ge=1, le=65535)
