@@ -149,10 +149,11 @@ def test_serve_bad_input(skyk, tmp_path):
         assert "Traceback" not in result.stderr
 
 
-def test_a_bad_serve_setting_fails_serve_up_before_anything_is_recorded(skyk, tmp_path):
+@pytest.mark.parametrize("value", ["soon", "inf", "nan", "-1", "1e400"])
+def test_a_bad_serve_setting_fails_serve_up_before_anything_is_recorded(skyk, tmp_path, value):
     task = tmp_path / "web.yaml"
     task.write_text(TASK.format(replicas=1))
-    result = skyk("serve", "up", "-n", "web", str(task), "-y", env={"SKYK_SERVE_DRAIN_SECONDS": "soon"})
+    result = skyk("serve", "up", "-n", "web", str(task), "-y", env={"SKYK_SERVE_DRAIN_SECONDS": value})
     assert result.returncode != 0 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("skyk: error: SKYK_SERVE_DRAIN_SECONDS must be a number of seconds"), last

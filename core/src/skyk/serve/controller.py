@@ -444,7 +444,10 @@ class Backoff:
     def failed(self) -> None:
         """Count a failure and push the next launch back."""
         self.failures += 1
-        self.until = time.time() + min(MAX_BACKOFF, first_backoff() * 2 ** (self.failures - 1))
+        # The exponent stops growing once the wait is capped: after ~1000 failures
+        # 2 ** failures would overflow a float.
+        doublings = min(self.failures - 1, 30)
+        self.until = time.time() + min(MAX_BACKOFF, first_backoff() * 2.0 ** doublings)
 
     def reset(self) -> None:
         """A replica became ready: launch freely again."""
