@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from skyk.errors import SkykError
 from skyk.lifecycle import lookup, nodes
-from skyk.lifecycle.control import set_autostop, start_cluster, teardown
+from skyk.lifecycle.control import remove_attempts, set_autostop, start_cluster, teardown
 from skyk.lifecycle.jobs import follow, job_spec
 from skyk.lifecycle.progress import say, step
 from skyk.lifecycle.reuse import check_fits
@@ -50,7 +50,7 @@ def launch(task: Task, options: LaunchOptions) -> int:
             nodes.check_mounts(task, record.handle.cloud)
             handle, client = start_cluster(conn, record)
         else:
-            if record is not None and record.handle is not None:
+            if record is not None:
                 with step(f"Cleaning up the unfinished cluster {name}"):
                     teardown(conn, record)
             handle, client = _provision(conn, task, options)
@@ -89,16 +89,15 @@ def _provision(conn, task: Task, options: LaunchOptions):
             raise SkykError("launch cancelled; nothing was provisioned", hint="add -y to skip this question")
     clusters.begin_launch(conn, name, os.getpid())
     try:
-        handle = provision_with_failover(planned, name, retry_until_up=options.retry_until_up,
-                                         progress=say,
-                                         on_handle=lambda h: clusters.set_handle(db.connect(), name, h))
-    except ProvisionFailed:
-        clusters.remove(conn, name)  # every attempt cleaned up after itself
-        raise
-    except BaseException:
+        handle = provision_with_failover(
+            planned, name, retry_until_up=options.retry_until_up, progress=say,
+            on_handle=lambda h: clusters.set_handle(db.connect(), name, h),
+            on_attempt=lambda a: clusters.record_attempt(db.connect(), a),
+            on_settled=lambda a: clusters.forget_attempt(db.connect(), a))
+    except BaseException as exc:
         record = clusters.get(conn, name)
-        if record is not None and record.handle is None:
-            clusters.remove(conn, name)  # interrupted before any node existed
+        if record is not None and (record.handle is None or isinstance(exc, ProvisionFailed)):
+            _abandon(conn, name)
         raise
     clusters.set_handle(conn, name, handle)
     cloud = planned.kernel.clouds()[handle.cloud]
@@ -110,6 +109,19 @@ def _provision(conn, task: Task, options: LaunchOptions):
         raise SkykError(f"cluster {name}: the node agent did not start: {exc}",
                         hint=f"'skyk down {name}' cleans up; 'skyk status -r {name}' checks it") from None
     return handle, client
+
+
+def _abandon(conn, name: str) -> None:
+    """Forget a launch that made no usable node, removing what its attempts left first.
+
+    Best effort, as the launch is already failing: if the cloud cannot remove
+    something, the record stays for 'skyk status -r' and 'skyk down' to retry.
+    """
+    try:
+        remove_attempts(conn, name)
+    except Exception:  # noqa: BLE001 - the launch's own error is the one to report
+        return
+    clusters.remove(conn, name)
 
 
 def _submit(client, name: str, task: Task, with_setup: bool) -> int | None:

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from skyk.provision.types import ClusterHandle
+from skyk.provision.types import ClusterHandle, ProvisionAttempt
 from skyk.state.db import transaction
 
 #: Provisioning or repairing; the nodes may be partly made.
@@ -66,10 +66,35 @@ def begin_launch(conn: sqlite3.Connection, name: str, owner_pid: int) -> None:
 
 
 def set_handle(conn: sqlite3.Connection, name: str, handle: ClusterHandle) -> None:
-    """Remember the nodes of ``name`` as soon as they exist, so teardown can find them."""
+    """Remember the nodes of ``name`` as soon as they exist, so teardown can find them.
+
+    The handle takes over from the attempt that made it, in one transaction.
+    """
     with transaction(conn):
         conn.execute("UPDATE clusters SET handle = ?, launched_at = ? WHERE name = ?",
                      (handle.to_json(), time.time(), name))
+        conn.execute("DELETE FROM attempts WHERE cluster = ? AND uid = ?", (name, handle.uid))
+
+
+def record_attempt(conn: sqlite3.Connection, attempt: ProvisionAttempt) -> None:
+    """Remember ``attempt`` before its cloud is asked for nodes."""
+    with transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO attempts (cluster, uid, cloud, region, zone, started_at)"
+                     " VALUES (?, ?, ?, ?, ?, ?)", (attempt.cluster, attempt.uid, attempt.cloud,
+                                                    attempt.region, attempt.zone, time.time()))
+
+
+def forget_attempt(conn: sqlite3.Connection, attempt: ProvisionAttempt) -> None:
+    """Forget an attempt that left nothing behind (it cleaned up, or was cleaned up)."""
+    with transaction(conn):
+        conn.execute("DELETE FROM attempts WHERE cluster = ? AND uid = ?", (attempt.cluster, attempt.uid))
+
+
+def attempts(conn: sqlite3.Connection, name: str) -> list[ProvisionAttempt]:
+    """Return the unsettled provisioning attempts of cluster ``name``, oldest first."""
+    rows = conn.execute("SELECT cluster, uid, cloud, region, zone FROM attempts WHERE cluster = ?"
+                        " ORDER BY started_at", (name,)).fetchall()
+    return [ProvisionAttempt(*row) for row in rows]
 
 
 def set_status(conn: sqlite3.Connection, name: str, status: str, note: str | None = None,
@@ -100,6 +125,7 @@ def remove(conn: sqlite3.Connection, name: str) -> None:
     with transaction(conn):
         _end_usage(conn, name, time.time())
         conn.execute("DELETE FROM clusters WHERE name = ?", (name,))
+        conn.execute("DELETE FROM attempts WHERE cluster = ?", (name,))
 
 
 def _start_usage(conn: sqlite3.Connection, handle: ClusterHandle, now: float) -> None:

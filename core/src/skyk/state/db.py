@@ -85,6 +85,19 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The address the endpoint is published on besides loopback (NULL: 127.0.0.1 only).
     "ALTER TABLE services ADD COLUMN router_host TEXT;",
+    # Each request to a cloud for nodes, written before the cloud is asked, so
+    # what a killed launch made can be found and removed (dropped once settled).
+    """
+    CREATE TABLE attempts (
+        cluster TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        cloud TEXT NOT NULL,
+        region TEXT NOT NULL,
+        zone TEXT,
+        started_at REAL NOT NULL,
+        PRIMARY KEY (cluster, uid)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
