@@ -32,6 +32,27 @@ class ClusterRecord:
     owner_pid: int | None
     #: why the status is what it is, when that is not obvious (e.g. "agent not running")
     note: str | None
+    #: the service this cluster is a replica of, if any: not the user's to tear down
+    owner: Owner | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What a cluster belongs to when it is not the user's own: a service's replica.
+
+    Derived from the service's ``replicas`` rows, which name the cluster
+    before it is launched and are dropped only after it is torn down.
+    """
+
+    service: str
+    replica_id: int
+
+    def __str__(self) -> str:
+        return f"replica {self.replica_id} of service {self.service}"
+
+    def command(self) -> str:
+        """The command that tears this cluster down properly."""
+        return f"skyk serve down {self.service} --replica-id {self.replica_id}"
 
 
 def _record(row: sqlite3.Row) -> ClusterRecord:
@@ -40,19 +61,25 @@ def _record(row: sqlite3.Row) -> ClusterRecord:
         handle=ClusterHandle.from_json(row["handle"]) if row["handle"] else None,
         launched_at=row["launched_at"], status_at=row["status_at"],
         autostop_minutes=row["autostop_minutes"], autostop_down=bool(row["autostop_down"]),
-        owner_pid=row["owner_pid"], note=row["note"])
+        owner_pid=row["owner_pid"], note=row["note"],
+        owner=Owner(row["owner_service"], row["owner_replica"]) if row["owner_service"] is not None else None)
+
+
+#: Clusters with their owner, if a service's replica: see :class:`Owner`.
+_SELECT = ("SELECT c.*, r.service AS owner_service, r.id AS owner_replica FROM clusters c"
+           " LEFT JOIN replicas r ON r.rowid = (SELECT MIN(rowid) FROM replicas WHERE cluster = c.name)")
 
 
 def get(conn: sqlite3.Connection, name: str) -> ClusterRecord | None:
     """Return the cluster called ``name``, or None."""
-    row = conn.execute("SELECT * FROM clusters WHERE name = ?", (name,)).fetchone()
+    row = conn.execute(f"{_SELECT} WHERE c.name = ?", (name,)).fetchone()
     return _record(row) if row else None
 
 
 def list_clusters(conn: sqlite3.Connection) -> list[ClusterRecord]:
     """Return every cluster, most recently launched first."""
-    rows = conn.execute("SELECT * FROM clusters ORDER BY launched_at DESC, name").fetchall()
-    return [_record(r) for r in rows]
+    found = conn.execute(f"{_SELECT} ORDER BY c.launched_at DESC, c.name").fetchall()
+    return [_record(r) for r in found]
 
 
 def begin_launch(conn: sqlite3.Connection, name: str, owner_pid: int) -> None:
