@@ -95,7 +95,7 @@ def run(args) -> int:
     owners = any(r.owner for r in records)
     print_table(["NAME", "LAUNCHED", "INFRA", "RESOURCES", "STATUS", "AUTOSTOP", "HEAD_IP"]
                 + (["OWNER"] if owners else []),
-                [[r.name, ago(r.launched_at), r.handle.infra if r.handle else "-",
+                [[r.name, ago(r.launched_at) if r.launched_at else "-", r.handle.infra if r.handle else "-",
                   resources(r.handle), r.status + (f" ({r.note})" if r.note else ""), autostop_label(r),
                   r.handle.head.ip if r.handle else "-"] + ([_owner(r)] if owners else []) for r in records])
     return 0

@@ -28,8 +28,11 @@ def teardown(conn: sqlite3.Connection, record: ClusterRecord, purge: bool = Fals
     """Terminate a cluster's nodes and forget it.
 
     With ``purge``, a cluster whose cloud plugin is gone (or fails) is
-    forgotten anyway, as SkyPilot's ``down --purge`` does.
+    forgotten anyway, as SkyPilot's ``down --purge`` does; so is a damaged record.
     """
+    if record.status == clusters.DAMAGED and not purge:
+        raise SkykError(f"cluster {record.name}: {record.note}",
+                        hint=f"'skyk down --purge {record.name}' forgets it (check its cloud for nodes left)")
     if record.handle is not None:
         try:
             cloud = lookup.cloud_of(record.handle.cloud)
@@ -107,7 +110,7 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
 
     A cluster another skyk process is working on is left as it is.
     """
-    if lookup.owner_alive(record):
+    if record.status == clusters.DAMAGED or lookup.owner_alive(record):
         return record
     if record.handle is None:
         note = _interrupted_note(conn, record.name)

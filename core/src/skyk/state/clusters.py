@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from skyk.provision.types import ClusterHandle, ProvisionAttempt
+from skyk.state import rows
 from skyk.state.db import transaction
 
 #: Provisioning or repairing; the nodes may be partly made.
@@ -15,6 +16,8 @@ INIT = "INIT"
 UP = "UP"
 #: Nodes stopped; disks kept.
 STOPPED = "STOPPED"
+#: Never stored: the row does not hold what skyk wrote (the note says why).
+DAMAGED = "DAMAGED"
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,30 @@ class Owner:
 
 
 def _record(row: sqlite3.Row) -> ClusterRecord:
-    return ClusterRecord(
-        name=row["name"], status=row["status"],
-        handle=ClusterHandle.from_json(row["handle"]) if row["handle"] else None,
-        launched_at=row["launched_at"], status_at=row["status_at"],
-        autostop_minutes=row["autostop_minutes"], autostop_down=bool(row["autostop_down"]),
-        owner_pid=row["owner_pid"], note=row["note"],
-        owner=Owner(row["owner_service"], row["owner_replica"]) if row["owner_service"] is not None else None)
+    try:
+        return ClusterRecord(
+            name=rows.value(row, "name", str), status=_status(row),
+            handle=rows.decoded(row, "handle", ClusterHandle.from_json, optional=True),
+            launched_at=rows.value(row, "launched_at", float, int),
+            status_at=rows.value(row, "status_at", float, int),
+            autostop_minutes=rows.value(row, "autostop_minutes", float, int, optional=True),
+            autostop_down=bool(rows.value(row, "autostop_down", int)),
+            owner_pid=rows.value(row, "owner_pid", int, optional=True),
+            note=rows.value(row, "note", str, optional=True),
+            owner=Owner(str(row["owner_service"]), row["owner_replica"])
+            if row["owner_service"] is not None else None)
+    except rows.DamagedRow as exc:
+        # Shown, and removable with 'down --purge', without breaking every other cluster.
+        return ClusterRecord(name=str(row["name"]), status=DAMAGED, handle=None, launched_at=0.0,
+                             status_at=0.0, autostop_minutes=None, autostop_down=False, owner_pid=None,
+                             note=f"record damaged: {exc}")
+
+
+def _status(row: sqlite3.Row) -> str:
+    status = rows.value(row, "status", str)
+    if status not in (INIT, UP, STOPPED):
+        raise rows.DamagedRow(f"status is {status[:40]!r}, not {INIT}, {UP} or {STOPPED}")
+    return status
 
 
 #: Clusters with their owner, if a service's replica: see :class:`Owner`.
