@@ -1,11 +1,19 @@
-"""The state database under damage and misuse: damaged rows stay local to themselves."""
+"""The state database under damage and misuse: damaged rows stay local to themselves,
+every other fault is one clear line, and the database and SKYK_HOME are private."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import stat
+import subprocess
+import sys
+import threading
 
+import pytest
 from lifecycle_helpers import sandboxes, status_json
+from skyk.state import db
 
 
 def _one_line_error(result, *needles):
@@ -68,3 +76,103 @@ def test_a_damaged_service_row_shows_as_damaged_and_serve_down_removes_it(skyk, 
     down = skyk("serve", "down", "bad", "typed", "-y")
     assert down.returncode == 0, down.stderr
     assert json.loads(skyk("serve", "status", "-o", "json").stdout) == []
+
+
+def test_a_dropped_table_is_one_line(skyk, isolated_home):
+    assert skyk("status").returncode == 0
+    _execute(isolated_home, "DROP TABLE clusters")
+    for args in (("status",), ("down", "-a", "-y"), ("queue",)):
+        _one_line_error(skyk(*args), "state.db is damaged: no such table: clusters", "move it aside")
+
+
+def test_skyk_home_being_a_file_is_one_line(skyk, tmp_path):
+    home = tmp_path / "not-a-dir"
+    home.write_text("")
+    for args in (("status",), ("launch", "-c", "x", "echo", "-y")):
+        _one_line_error(skyk(*args, env={"SKYK_HOME": str(home)}), f"SKYK_HOME {home} is not a directory")
+
+
+@pytest.mark.skipif(not shutil.which("unshare") or not shutil.which("mount"), reason="needs unshare and mount")
+def test_a_read_only_state_database_is_one_line(skyk, isolated_home):
+    assert skyk("status").returncode == 0
+    home = isolated_home / ".skyk"
+    # A read-only filesystem: root ignores file modes, not that.
+    script = (f"mount --bind -o ro {home} {home} && exec {sys.executable} -m skyk launch -c x 'echo' -y")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    if "mount" in result.stderr and "skyk:" not in result.stderr:
+        pytest.skip(f"cannot mount here: {result.stderr.strip()}")
+    _one_line_error(result, "state.db is read-only", "writable")
+
+
+def test_a_long_locked_state_database_is_one_line(skyk, isolated_home):
+    assert skyk("status").returncode == 0
+    holder = sqlite3.connect(isolated_home / ".skyk" / "state.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = skyk("launch", "-c", "x", "echo", "-y", env={"SKYK_STATE_LOCK_TIMEOUT": "1"})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    _one_line_error(result, "state.db stayed locked by another process for 1s", "SKYK_STATE_LOCK_TIMEOUT")
+    assert status_json(skyk) == []
+
+
+def test_an_emptied_state_database_beside_live_sandboxes_is_reported(skyk, isolated_home):
+    assert skyk("launch", "-c", "alive", "echo hi", "-y").returncode == 0
+    path = isolated_home / ".skyk" / "state.db"
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    path.write_bytes(b"")
+    [sandbox] = sandboxes(isolated_home)
+    _one_line_error(skyk("status"), "state.db is empty, but clusters made by skyk still exist",
+                    "restore state.db from a backup")
+    _one_line_error(skyk("launch", "-c", "alive", "echo hi", "-y"), "is empty")
+    assert path.stat().st_size == 0  # not silently made new
+    # Cleaned by the test: the sandbox's record is gone with the database.
+    from skyk.builtin.local_cloud import LocalCloud
+    from skyk.provision.types import ProvisionAttempt
+
+    name, uid = sandbox.name.rsplit("-", 1)
+    LocalCloud().remove_attempt(ProvisionAttempt(name, uid, "local", "local"))
+    assert sandboxes(isolated_home) == []
+    assert skyk("status").returncode == 0  # an empty database with nothing beside it is new
+
+
+def test_skyk_home_and_the_state_database_are_created_private(skyk, isolated_home):
+    home = isolated_home / ".skyk"
+    assert not home.exists()
+    assert skyk("status").returncode == 0
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for suffix in ("", "-wal", "-shm"):
+        path = home / f"state.db{suffix}"
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_state_database_from_before_attempts_is_upgraded(skyk, isolated_home):
+    home = isolated_home / ".skyk"
+    home.mkdir()
+    old = sqlite3.connect(home / "state.db", isolation_level=None)
+    for script in db.MIGRATIONS[:4]:  # the schema before provisioning attempts were recorded
+        old.executescript(script)
+    old.execute("INSERT INTO clusters (name, status, launched_at, status_at) VALUES ('old', 'INIT', 1, 1)")
+    old.execute("PRAGMA user_version = 4")
+    old.close()
+    # Many processes may open it at once: one migrates, the others wait and see it done.
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(skyk("status", "-o", "json")))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert [c["name"] for c in json.loads(results[0].stdout)] == ["old"]
+    with sqlite3.connect(home / "state.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 5
+        assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 0
+    status = skyk("status", "-r", "-o", "json")
+    assert json.loads(status.stdout)[0]["note"] == "launch was interrupted before any node existed"
+    down = skyk("down", "old", "-y")
+    assert down.returncode == 0, down.stderr
+    assert status_json(skyk) == []
