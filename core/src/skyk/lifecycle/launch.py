@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from skyk.errors import SkykError
 from skyk.lifecycle import lookup, nodes
-from skyk.lifecycle.control import remove_attempts, set_autostop, start_cluster, teardown
+from skyk.lifecycle.control import set_autostop, start_cluster, teardown
 from skyk.lifecycle.jobs import follow, job_spec
 from skyk.lifecycle.progress import say, step
 from skyk.lifecycle.reuse import check_fits
@@ -112,16 +112,19 @@ def _provision(conn, task: Task, options: LaunchOptions):
 
 
 def _abandon(conn, name: str) -> None:
-    """Forget a launch that made no usable node, removing what its attempts left first.
+    """Forget a launch that made no usable node, unless one of its attempts may still make some.
 
-    Best effort, as the launch is already failing: if the cloud cannot remove
-    something, the record stays for 'skyk status -r' and 'skyk down' to retry.
+    An attempt that timed out, or did not stop within moments of Ctrl-C, may
+    be creating nodes until this process exits: its record stays, so
+    'skyk status -r' shows and 'skyk down' removes what it made.
     """
-    try:
-        remove_attempts(conn, name)
-    except Exception:  # noqa: BLE001 - the launch's own error is the one to report
+    unsettled = clusters.attempts(conn, name)
+    if not unsettled:
+        clusters.remove(conn, name)
         return
-    clusters.remove(conn, name)
+    places = ", ".join(sorted({a.infra for a in unsettled}))
+    clusters.set_status(conn, name, clusters.INIT, note=f"launch stopped while provisioning on {places}"
+                        f" had not finished; 'skyk down {name}' removes what it made")
 
 
 def _submit(client, name: str, task: Task, with_setup: bool) -> int | None:

@@ -9,6 +9,7 @@ search starts over with exponential backoff until something works.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -71,7 +72,8 @@ def blocked_location(candidate: Candidate, error: ProvisionError) -> Location:
 
 def _attempt(cloud: Cloud, request: ProvisionRequest, timeout: float,
              on_handle: Callable[[ClusterHandle], None],
-             progress: Callable[[str], None]) -> ClusterHandle:
+             progress: Callable[[str], None],
+             on_settled: Callable[[], None] = lambda: None) -> ClusterHandle:
     """Provision and wait for the nodes in a thread, giving up after ``timeout``.
 
     ``on_handle`` sees the nodes as soon as they exist, before they are
@@ -114,6 +116,8 @@ def _attempt(cloud: Cloud, request: ProvisionRequest, timeout: float,
         thread.join(5)
         if "handle" in outcome:
             _terminate_quietly(cloud, outcome["handle"])
+        if not thread.is_alive():
+            on_settled()  # the plugin call returned and what it made is gone
         raise
     if thread.is_alive():
         abandoned.set()
@@ -191,7 +195,8 @@ def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_u
             try:
                 _check_credentials(clouds[offering.cloud], credentials)
                 on_attempt(attempt)
-                return _attempt(clouds[offering.cloud], request, timeout, on_handle, progress)
+                return _attempt(clouds[offering.cloud], request, timeout, on_handle, progress,
+                                functools.partial(on_settled, attempt))
             except ProvisionError as error:
                 if error.kind != "timeout":
                     on_settled(attempt)
