@@ -37,8 +37,9 @@ def isolated_home(tmp_path, monkeypatch):
     if (home / ".skyk" / "local").is_dir():
         # A test that made local clusters and did not tear them down must not
         # leave their processes, namespaces or addresses to the next tests.
-        subprocess.run([sys.executable, "-m", "skyk", "down", "-a", "-y", "--purge"],
-                       capture_output=True, timeout=120)
+        # Services first: 'down -a' leaves their replicas to them.
+        for args in (("serve", "down", "-a", "-y"), ("down", "-a", "-y", "--purge")):
+            subprocess.run([sys.executable, "-m", "skyk", *args], capture_output=True, timeout=120)
 
 
 @pytest.fixture

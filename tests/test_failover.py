@@ -91,3 +91,18 @@ def test_retry_until_up_backs_off_until_interrupted(shared_catalogs, tmp_path):
                             capture_output=True, text=True)
     assert result.stdout.strip() == "[]"
     assert node_processes() == {}
+
+
+def test_a_launch_that_gave_up_on_hanging_attempts_keeps_them_for_down(skyk):
+    # A timed-out attempt may still be making nodes until this process exits: forgetting
+    # the cluster would orphan them, so it stays for 'status -r' and 'down'.
+    env = {"FLAKY_HANG": "flaky-east-1a,flaky-west-1a", "SKYK_PROVISION_TIMEOUT": "1"}
+    result = skyk("launch", "-c", "gaveup", "--cloud", "flaky", "-d", "true", "-y", env=env)
+    assert result.returncode != 0 and "timeout: no answer after 1s" in result.stderr
+    [cluster] = status_json(skyk)
+    assert cluster["name"] == "gaveup" and cluster["status"] == "INIT"
+    assert "flaky/flaky-east-1/flaky-east-1a, flaky/flaky-west-1/flaky-west-1a" in cluster["note"]
+    assert "'skyk down gaveup' removes what it made" in cluster["note"]
+    down = skyk("down", "gaveup", "-y")
+    assert down.returncode == 0, down.stderr
+    assert status_json(skyk) == []

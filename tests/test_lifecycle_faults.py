@@ -9,11 +9,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from lifecycle_helpers import (
     cmdlines,
     kill_until_gone,
+    netns_available,
     node_processes,
     sandboxes,
     status_json,
@@ -265,3 +267,66 @@ def test_queue_shows_the_other_clusters_when_one_agent_fails(skyk, isolated_home
         assert "Jobs on cluster alive:" in result.stdout and "SUCCEEDED" in result.stdout
         assert "broken" not in result.stdout
     assert skyk("down", "-a", "-y").returncode == 0
+
+
+_SLOW_IP = """#!/bin/bash
+# 'ip' as the local cloud calls it, but the batch that adds namespaces waits for
+# $GATE/go: 'before' making them, or 'after' (so a launch can be killed there).
+[ "$*" = "-batch -" ] || exec {ip} "$@"
+script=$(cat)
+case "$script" in *"netns add"*) ;; *) printf '%s\\n' "$script" | exec {ip} "$@" ;; esac
+if [ "$MOMENT" = after ]; then printf '%s\\n' "$script" | {ip} "$@" || exit; fi
+touch "$GATE/reached"
+while [ ! -e "$GATE/go" ]; do sleep 0.05; done
+exit 1
+"""
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip for network namespaces")
+@pytest.mark.parametrize("moment", ["before", "after"])
+def test_launch_killed_while_the_cloud_makes_nodes_is_found_and_removed(skyk, shared_catalogs,
+                                                                        isolated_home, tmp_path, moment):
+    # Killed inside provision(): no handle was ever recorded, only the attempt.
+    gate = tmp_path / "gate"
+    (gate / "bin").mkdir(parents=True)
+    shim = gate / "bin" / "ip"
+    shim.write_text(_SLOW_IP.format(ip=shutil.which("ip")))
+    shim.chmod(0o755)
+    env = dict(os.environ, SKYK_CATALOG_DIR=str(shared_catalogs), GATE=str(gate), MOMENT=moment,
+               PATH=f"{gate / 'bin'}:{os.environ['PATH']}")
+    proc = subprocess.Popen([sys.executable, "-m", "skyk", "launch", "-c", "cut", "echo never", "-y"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (gate / "reached").exists() or proc.poll() is not None,
+                 timeout=60, what="provisioning to reach the namespaces")
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        (gate / "go").touch()  # the shim exits without making anything more
+    [root] = sandboxes(isolated_home)
+    uid = root.name.rsplit("-", 1)[1]
+    assert _claims_under(root), "the nodes' addresses were claimed"
+    assert bool(_namespaces(uid)) == (moment == "after")
+
+    [cluster] = json.loads(skyk("status", "-r", "-o", "json").stdout)
+    assert cluster["status"] == "INIT"
+    assert "interrupted while provisioning" in cluster["note"] and str(root) in cluster["note"]
+    assert "cut" in skyk("status", "-r").stdout
+    down = skyk("down", "cut", "-y")
+    assert down.returncode == 0, down.stderr
+    assert status_json(skyk) == []
+    assert sandboxes(isolated_home) == []
+    assert _namespaces(uid) == []
+    assert _claims_under(root) == {}
+
+
+def _namespaces(uid: str) -> list[str]:
+    netns = Path("/run/netns")
+    return [p.name for p in netns.iterdir() if p.name.startswith(f"skyk-{uid}-")] if netns.is_dir() else []
+
+
+def _claims_under(root: Path) -> dict:
+    registry = Path("/run/skyk-local/addresses.json")
+    data = json.loads(registry.read_text()) if registry.exists() else {}
+    return {a: c for a, c in data.get("addresses", {}).items() if Path(c["owner"]).parent == root}

@@ -31,7 +31,13 @@ from skyk.catalog.offering import Offering
 from skyk.catalog.store import skyk_home
 from skyk.hookspecs import hookimpl
 from skyk.provision.cloud import Cloud, CredentialCheck, NodeState
-from skyk.provision.types import ClusterHandle, NodeInfo, ProvisionError, ProvisionRequest
+from skyk.provision.types import (
+    ClusterHandle,
+    NodeInfo,
+    ProvisionAttempt,
+    ProvisionError,
+    ProvisionRequest,
+)
 
 NAME = "local"
 
@@ -108,7 +114,7 @@ class LocalCloud(Cloud):
 
     def provision(self, request: ProvisionRequest) -> ClusterHandle:
         root = sandbox.cluster_root(request.cluster, request.uid)
-        markers = [f"{request.uid}-{rank}" for rank in range(request.num_nodes)]
+        markers = [_marker(request.uid, rank) for rank in range(request.num_nodes)]
         namespaced = network.namespaces_enabled()
         try:
             subnet = network.bridge_subnet() if namespaced else network.LOOPBACK_SUBNET
@@ -226,12 +232,52 @@ class LocalCloud(Cloud):
     def terminate(self, handle: ClusterHandle) -> None:
         _destroy(handle.extra, [n.node_id for n in handle.nodes])
 
+    def find_attempt(self, attempt: ProvisionAttempt) -> list[str]:
+        extra = _attempt_leftovers(attempt)
+        found = [f"directory {extra['root']}"] if os.path.isdir(extra["root"]) else []
+        found += [f"namespace {n['netns']}" for n in extra["nodes"] if n["netns"]]
+        found += [f"address {n['address']}" for n in extra["nodes"] if n["address"]]
+        return found
+
+    def remove_attempt(self, attempt: ProvisionAttempt) -> None:
+        extra = _attempt_leftovers(attempt)
+        _destroy(extra, [_marker(attempt.uid, rank) for rank in range(len(extra["nodes"]))])
+
     def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:
         # The head node's agent runs this on this machine, with the client's
         # skyk and state directory: the node cannot tear itself down otherwise.
         verb = "down" if down else "stop"
         return (f"SKYK_HOME={shlex.quote(str(skyk_home()))} {shlex.quote(sys.executable)}"
                 f" -m skyk {verb} {shlex.quote(handle.cluster)} -y")
+
+
+def _marker(uid: str, rank: int) -> str:
+    """The process marker (and namespace name stem) of node ``rank`` made by attempt ``uid``."""
+    return f"{uid}-{rank}"
+
+
+def _attempt_leftovers(attempt: ProvisionAttempt) -> dict:
+    """Rebuild the ``extra`` of an attempt whose provision() never returned, from what exists.
+
+    Everything an attempt makes carries its uid: the cluster directory's name,
+    each node's marker and namespace name, and (through the node directory)
+    each address claim's owner. Nodes are listed up to the highest rank found.
+    """
+    root = sandbox.cluster_root(attempt.cluster, attempt.uid)
+    claims = network.claims_under(root)
+    stem = network.namespace_name(_marker(attempt.uid, 0))[:-1]
+    ranks = [int(name[len(stem):]) for name in network.namespaces_starting(stem)
+             if name[len(stem):].isdigit()]
+    ranks += [int(p.name[4:]) for p in root.glob("node*") if p.name[4:].isdigit()]
+    ranks += [int(Path(owner).name[4:]) for owner in claims.values() if Path(owner).name[4:].isdigit()]
+    by_owner = {owner: address for address, owner in claims.items()}
+    nodes = []
+    for rank in range(max(ranks, default=-1) + 1):
+        home = str(root / f"node{rank}")
+        netns = network.namespace_name(_marker(attempt.uid, rank))
+        nodes.append({"home": home, "netns": netns if network.namespace_exists(netns) else None,
+                      "address": by_owner.get(home)})
+    return {"root": str(root), "nodes": nodes}
 
 
 def _kill(extra: dict, markers: list[str]) -> None:
@@ -251,7 +297,7 @@ def _destroy(extra: dict, markers: list[str]) -> None:
         network.delete_namespaces([n["netns"] for n in extra["nodes"] if n["netns"]])
     except network.NetworkError as exc:
         raise ProvisionError("other", "cloud", str(exc)) from exc
-    network.release({n["address"]: n["home"] for n in extra["nodes"]})
+    network.release({n["address"]: n["home"] for n in extra["nodes"] if n["address"]})
     sandbox.remove(Path(extra["root"]))
 
 

@@ -105,6 +105,14 @@ def namespace_exists(name: str) -> bool:
     return (NETNS_DIR / name).exists()
 
 
+def namespaces_starting(prefix: str) -> list[str]:
+    """Return the names of the existing namespaces that start with ``prefix``."""
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    except OSError:  # no namespace was ever made on this machine
+        return []
+
+
 def namespace_inode(name: str) -> int | None:
     """Return the inode identifying namespace ``name`` (as in ``/proc/PID/ns/net``), or None."""
     try:
@@ -205,6 +213,13 @@ def keep(subnet: ipaddress.IPv4Network, address: str, claim: dict) -> str:
             address = _next_free(data, subnet)
         data["addresses"][address] = claim
         return address
+
+
+def claims_under(directory: Path) -> dict[str, str]:
+    """Return ``{address: owner}`` of the claims whose owner (a node directory) is inside ``directory``."""
+    with _registry() as data:
+        return {address: claim["owner"] for address, claim in data["addresses"].items()
+                if Path(claim["owner"]).parent == directory}
 
 
 def release(addresses: dict[str, str]) -> None:

@@ -18,6 +18,25 @@ def skyk_home() -> Path:
     return Path(os.environ.get("SKYK_HOME") or Path.home() / ".skyk").expanduser()
 
 
+def private_home() -> Path:
+    """Return ``SKYK_HOME``, creating it readable by this user alone (0700) if it is missing.
+
+    It holds the state database, and with it service secrets.
+    """
+    from skyk.errors import SkykError
+
+    home = skyk_home()
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SkykError(f"SKYK_HOME {home} is not a directory",
+                        hint="point SKYK_HOME at a directory, or move that file aside") from None
+    except OSError as exc:
+        raise SkykError(f"cannot create SKYK_HOME {home}: {exc.strerror}",
+                        hint="point SKYK_HOME at a directory you can write") from None
+    return home
+
+
 def catalog_dir() -> Path:
     """Return the catalog directory (``SKYK_CATALOG_DIR``, default ``~/.skyk/catalogs``)."""
     configured = os.environ.get(CATALOG_DIR_ENV)

@@ -20,6 +20,7 @@ def run(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from skyk.cli.targets import confirm, select
+    from skyk.errors import SkykError
     from skyk.lifecycle.progress import step
     from skyk.state import db
 
@@ -30,8 +31,15 @@ def run(args) -> int:
         return 0
     with step(f"Tearing down {', '.join(names)}"):
         with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
-            for future in [pool.submit(_down_one, name, args.purge) for name in names]:
-                future.result()
+            futures = {name: pool.submit(_down_one, name, args.purge) for name in names}
+        # One cluster that cannot go must not keep the others up.
+        failed = [f.exception() for f in futures.values() if f.exception() is not None]
+        if failed and (len(failed) == 1 or not all(isinstance(e, SkykError) for e in failed)):
+            raise failed[0]
+        if failed:
+            raise SkykError(f"{len(failed)} of {len(names)} clusters were not torn down: "
+                            + "; ".join(e.message for e in failed),
+                            hint="; ".join(dict.fromkeys(e.hint for e in failed if e.hint)))
     return 0
 
 

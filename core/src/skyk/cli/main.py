@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # a bug in skyk, not the user's input
+        if type(exc).__module__ == "sqlite3":  # unless it is the state database's fault
+            from skyk.state.db import state_error
+
+            error = state_error(exc)
+            print(f"skyk: error: {error.one_line()}", file=sys.stderr)
+            return error.exit_code
         if os.environ.get("SKYK_DEBUG"):
             raise
         print(f"skyk: internal error: {type(exc).__name__}: {exc}".splitlines()[0]

@@ -372,6 +372,9 @@ def serve_status(args) -> int:
     import sys
 
     for record in services:
+        if record.status == state.DAMAGED:
+            print(f"\nService {record.name}: {record.note}. 'skyk serve down {record.name}' removes it",
+                  file=sys.stderr)
         if service_status(record) == "CONTROLLER_FAILED":
             print(f"\nThe controller of service {record.name} is not running; the endpoint keeps serving"
                   f" the replicas it knew. Restart it: skyk serve recover {record.name}", file=sys.stderr)

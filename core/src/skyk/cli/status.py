@@ -12,6 +12,8 @@ def configure(parser) -> None:
     parser.add_argument("clusters", nargs="*", metavar="NAME", help="only these clusters")
     parser.add_argument("-r", "--refresh", action="store_true",
                         help="ask the clouds and agents what really runs, and update the state")
+    parser.add_argument("-a", "--all", action="store_true",
+                        help="also show clusters owned by a service (its replicas)")
     parser.add_argument("--ip", metavar="NAME", help="print the head node's IP of cluster NAME")
     parser.add_argument("--endpoint", nargs=2, metavar=("PORT", "NAME"),
                         help="print HOST:PORT where cluster NAME serves PORT")
@@ -64,10 +66,15 @@ def run(args) -> int:
     if args.ip or args.endpoint:
         return _bare_value(conn, args)
     records = clusters.list_clusters(conn)
+    hidden = 0
     if args.clusters:
         from skyk.lifecycle.lookup import require
 
         records = [require(conn, name) for name in dict.fromkeys(args.clusters)]
+    elif not args.all:
+        # As in SkyPilot, a service's replicas are the service's business: 'serve status' shows them.
+        hidden = sum(r.owner is not None for r in records)
+        records = [r for r in records if r.owner is None]
     if args.refresh:
         from skyk.lifecycle.control import refresh
 
@@ -79,14 +86,24 @@ def run(args) -> int:
         return 0
     if not records:
         print("No clusters. Launch one with: skyk launch -c NAME TASK.yaml")
+    if not args.all and not args.clusters and hidden:
+        print(f"({hidden} cluster(s) of services not shown: 'skyk status -a' shows them)")
+    if not records:
         return 0
     from skyk.cli.output import print_table
 
-    print_table(["NAME", "LAUNCHED", "INFRA", "RESOURCES", "STATUS", "AUTOSTOP", "HEAD_IP"],
-                [[r.name, ago(r.launched_at), r.handle.infra if r.handle else "-", resources(r.handle),
-                  r.status + (f" ({r.note})" if r.note else ""), autostop_label(r),
-                  r.handle.head.ip if r.handle else "-"] for r in records])
+    owners = any(r.owner for r in records)
+    print_table(["NAME", "LAUNCHED", "INFRA", "RESOURCES", "STATUS", "AUTOSTOP", "HEAD_IP"]
+                + (["OWNER"] if owners else []),
+                [[r.name, ago(r.launched_at) if r.launched_at else "-", r.handle.infra if r.handle else "-",
+                  resources(r.handle), r.status + (f" ({r.note})" if r.note else ""), autostop_label(r),
+                  r.handle.head.ip if r.handle else "-"] + ([_owner(r)] if owners else []) for r in records])
     return 0
+
+
+def _owner(record) -> str:
+    owner = record.owner
+    return f"service {owner.service} (replica {owner.replica_id})" if owner else "-"
 
 
 def _json(record) -> dict:
@@ -106,6 +123,8 @@ def _json(record) -> dict:
         "node_ips": [n.ip for n in handle.nodes] if handle else [],
         "autostop": {"idle_minutes": record.autostop_minutes, "down": record.autostop_down}
         if record.autostop_minutes is not None else None,
+        "owner": {"service": record.owner.service, "replica_id": record.owner.replica_id}
+        if record.owner else None,
     }
 
 

@@ -12,20 +12,37 @@ def add_cluster_targets(parser, verb: str) -> None:
 
 
 def select(conn, args, verb: str) -> list:
-    """Return the records ``args`` names (all with ``-a``); unknown names are errors."""
-    from skyk.errors import SpecError
+    """Return the records ``args`` names (all with ``-a``); unknown names are errors.
+
+    Clusters a service owns are its replicas: ``-a`` leaves them out (saying
+    so), and naming one is refused with the command that removes it properly.
+    """
+    from skyk.errors import SkykError, SpecError
     from skyk.lifecycle.lookup import require
     from skyk.state import clusters
 
     if args.all and args.clusters:
         raise SpecError("give cluster names or -a, not both", hint=f"skyk {verb} -a {verb}s every cluster")
     if args.all:
-        return clusters.list_clusters(conn)
+        records = clusters.list_clusters(conn)
+        owned = [r for r in records if r.owner is not None]
+        if owned:
+            services = sorted({r.owner.service for r in owned})
+            print(f"Skipping {len(owned)} cluster(s) that are replicas of service(s) {', '.join(services)}:"
+                  f" 'skyk serve down NAME' removes a service", file=sys.stderr)
+        return [r for r in records if r.owner is None]
     if not args.clusters:
         raise SpecError(f"name the clusters to {verb}", hint=f"skyk {verb} NAME, or -a for all")
     from skyk.cli.launch import check_cluster_name
 
-    return [require(conn, check_cluster_name(name, "")) for name in dict.fromkeys(args.clusters)]
+    records = [require(conn, check_cluster_name(name, "")) for name in dict.fromkeys(args.clusters)]
+    for record in records:
+        if record.owner is not None:
+            # Its controller would only launch it again: the service must do it.
+            raise SkykError(f"cluster {record.name} is {record.owner}; its controller manages it",
+                            hint=f"'{record.owner.command()}' replaces it;"
+                                 f" 'skyk serve down {record.owner.service}' removes the service")
+    return records
 
 
 def confirm(verb: str, names: list[str], yes: bool) -> None:

@@ -28,8 +28,11 @@ def teardown(conn: sqlite3.Connection, record: ClusterRecord, purge: bool = Fals
     """Terminate a cluster's nodes and forget it.
 
     With ``purge``, a cluster whose cloud plugin is gone (or fails) is
-    forgotten anyway, as SkyPilot's ``down --purge`` does.
+    forgotten anyway, as SkyPilot's ``down --purge`` does; so is a damaged record.
     """
+    if record.status == clusters.DAMAGED and not purge:
+        raise SkykError(f"cluster {record.name}: {record.note}",
+                        hint=f"'skyk down --purge {record.name}' forgets it (check its cloud for nodes left)")
     if record.handle is not None:
         try:
             cloud = lookup.cloud_of(record.handle.cloud)
@@ -38,7 +41,45 @@ def teardown(conn: sqlite3.Connection, record: ClusterRecord, purge: bool = Fals
         except Exception:
             if not purge:
                 raise
+    remove_attempts(conn, record.name, purge)
     clusters.remove(conn, record.name)
+
+
+def remove_attempts(conn: sqlite3.Connection, name: str, purge: bool = False) -> None:
+    """Remove whatever unsettled provisioning attempts of cluster ``name`` made.
+
+    These are attempts whose launch died (or gave up on them) before they
+    returned nodes: only the cloud, asked by the attempt's uid, knows what exists.
+    """
+    for attempt in clusters.attempts(conn, name):
+        try:
+            lookup.cloud_of(attempt.cloud).remove_attempt(attempt)
+        except Exception as exc:
+            if not purge:
+                raise SkykError(f"cluster {name}: could not remove what the interrupted launch on"
+                                f" {attempt.infra} (attempt {attempt.uid}) made: {_reason(exc)}",
+                                hint=f"check the {attempt.cloud} console for resources tagged {attempt.uid};"
+                                     f" 'skyk down --purge {name}' forgets them") from None
+        clusters.forget_attempt(conn, attempt)
+
+
+def _reason(exc: Exception) -> str:
+    return exc.one_line() if isinstance(exc, SkykError) else str(exc) or type(exc).__name__
+
+
+def _interrupted_note(conn: sqlite3.Connection, name: str) -> str:
+    """Say what an interrupted launch left behind, asking each attempt's cloud."""
+    left = []
+    for attempt in clusters.attempts(conn, name):
+        try:
+            found = lookup.cloud_of(attempt.cloud).find_attempt(attempt)
+        except Exception as exc:  # noqa: BLE001 - said in the note instead
+            found = [f"unknown ({_reason(exc)})"]
+        if found:
+            left.append(f"on {attempt.infra} (attempt {attempt.uid}): {', '.join(found)}")
+    if not left:
+        return "launch was interrupted before any node existed"
+    return f"launch was interrupted while provisioning; left {'; '.join(left)}; 'skyk down {name}' removes it"
 
 
 def stop_cluster(conn: sqlite3.Connection, record: ClusterRecord) -> None:
@@ -108,10 +149,10 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
 
     A cluster another skyk process is working on is left as it is.
     """
-    if lookup.owner_alive(record):
+    if record.status == clusters.DAMAGED or lookup.owner_alive(record):
         return record
     if record.handle is None:
-        note = "launch was interrupted before any node existed"
+        note = _interrupted_note(conn, record.name)
         clusters.set_status(conn, record.name, clusters.INIT, note=note)
         return clusters.get(conn, record.name)
     cloud = lookup.cloud_of(record.handle.cloud)

@@ -56,7 +56,7 @@ def launch(task: Task, options: LaunchOptions) -> int:
             nodes.check_mounts(task, record.handle.cloud)
             handle, client = restart_agent(conn, record)
         else:
-            if record is not None and record.handle is not None:
+            if record is not None:
                 with step(f"Cleaning up the unfinished cluster {name}"):
                     teardown(conn, record)
             handle, client = _provision(conn, task, options)
@@ -95,16 +95,15 @@ def _provision(conn, task: Task, options: LaunchOptions):
             raise SkykError("launch cancelled; nothing was provisioned", hint="add -y to skip this question")
     clusters.begin_launch(conn, name, os.getpid())
     try:
-        handle = provision_with_failover(planned, name, retry_until_up=options.retry_until_up,
-                                         progress=say,
-                                         on_handle=lambda h: clusters.set_handle(db.connect(), name, h))
-    except ProvisionFailed:
-        clusters.remove(conn, name)  # every attempt cleaned up after itself
-        raise
-    except BaseException:
+        handle = provision_with_failover(
+            planned, name, retry_until_up=options.retry_until_up, progress=say,
+            on_handle=lambda h: clusters.set_handle(db.connect(), name, h),
+            on_attempt=lambda a: clusters.record_attempt(db.connect(), a),
+            on_settled=lambda a: clusters.forget_attempt(db.connect(), a))
+    except BaseException as exc:
         record = clusters.get(conn, name)
-        if record is not None and record.handle is None:
-            clusters.remove(conn, name)  # interrupted before any node existed
+        if record is not None and (record.handle is None or isinstance(exc, ProvisionFailed)):
+            _abandon(conn, name)
         raise
     clusters.set_handle(conn, name, handle)
     cloud = planned.kernel.clouds()[handle.cloud]
@@ -116,6 +115,22 @@ def _provision(conn, task: Task, options: LaunchOptions):
         raise SkykError(f"cluster {name}: the node agent did not start: {exc}",
                         hint=f"'skyk down {name}' cleans up; 'skyk status -r {name}' checks it") from None
     return handle, client
+
+
+def _abandon(conn, name: str) -> None:
+    """Forget a launch that made no usable node, unless one of its attempts may still make some.
+
+    An attempt that timed out, or did not stop within moments of Ctrl-C, may
+    be creating nodes until this process exits: its record stays, so
+    'skyk status -r' shows and 'skyk down' removes what it made.
+    """
+    unsettled = clusters.attempts(conn, name)
+    if not unsettled:
+        clusters.remove(conn, name)
+        return
+    places = ", ".join(sorted({a.infra for a in unsettled}))
+    clusters.set_status(conn, name, clusters.INIT, note=f"launch stopped while provisioning on {places}"
+                        f" had not finished; 'skyk down {name}' removes what it made")
 
 
 def _submit(client, name: str, task: Task, with_setup: bool) -> int | None:

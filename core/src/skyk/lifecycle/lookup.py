@@ -20,8 +20,10 @@ def require(conn: sqlite3.Connection, name: str, *statuses: str) -> ClusterRecor
                         hint="'skyk status' lists your clusters")
     if statuses and record.status not in statuses:
         hint = {clusters.STOPPED: f"start it with 'skyk start {name}'",
-                clusters.INIT: f"check it with 'skyk status -r {name}'; 'skyk down {name}' cleans it up"}
-        raise SkykError(f"cluster {name} is {record.status}", hint=hint.get(record.status))
+                clusters.INIT: f"check it with 'skyk status -r {name}'; 'skyk down {name}' cleans it up",
+                clusters.DAMAGED: f"'skyk down --purge {name}' forgets it"}
+        why = f" ({record.note})" if record.status == clusters.DAMAGED else ""
+        raise SkykError(f"cluster {name} is {record.status}{why}", hint=hint.get(record.status))
     return record
 
 

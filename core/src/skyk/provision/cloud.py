@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from skyk.provision.types import ClusterHandle, ProvisionRequest
+    from skyk.provision.types import ClusterHandle, ProvisionAttempt, ProvisionRequest
 
 #: What a node really is doing, as ``status -r`` reports it.
 NodeState = Literal["running", "stopped", "missing"]
@@ -29,7 +29,8 @@ class Cloud(abc.ABC):
     ``infra:``) and implement :meth:`check_credentials`. A cloud that can
     run tasks also implements the provisioning verbs: :meth:`provision`,
     :meth:`wait_ready`, :meth:`query`, :meth:`stop`, :meth:`start` and
-    :meth:`terminate`. Until it does, launching on it fails with an
+    :meth:`terminate`, and :meth:`find_attempt` and :meth:`remove_attempt` for
+    launches killed mid-provisioning. Until it does, launching on it fails with an
     ``unsupported`` error and the optimizer moves to another cloud.
     """
 
@@ -76,6 +77,19 @@ class Cloud(abc.ABC):
 
     def terminate(self, handle: ClusterHandle) -> None:
         """Delete the nodes and everything made for them; succeed if already gone."""
+        raise self._unsupported()
+
+    def find_attempt(self, attempt: ProvisionAttempt) -> list[str]:
+        """Return what provisioning ``attempt`` made that still exists, one short phrase each.
+
+        The attempt's :meth:`provision` call may never have returned (the
+        launch was killed), so find resources by ``attempt.uid`` (the
+        request's uid: tags, names), not by a handle. ``[]`` if nothing is left.
+        """
+        raise self._unsupported()
+
+    def remove_attempt(self, attempt: ProvisionAttempt) -> None:
+        """Delete everything :meth:`find_attempt` would find; succeed if nothing is left."""
         raise self._unsupported()
 
     def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:

@@ -9,6 +9,7 @@ search starts over with exponential backoff until something works.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -20,7 +21,7 @@ from skyk.errors import SkykError
 from skyk.optimizer.planner import PlannedTask
 from skyk.optimizer.ranking import Candidate, Location, is_blocked
 from skyk.provision.cloud import Cloud
-from skyk.provision.types import ClusterHandle, ProvisionError, ProvisionRequest
+from skyk.provision.types import ClusterHandle, ProvisionAttempt, ProvisionError, ProvisionRequest
 
 #: Seconds one attempt (one zone or region) may take before it is abandoned.
 TIMEOUT_ENV = "SKYK_PROVISION_TIMEOUT"
@@ -71,7 +72,8 @@ def blocked_location(candidate: Candidate, error: ProvisionError) -> Location:
 
 def _attempt(cloud: Cloud, request: ProvisionRequest, timeout: float,
              on_handle: Callable[[ClusterHandle], None],
-             progress: Callable[[str], None]) -> ClusterHandle:
+             progress: Callable[[str], None],
+             on_settled: Callable[[], None] = lambda: None) -> ClusterHandle:
     """Provision and wait for the nodes in a thread, giving up after ``timeout``.
 
     ``on_handle`` sees the nodes as soon as they exist, before they are
@@ -114,6 +116,8 @@ def _attempt(cloud: Cloud, request: ProvisionRequest, timeout: float,
         thread.join(5)
         if "handle" in outcome:
             _terminate_quietly(cloud, outcome["handle"])
+        if not thread.is_alive():
+            on_settled()  # the plugin call returned and what it made is gone
         raise
     if thread.is_alive():
         abandoned.set()
@@ -152,11 +156,17 @@ def _check_credentials(cloud: Cloud, checked: dict[str, object]) -> None:
 def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_up: bool = False,
                             progress: Callable[[str], None] = lambda _: None,
                             on_handle: Callable[[ClusterHandle], None] = lambda _: None,
+                            on_attempt: Callable[[ProvisionAttempt], None] = lambda _: None,
+                            on_settled: Callable[[ProvisionAttempt], None] = lambda _: None,
                             ) -> ClusterHandle:
     """Provision ``planned``'s task as ``cluster`` at the best place that works.
 
     ``progress`` receives one line per step; ``on_handle`` is called as soon
     as an attempt has made nodes (so a caller can record them at once).
+    ``on_attempt`` is called before each cloud is asked for nodes, so a
+    caller can record the attempt and find what it made if this process
+    dies; ``on_settled`` when a failed attempt is known to have left nothing
+    (an attempt that timed out may still be making nodes: it is not settled).
     """
     task = planned.task
     clouds = planned.kernel.clouds()
@@ -181,10 +191,15 @@ def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_u
             nodes = f"{task.num_nodes}x " if task.num_nodes > 1 else ""
             progress(f"Provisioning {nodes}{offering.instance_type}{' [spot]' if candidate.use_spot else ''}"
                      f" on {offering.infra} (${candidate.hourly_cost:.2f}/h)")
+            attempt = ProvisionAttempt.of(request)
             try:
                 _check_credentials(clouds[offering.cloud], credentials)
-                return _attempt(clouds[offering.cloud], request, timeout, on_handle, progress)
+                on_attempt(attempt)
+                return _attempt(clouds[offering.cloud], request, timeout, on_handle, progress,
+                                functools.partial(on_settled, attempt))
             except ProvisionError as error:
+                if error.kind != "timeout":
+                    on_settled(attempt)
                 attempts.append(Attempt(offering.infra, offering.instance_type, error.kind, error.reason))
                 blocked.add(blocked_location(candidate, error))
                 progress(f"  failed ({error.kind}: {error.reason}); blocking {error.scope}"

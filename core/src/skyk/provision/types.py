@@ -38,6 +38,33 @@ class ProvisionRequest:
 
 
 @dataclass(frozen=True)
+class ProvisionAttempt:
+    """One request to a cloud for nodes, recorded before the cloud is asked.
+
+    A launch killed before the cloud answered leaves only this behind, so
+    ``status -r`` and ``down`` can find (by ``uid``, e.g. a tag on a real
+    cloud) and remove whatever the attempt made.
+    """
+
+    cluster: str
+    uid: str
+    cloud: str
+    region: str
+    zone: str | None = None
+
+    @classmethod
+    def of(cls, request: ProvisionRequest) -> ProvisionAttempt:
+        """The attempt ``request`` starts."""
+        offering = request.offering
+        return cls(request.cluster, request.uid, offering.cloud, offering.region, offering.zone)
+
+    @property
+    def infra(self) -> str:
+        """``cloud/region[/zone]`` as tables show it."""
+        return "/".join(p for p in (self.cloud, self.region, self.zone) if p)
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     """One node of a cluster: its addresses and how to run commands on it.
 

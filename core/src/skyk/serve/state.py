@@ -7,6 +7,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from skyk.state import rows
 from skyk.state.db import transaction
 
 # Replica states, as SkyServe names them.
@@ -23,6 +24,8 @@ FAILED = "FAILED"
 FAILED_INITIAL_DELAY = "FAILED_INITIAL_DELAY"
 FAILED_PROBING = "FAILED_PROBING"
 PREEMPTED = "PREEMPTED"
+#: a service whose row does not hold what skyk wrote (never stored; its note says why)
+DAMAGED = "DAMAGED"
 #: replicas that count towards the service's size
 ALIVE = (PENDING, PROVISIONING, STARTING, READY, NOT_READY)
 #: replicas that will be torn down and replaced
@@ -79,9 +82,25 @@ class ReplicaRecord:
 
 
 def _service(row: sqlite3.Row) -> ServiceRecord:
-    return ServiceRecord(row["name"], row["version"], row["status"], json.loads(row["task"]),
-                         row["created_at"], row["controller_pid"], row["controller_port"],
-                         row["router_pid"], row["router_port"], row["note"], row["router_host"])
+    try:
+        return ServiceRecord(
+            rows.value(row, "name", str), rows.value(row, "version", int), rows.value(row, "status", str),
+            rows.decoded(row, "task", _task), rows.value(row, "created_at", float, int),
+            rows.value(row, "controller_pid", int, optional=True),
+            rows.value(row, "controller_port", int, optional=True),
+            rows.value(row, "router_pid", int, optional=True), rows.value(row, "router_port", int, optional=True),
+            rows.value(row, "note", str, optional=True), rows.value(row, "router_host", str, optional=True))
+    except rows.DamagedRow as exc:
+        # Shown by 'serve status' and removed by 'serve down NAME'; no process of it is touched.
+        return ServiceRecord(str(row["name"]), 0, DAMAGED, {}, time.time(), None, None, None, None,
+                             f"record damaged: {exc}")
+
+
+def _task(text: str) -> dict:
+    task = json.loads(text)
+    if not isinstance(task, dict):
+        raise TypeError(f"a task is a mapping, not {type(task).__name__}")
+    return task
 
 
 def _replica(row: sqlite3.Row) -> ReplicaRecord:

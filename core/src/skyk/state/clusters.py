@@ -6,7 +6,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
-from skyk.provision.types import ClusterHandle
+from skyk.provision.types import ClusterHandle, ProvisionAttempt
+from skyk.state import rows
 from skyk.state.db import transaction
 
 #: Provisioning or repairing; the nodes may be partly made.
@@ -15,6 +16,8 @@ INIT = "INIT"
 UP = "UP"
 #: Nodes stopped; disks kept.
 STOPPED = "STOPPED"
+#: Never stored: the row does not hold what skyk wrote (the note says why).
+DAMAGED = "DAMAGED"
 
 
 @dataclass(frozen=True)
@@ -32,27 +35,71 @@ class ClusterRecord:
     owner_pid: int | None
     #: why the status is what it is, when that is not obvious (e.g. "agent not running")
     note: str | None
+    #: the service this cluster is a replica of, if any: not the user's to tear down
+    owner: Owner | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """What a cluster belongs to when it is not the user's own: a service's replica.
+
+    Derived from the service's ``replicas`` rows, which name the cluster
+    before it is launched and are dropped only after it is torn down.
+    """
+
+    service: str
+    replica_id: int
+
+    def __str__(self) -> str:
+        return f"replica {self.replica_id} of service {self.service}"
+
+    def command(self) -> str:
+        """The command that tears this cluster down properly."""
+        return f"skyk serve down {self.service} --replica-id {self.replica_id}"
 
 
 def _record(row: sqlite3.Row) -> ClusterRecord:
-    return ClusterRecord(
-        name=row["name"], status=row["status"],
-        handle=ClusterHandle.from_json(row["handle"]) if row["handle"] else None,
-        launched_at=row["launched_at"], status_at=row["status_at"],
-        autostop_minutes=row["autostop_minutes"], autostop_down=bool(row["autostop_down"]),
-        owner_pid=row["owner_pid"], note=row["note"])
+    try:
+        return ClusterRecord(
+            name=rows.value(row, "name", str), status=_status(row),
+            handle=rows.decoded(row, "handle", ClusterHandle.from_json, optional=True),
+            launched_at=rows.value(row, "launched_at", float, int),
+            status_at=rows.value(row, "status_at", float, int),
+            autostop_minutes=rows.value(row, "autostop_minutes", float, int, optional=True),
+            autostop_down=bool(rows.value(row, "autostop_down", int)),
+            owner_pid=rows.value(row, "owner_pid", int, optional=True),
+            note=rows.value(row, "note", str, optional=True),
+            owner=Owner(str(row["owner_service"]), row["owner_replica"])
+            if row["owner_service"] is not None else None)
+    except rows.DamagedRow as exc:
+        # Shown, and removable with 'down --purge', without breaking every other cluster.
+        return ClusterRecord(name=str(row["name"]), status=DAMAGED, handle=None, launched_at=0.0,
+                             status_at=0.0, autostop_minutes=None, autostop_down=False, owner_pid=None,
+                             note=f"record damaged: {exc}")
+
+
+def _status(row: sqlite3.Row) -> str:
+    status = rows.value(row, "status", str)
+    if status not in (INIT, UP, STOPPED):
+        raise rows.DamagedRow(f"status is {status[:40]!r}, not {INIT}, {UP} or {STOPPED}")
+    return status
+
+
+#: Clusters with their owner, if a service's replica: see :class:`Owner`.
+_SELECT = ("SELECT c.*, r.service AS owner_service, r.id AS owner_replica FROM clusters c"
+           " LEFT JOIN replicas r ON r.rowid = (SELECT MIN(rowid) FROM replicas WHERE cluster = c.name)")
 
 
 def get(conn: sqlite3.Connection, name: str) -> ClusterRecord | None:
     """Return the cluster called ``name``, or None."""
-    row = conn.execute("SELECT * FROM clusters WHERE name = ?", (name,)).fetchone()
+    row = conn.execute(f"{_SELECT} WHERE c.name = ?", (name,)).fetchone()
     return _record(row) if row else None
 
 
 def list_clusters(conn: sqlite3.Connection) -> list[ClusterRecord]:
     """Return every cluster, most recently launched first."""
-    rows = conn.execute("SELECT * FROM clusters ORDER BY launched_at DESC, name").fetchall()
-    return [_record(r) for r in rows]
+    found = conn.execute(f"{_SELECT} ORDER BY c.launched_at DESC, c.name").fetchall()
+    return [_record(r) for r in found]
 
 
 def begin_launch(conn: sqlite3.Connection, name: str, owner_pid: int) -> None:
@@ -66,10 +113,35 @@ def begin_launch(conn: sqlite3.Connection, name: str, owner_pid: int) -> None:
 
 
 def set_handle(conn: sqlite3.Connection, name: str, handle: ClusterHandle) -> None:
-    """Remember the nodes of ``name`` as soon as they exist, so teardown can find them."""
+    """Remember the nodes of ``name`` as soon as they exist, so teardown can find them.
+
+    The handle takes over from the attempt that made it, in one transaction.
+    """
     with transaction(conn):
         conn.execute("UPDATE clusters SET handle = ?, launched_at = ? WHERE name = ?",
                      (handle.to_json(), time.time(), name))
+        conn.execute("DELETE FROM attempts WHERE cluster = ? AND uid = ?", (name, handle.uid))
+
+
+def record_attempt(conn: sqlite3.Connection, attempt: ProvisionAttempt) -> None:
+    """Remember ``attempt`` before its cloud is asked for nodes."""
+    with transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO attempts (cluster, uid, cloud, region, zone, started_at)"
+                     " VALUES (?, ?, ?, ?, ?, ?)", (attempt.cluster, attempt.uid, attempt.cloud,
+                                                    attempt.region, attempt.zone, time.time()))
+
+
+def forget_attempt(conn: sqlite3.Connection, attempt: ProvisionAttempt) -> None:
+    """Forget an attempt that left nothing behind (it cleaned up, or was cleaned up)."""
+    with transaction(conn):
+        conn.execute("DELETE FROM attempts WHERE cluster = ? AND uid = ?", (attempt.cluster, attempt.uid))
+
+
+def attempts(conn: sqlite3.Connection, name: str) -> list[ProvisionAttempt]:
+    """Return the unsettled provisioning attempts of cluster ``name``, oldest first."""
+    rows = conn.execute("SELECT cluster, uid, cloud, region, zone FROM attempts WHERE cluster = ?"
+                        " ORDER BY started_at", (name,)).fetchall()
+    return [ProvisionAttempt(*row) for row in rows]
 
 
 def set_status(conn: sqlite3.Connection, name: str, status: str, note: str | None = None,
@@ -100,6 +172,7 @@ def remove(conn: sqlite3.Connection, name: str) -> None:
     with transaction(conn):
         _end_usage(conn, name, time.time())
         conn.execute("DELETE FROM clusters WHERE name = ?", (name,))
+        conn.execute("DELETE FROM attempts WHERE cluster = ?", (name,))
 
 
 def _start_usage(conn: sqlite3.Connection, handle: ClusterHandle, now: float) -> None:

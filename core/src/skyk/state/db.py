@@ -9,12 +9,18 @@ Rows hold JSON text, never pickles, so any version of skyk can read them.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from skyk.catalog.store import skyk_home
+from skyk.catalog.store import private_home, skyk_home
+from skyk.envvars import seconds
 from skyk.errors import SkykError
+
+#: Seconds to wait for another process's write before giving up on the database.
+LOCK_TIMEOUT_ENV = "SKYK_STATE_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 30.0
 
 #: Each entry upgrades the schema by one version; never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -85,6 +91,19 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # The address the endpoint is published on besides loopback (NULL: 127.0.0.1 only).
     "ALTER TABLE services ADD COLUMN router_host TEXT;",
+    # Each request to a cloud for nodes, written before the cloud is asked, so
+    # what a killed launch made can be found and removed (dropped once settled).
+    """
+    CREATE TABLE attempts (
+        cluster TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        cloud TEXT NOT NULL,
+        region TEXT NOT NULL,
+        zone TEXT,
+        started_at REAL NOT NULL,
+        PRIMARY KEY (cluster, uid)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -96,19 +115,72 @@ def state_path() -> Path:
 
 
 def connect() -> sqlite3.Connection:
-    """Open the state database, creating or upgrading its schema as needed."""
+    """Open the state database, creating (private, 0600) or upgrading its schema as needed."""
+    private_home()
     path = state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_emptied(path)
     try:
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        # Created here, not by SQLite, to set its mode: it holds service secrets.
+        # SQLite gives its -wal and -shm files the database's mode. O_EXCL: never
+        # open (and close) a database this process may have open, as closing any
+        # descriptor of a file drops the process's POSIX locks on it.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SkykError(f"cannot open state database {path}: {exc.strerror}",
+                        hint="check that SKYK_HOME and the file in it are yours and writable") from None
+    try:
+        conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None)
         conn.row_factory = sqlite3.Row
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             _migrate(conn, version)
-    except sqlite3.DatabaseError as exc:
-        raise SkykError(f"state database {path} is unusable: {exc}",
-                        hint="move it aside to start afresh (skyk will then forget its clusters)") from None
+    except sqlite3.Error as exc:
+        raise state_error(exc) from None
     return conn
+
+
+def lock_timeout() -> float:
+    """Seconds a command waits for another one's write to the database (``SKYK_STATE_LOCK_TIMEOUT``)."""
+    return seconds(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT)
+
+
+def _refuse_emptied(path: Path) -> None:
+    """Refuse an empty database while nodes skyk made exist: it lost its clusters, it is not new.
+
+    SQLite would take a 0-byte file for a new database, and skyk would
+    silently forget the clusters whose sandboxes (and processes) still run.
+    """
+    try:
+        empty = path.stat().st_size == 0
+    except FileNotFoundError:
+        return
+    sandboxes = path.parent / "local"  # the local cloud's node directories
+    if empty and sandboxes.is_dir() and any(p.is_dir() for p in sandboxes.iterdir()):
+        raise SkykError(f"state database {path} is empty, but clusters made by skyk still exist in"
+                        f" {sandboxes}", hint="restore state.db from a backup; or, to start afresh, delete"
+                        f" it and {sandboxes} once no node process runs")
+
+
+def state_error(exc: sqlite3.Error) -> SkykError:
+    """Turn an error from the state database into one line that says what is wrong with it."""
+    path = state_path()
+    text = str(exc)
+    # SQLite needs to write beside the database (its -wal and -shm files) even to read it.
+    if "readonly" in text or not all(os.access(p, os.W_OK) for p in (path, path.parent) if p.exists()):
+        return SkykError(f"state database {path} is read-only",
+                         hint=f"make it and {path.parent} writable by you")
+    if "locked" in text or "busy" in text:
+        return SkykError(f"state database {path} stayed locked by another process for"
+                         f" {lock_timeout():g}s", hint="wait for the other skyk command to finish"
+                         f" ('fuser {path}' names it), or raise {LOCK_TIMEOUT_ENV}")
+    if "no such" in text or "mismatch" in text:  # a dropped table or column, a wrongly typed value
+        return SkykError(f"state database {path} is damaged: {text}",
+                         hint="restore it from a backup, or move it aside to start afresh"
+                              " (skyk will then forget its clusters)")
+    return SkykError(f"state database {path} is unusable: {text}",
+                     hint="move it aside to start afresh (skyk will then forget its clusters)")
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:

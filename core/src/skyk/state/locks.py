@@ -13,14 +13,14 @@ import sys
 import time
 from collections.abc import Iterator
 
-from skyk.catalog.store import skyk_home
+from skyk.catalog.store import private_home
 from skyk.errors import SkykError
 
 
 @contextlib.contextmanager
 def cluster_lock(name: str, timeout: float = 600) -> Iterator[None]:
     """Hold cluster ``name``'s lock for the block, waiting up to ``timeout`` seconds."""
-    directory = skyk_home() / "locks"
+    directory = private_home() / "locks"
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -119,6 +119,15 @@ class CloudPluginContract:
         assert self.cloud_name not in kernel.clouds()
         assert any(i.name == self.cloud_name and i.disabled for i in kernel.plugins)
 
+    def test_a_provisioning_cloud_finds_and_removes_interrupted_attempts(self, kernel: Kernel):
+        # A launch killed while provision() runs leaves only the attempt's uid:
+        # the cloud must find what that attempt made, or it leaks (paid) nodes.
+        cloud = type(kernel.clouds()[self.cloud_name])
+        if cloud.provision is Cloud.provision:
+            pytest.skip("this cloud does not provision nodes")
+        assert cloud.find_attempt is not Cloud.find_attempt, "implement find_attempt"
+        assert cloud.remove_attempt is not Cloud.remove_attempt, "implement remove_attempt"
+
     def test_import_loads_no_sdk_or_web_framework(self):
         loaded = heavy_modules_loaded("cloud", self.cloud_name, HEAVY_MODULES)
         assert not loaded, f"importing the {self.cloud_name} plugin loaded {loaded}"
