@@ -94,3 +94,29 @@ def test_argparse_errors_are_escaped_too(skyk):
     assert result.returncode == 2
     assert "\x1b" not in result.stderr and "\\x1b" in result.stderr
     assert len(result.stderr) < 2000
+
+
+def test_bad_numbers_for_a_running_cluster_are_one_line(skyk, isolated_home):
+    from lifecycle_helpers import node_processes, sandboxes
+
+    try:
+        launched = skyk("launch", "-c", "nums", "echo hi", "-y")
+        assert launched.returncode == 0, launched.stderr
+        # Before, the agent's SQLite or its own check answered, as if the cluster were at fault.
+        for args, expect in (
+                (("cancel", "nums", str(2**64)), "job id"), (("logs", "nums", str(2**63)), "job id"),
+                (("logs", "nums", "1" * 5000), "job id"), (("autostop", "nums", "-i", "nan"), "nan"),
+                (("autostop", "nums", "-i", "1e400"), "at most"),
+                (("status", "--endpoint", "²", "nums"), "port must be a number"),
+                (("status", "--endpoint", "8000-8001", "nums"), "port must be a number")):
+            result = skyk(*args)
+            lines = result.stderr.strip().splitlines()
+            shown = f"skyk {' '.join(args)[:200]}: rc={result.returncode}\n{result.stderr}"
+            assert result.returncode == 2 and len(lines) == 1, shown
+            assert expect in lines[0] and "hint:" in lines[0], shown
+            assert "internal error" not in lines[0] and "cluster nums" not in lines[0], shown
+        queue = skyk("queue", "nums", "-o", "json")
+        assert queue.returncode == 0 and json.loads(queue.stdout)["nums"][0]["id"] == 1
+    finally:
+        skyk("down", "-a", "-y", "--purge")
+    assert node_processes() == {} and sandboxes(isolated_home) == []
