@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 # Digits are [0-9]: \d would also take '²' or '٣', which int() and float() refuse or misread.
 _NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(\+?)\s*$")
+_COUNT = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$")
 _ACCELERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SAFE_NAME = re.compile(r"^[A-Za-z]([-_.A-Za-z0-9]*[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -124,8 +125,8 @@ def parse_accelerator(text: str) -> Accelerator:
 
 def _accelerator_count(count: object, text: object) -> float:
     if isinstance(count, str):
-        match = _NUMBER.match(count)
-        if not match or match.group(2):
+        match = _COUNT.match(count)
+        if not match:
             raise ValueError(f"bad accelerator count in {text!r}"
                              " | hint: the count is a positive number, as in A100:8")
         count = float(match.group(1))
