@@ -6,7 +6,7 @@ The CLI prints them as a single line and exits non-zero, without a traceback.
 from __future__ import annotations
 
 #: The most characters of a message (and, apart, of its hint) an error line shows.
-LINE_LIMIT = 400
+LINE_LIMIT = 800
 
 
 def printable(text: str, limit: int = LINE_LIMIT) -> str:
