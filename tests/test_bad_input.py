@@ -306,6 +306,77 @@ CASES = [
              env={"SKYK_CATALOG_DIR": "{tmp}/catalogs"}),
 ]
 
+#: An integer past what a float holds (and far past any bound): 400 digits.
+HUGE = "1" * 400
+#: A path component longer than NAME_MAX (255 bytes).
+LONG_NAME = "n" * 300
+
+#: Issue 11, points 12, 13 and 15: bad input that gave "internal error" or a wrong plan.
+ISSUE_11_CASES = [
+    # --- explicit YAML tags with bad values, over-long integers ------------------------
+    yaml_case("tag-float-bad", "resources:\n  cpus: !!float abc\n", "cannot read 'abc' as float"),
+    yaml_case("tag-bool-bad", "resources:\n  use_spot: !!bool maybe\n", "cannot read 'maybe' as bool"),
+    yaml_case("tag-map-on-list", "resources: !!map [1]\n", "is tagged !!map but is not a mapping"),
+    yaml_case("int-over-4300-digits", "num_nodes: " + "1" * 5000 + "\n", "4300 digits"),
+    yaml_case("post-data-recursive-alias",
+              "service:\n  readiness_probe:\n    path: /\n    post_data: &p {a: [*p]}\n",
+              "recursive alias"),
+    # --- numbers past a float, nan, and the bounds ------------------------------------
+    yaml_case("num-nodes-2-pow-64", "num_nodes: 18446744073709551616\nrun: echo\n",
+              "less than or equal to 1000", "num_nodes"),
+    *(yaml_case(case_id, f"resources:\n  {line}\n", expect, f"resources.{line.split(':')[0]}")
+      for case_id, line, expect in [
+          ("cpus-huge", f"cpus: {HUGE}", "cpus must be at most"),
+          ("memory-huge-text", f"memory: '{HUGE}+'", "memory must be at most"),
+          ("memory-inf", "memory: .inf", "memory must be at most"),
+          ("ports-huge", f"ports: {HUGE}", "outside 1-65535"),
+          ("ports-huge-text", f"ports: '{HUGE}'", "outside 1-65535"),
+          ("accelerator-count-huge", f"accelerators: {{A100: {HUGE}}}", "must be at most"),
+          ("accelerator-count-nan", "accelerators: A100:nan", "bad accelerator count"),
+          ("accelerator-count-nan-value", "accelerators: {A100: .nan}", "not a number"),
+          ("autostop-huge", f"autostop: {HUGE}", "autostop must be at most"),
+          ("autostop-huge-text", f"autostop: {HUGE}h", "bad autostop"),
+      ]),
+    flag_case("flag-num-nodes-huge", ("--num-nodes", HUGE), "--num-nodes"),
+    flag_case("flag-gpus-nan", ("--gpus", "A100:nan"), "--gpus"),
+    flag_case("flag-idle-minutes-nan", ("-i", "nan"), "idle-minutes"),
+    cmd_case("show-gpus-nan", ("show-gpus", "A100:nan"), "bad accelerator count"),
+    cmd_case("show-gpus-inf", ("show-gpus", "A100:inf"), "bad accelerator count"),
+    # --- a misspelt cloud in one alternative while another leaves the cloud open -------
+    yaml_case("cloud-typo-in-one-any-of", "resources:\n  any_of:\n    - cpus: 2\n    - cloud: awz\n",
+              "did you mean aws", "resources.any_of[1].cloud"),
+    yaml_case("cloud-typo-in-one-ordered",
+              "resources:\n  ordered:\n    - infra: gpc\n    - cpus: 2\n",
+              "did you mean gcp", "resources.ordered[0].infra"),
+    # --- NUL bytes, paths the OS cannot hold, unknown users --------------------------
+    yaml_case("nul-in-run", 'run: "echo \\0 hi"\n', "NUL character", "run"),
+    yaml_case("nul-in-setup", 'setup: "a\\0"\nrun: echo\n', "NUL character", "setup"),
+    yaml_case("nul-in-envs", 'envs:\n  A: "x\\0"\nrun: echo\n', "NUL character", "envs"),
+    yaml_case("workdir-name-max", f"workdir: /tmp/{LONG_NAME}/x\n", "at most 255", "workdir"),
+    yaml_case("file-mount-name-max", f"file_mounts:\n  /data: /tmp/{LONG_NAME}\n", "at most 255",
+              "file_mounts"),
+    yaml_case("file-mount-dest-name-max", f"file_mounts:\n  /{LONG_NAME}: /tmp\n", "at most 255",
+              "file_mounts"),
+    yaml_case("runtime-model-name-max",
+              f"runtime:\n  engine: vllm\n  model: /models/{LONG_NAME}\n", "at most 255",
+              "runtime.model"),
+    yaml_case("workdir-unknown-user", "workdir: ~nosuchuser-skyk/x\n", "no user 'nosuchuser-skyk'",
+              "workdir"),
+    yaml_case("file-mount-unknown-user", "file_mounts:\n  /data: ~nosuchuser-skyk/x\n",
+              "no user 'nosuchuser-skyk'", "file_mounts"),
+    # --- other commands ---------------------------------------------------------------
+    cmd_case("status-endpoint-superscript-port", ("status", "--endpoint", "²", "c1"),
+             "port must be a number"),
+    cmd_case("cancel-job-id-past-sqlite", ("cancel", "c1", "9223372036854775808"), "job id"),
+    cmd_case("logs-job-id-past-sqlite", ("logs", "c1", HUGE), "job id"),
+    cmd_case("autostop-nan", ("autostop", "c1", "-i", "nan"), "not a number"),
+    cmd_case("autostop-inf", ("autostop", "c1", "-i", "inf"), "at most"),
+    cmd_case("catalog-refresh-empty-source", ("catalog", "refresh", "--source", ""),
+             "--source is empty", env={"SKYK_CATALOG_DIR": "{tmp}/catalogs",
+                                       "SKYK_CATALOG_SOURCE": "http://127.0.0.1:9/unreachable"}),
+]
+CASES += ISSUE_11_CASES
+
 
 def _fill(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():

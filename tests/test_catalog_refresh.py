@@ -19,7 +19,8 @@ def source(tmp_path) -> Path:
     root = tmp_path / "source"
     (root / "aws").mkdir(parents=True)
     (root / "aws" / "vms.csv").write_text(AWS_CSV)
-    (root / "aws" / "images.csv").write_text("Tag,Region,OS,OSVersion,ImageId,CreationDate\n")
+    (root / "aws" / "images.csv").write_text("Tag,Region,OS,OSVersion,ImageId,CreationDate\n"
+                                             "skypilot:gpu-ubuntu-2204,us-east-1,ubuntu,22.04,ami-0123,20240101\n")
     return root
 
 
@@ -112,3 +113,42 @@ def test_dead_source_url(skyk, tmp_path):
         port = probe.getsockname()[1]
     result = refresh(skyk, tmp_path / "catalogs", "--source", f"http://127.0.0.1:{port}")
     assert result.returncode != 0 and "ConnectionError" in result.stdout
+
+
+@pytest.mark.parametrize("broken", [
+    b"InstanceType,Price\nbroken-download,1\n",  # 38 bytes: a CSV, but not a vms.csv
+    AWS_CSV.split("\n", 1)[0].encode() + b"\n",  # the header and no rows
+    AWS_CSV.encode()[:-30],  # cut off mid-row
+    b"\xff\xfe not text",
+])
+def test_force_never_swaps_in_a_malformed_catalog(skyk, source, tmp_path, broken):
+    catalogs = tmp_path / "catalogs"
+    assert refresh(skyk, catalogs, "--source", str(source)).returncode == 0
+    (source / "aws" / "vms.csv").write_bytes(broken)
+    result = refresh(skyk, catalogs, "--source", str(source), "--force")
+    assert result.returncode != 0
+    assert "not a usable CSV catalog" in result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert (catalogs / "aws" / "vms.csv").read_text() == AWS_CSV
+
+
+def test_refresh_keeps_the_catalog_files_mode(skyk, source, tmp_path):
+    catalogs = tmp_path / "catalogs"
+    assert refresh(skyk, catalogs, "--source", str(source)).returncode == 0
+    target = catalogs / "aws" / "vms.csv"
+    target.chmod(0o640)
+    (source / "aws" / "vms.csv").write_text(AWS_CSV.replace("20.0", "22.0"))
+    result = refresh(skyk, catalogs, "--source", str(source), "--force")
+    assert result.returncode == 0, result.stderr
+    assert "22.0" in target.read_text()
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_an_empty_source_is_an_error_not_the_internet(skyk, tmp_path):
+    # A blocked internet would hide a fall-back; an unreachable default makes it visible.
+    result = skyk("catalog", "refresh", "--cloud", "aws", "--source", "",
+                  env={"SKYK_CATALOG_DIR": str(tmp_path / "catalogs"),
+                       "SKYK_CATALOG_SOURCE": "http://127.0.0.1:9/unreachable"})
+    assert result.returncode == 2
+    assert "--source is empty" in result.stderr and "127.0.0.1:9" not in result.stdout
+    assert not (tmp_path / "catalogs").exists()

@@ -5,6 +5,27 @@ The CLI prints them as a single line and exits non-zero, without a traceback.
 
 from __future__ import annotations
 
+#: The most characters of a message (and, apart, of its hint) an error line shows.
+LINE_LIMIT = 800
+
+
+def printable(text: str, limit: int = LINE_LIMIT) -> str:
+    """Return ``text`` as one safe, bounded line for a terminal.
+
+    Runs of whitespace become one space; other control characters (escape
+    sequences, NUL) are shown escaped, as ``\\x1b``, so nothing a user typed
+    can drive the terminal; and a text longer than ``limit`` keeps its start
+    and end around a note of how much was left out, since user values such
+    as a 1 MB region name are echoed in messages.
+    """
+    text = " ".join(text.split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    if len(text) > limit:
+        head, tail = limit * 3 // 4, limit // 4
+        text = f"{text[:head]}...({len(text) - head - tail} characters left out)...{text[-tail:]}"
+    return text
+
 
 class SkykError(Exception):
     """An error caused by input or environment the user controls."""
@@ -18,9 +39,9 @@ class SkykError(Exception):
 
     def one_line(self) -> str:
         """Return the message and hint as one line, ready to print."""
-        text = " ".join(self.message.split())
+        text = printable(self.message)
         if self.hint:
-            text += f" (hint: {' '.join(self.hint.split())})"
+            text += f" (hint: {printable(self.hint)})"
         return text
 
 

@@ -7,13 +7,17 @@ skyk never wrote, belongs to the user and is left alone unless forced.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from skyk.catalog.csvfile import VM_COLUMNS
 from skyk.errors import CatalogError
 
 #: SkyPilot's public catalog, v8 layout: <source>/<cloud>/vms.csv
@@ -42,10 +46,21 @@ def _digest(data: bytes) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file, never a part."""
+    """Write ``data`` to ``path`` so readers see the old or the new file, never a part.
+
+    The file keeps the mode of the one it replaces; a new file gets the
+    umask's default mode, as if written with ``open``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -76,11 +91,39 @@ def fetch(source: str, relative: str) -> bytes:
         raise CatalogError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _check_csv(relative: str, data: bytes) -> None:
-    if relative.endswith(".csv"):
-        header = data.split(b"\n", 1)[0]
-        if b"," not in header or not header.strip():
-            raise CatalogError(f"{relative} from the source is not a CSV catalog")
+def check_catalog(relative: str, data: bytes) -> None:
+    """Raise ``CatalogError`` unless ``data`` is a usable catalog CSV.
+
+    It must be UTF-8 CSV with a header of at least two columns (for a
+    ``vms.csv``, the columns every SkyPilot-format catalog has) and at least
+    one row, each row as wide as the header, so a broken download never
+    replaces a good catalog.
+    """
+    if not relative.endswith(".csv"):
+        return
+    bad = f"{relative} from the source is not a usable CSV catalog"
+    header, rows = _read_csv(data)
+    if header is None or len(header) < 2:
+        raise CatalogError(f"{bad}: no header row", hint="check --source")
+    expected = VM_COLUMNS if relative.rsplit("/", 1)[-1] == "vms.csv" else ()
+    missing = [c for c in expected if c not in header]
+    if missing:
+        raise CatalogError(f"{bad}: it lacks column(s) {', '.join(missing)}", hint="check --source")
+    if not rows:
+        raise CatalogError(f"{bad}: it has no rows", hint="check --source")
+    if any(len(row) < len(header) for row in rows):
+        raise CatalogError(f"{bad}: a row has fewer fields than the header",
+                           hint="the download looks truncated; check --source")
+
+
+def _read_csv(data: bytes) -> tuple[list[str] | None, list[list[str]]]:
+    """Return the header and the non-empty rows of CSV ``data`` (header None if unreadable)."""
+    try:
+        reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+        header = next(reader, None)
+        return header, [row for row in reader if row]
+    except (UnicodeDecodeError, csv.Error):
+        return None, []
 
 
 def refresh(files: list[str], directory: Path, source: str, force: bool = False) -> list[RefreshResult]:
@@ -104,7 +147,7 @@ def refresh(files: list[str], directory: Path, source: str, force: bool = False)
             continue
         try:
             data = fetch(source, relative)
-            _check_csv(relative, data)
+            check_catalog(relative, data)
         except CatalogError as exc:
             results.append(RefreshResult(relative, "failed", exc.message))
             continue

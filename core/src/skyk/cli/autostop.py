@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from skyk.cli.argtypes import idle_minutes
+
 HELP = "Stop (or, with --down, tear down) a cluster after N idle minutes; --cancel turns it off."
 
 
 def configure(parser) -> None:
     """Add this command's arguments."""
     parser.add_argument("clusters", nargs="+", metavar="NAME", help="UP clusters")
-    parser.add_argument("-i", "--idle-minutes", type=float, metavar="N",
+    parser.add_argument("-i", "--idle-minutes", type=idle_minutes, metavar="N",
                         help="idle minutes before stopping (fractions allowed; default 5)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--down", action="store_true", help="tear down instead of stopping")
@@ -26,9 +28,6 @@ def run(args) -> int:
 
     if args.cancel and args.idle_minutes is not None:
         raise SpecError("give -i or --cancel, not both", hint="skyk autostop NAME --cancel")
-    if args.idle_minutes is not None and args.idle_minutes < 0:
-        raise SpecError(f"-i must be 0 or more minutes, got {args.idle_minutes:g}",
-                        hint="use --cancel to turn autostop off")
     idle = None if args.cancel else (5.0 if args.idle_minutes is None else args.idle_minutes)
     conn = db.connect()
     for name in dict.fromkeys(args.clusters):

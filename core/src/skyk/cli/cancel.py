@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from skyk.cli.argtypes import job_id
+
 HELP = "Cancel jobs on a cluster (their processes on every node are killed)."
 
 
 def configure(parser) -> None:
     """Add this command's arguments."""
     parser.add_argument("cluster", metavar="NAME", help="the cluster")
-    parser.add_argument("jobs", nargs="*", type=int, metavar="JOB", help="job ids")
+    parser.add_argument("jobs", nargs="*", type=job_id, metavar="JOB", help="job ids")
     parser.add_argument("-a", "--all", action="store_true", help="cancel every unfinished job")
 
 

@@ -31,10 +31,14 @@ def run(args) -> int:
     from skyk.errors import CatalogError
     from skyk.optimizer.planner import load_clouds
 
+    if args.source is not None and not args.source.strip():
+        # An empty --source is a mistake (an unset shell variable), not a request for the default.
+        raise CatalogError("--source is empty", hint="give a URL or directory, or leave --source out"
+                           " for $SKYK_CATALOG_SOURCE or SkyPilot's catalog")
     kernel = load_clouds(args.cloud, "--cloud")
     warn_plugin_failures(kernel)
     directory = catalog_dir()
-    source = args.source or default_source()
+    source = default_source() if args.source is None else args.source
     results = refresh(kernel.catalog_files(), directory, source, force=args.force)
     if args.output == "json":
         print_json([asdict(r) for r in results])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skyk.cli.argtypes import idle_minutes
 from skyk.cli.output import add_output_flag, money, print_json, print_table
 
 HELP = "Launch a task (YAML or a command) on the cheapest feasible cloud; --dryrun plans only."
@@ -25,7 +26,8 @@ def configure(parser) -> None:
     parser.add_argument("--dryrun", action="store_true", help="print the plan, provision nothing")
     parser.add_argument("-d", "--detach-run", dest="detach", action="store_true",
                         help="return once the job is submitted, without streaming its output")
-    parser.add_argument("-i", "--idle-minutes-to-autostop", dest="idle_minutes", type=float, metavar="N",
+    parser.add_argument("-i", "--idle-minutes-to-autostop", dest="idle_minutes", type=idle_minutes,
+                        metavar="N",
                         help="stop the cluster after N idle minutes (fractions allowed)")
     parser.add_argument("--down", action="store_true",
                         help="tear the cluster down (not stop) when idle; alone: once its jobs are done")
@@ -105,17 +107,11 @@ def task_or_command(text: str):
 
 def load(args):
     """Load the task with the command line applied; return (task, resource override)."""
-    from skyk.errors import SpecError
-
     if args.cluster is not None:
         check_cluster_name(args.cluster, "-c: ")
     task = task_or_command(args.task).with_overrides(args.env, args.secret)
     if args.num_nodes is not None:
-        if args.num_nodes < 1:
-            raise SpecError(f"--num-nodes must be at least 1, got {args.num_nodes}",
-                            hint="drop --num-nodes for a single node")
-        task = task.model_copy(update={"num_nodes": args.num_nodes})
-        task._source = args.task
+        task = task.with_num_nodes(args.num_nodes, "--num-nodes")
     if task.runtime is not None:
         # Only a task with runtime: loads a runtime plugin.
         from skyk.runtime.resolve import resolve_task
@@ -146,12 +142,8 @@ def run(args) -> int:
     flags = {field: f"--{flag.replace('_', '-')}" for flag, field in _OVERRIDES.items()}
     if args.dryrun:
         return dry_run(args, task, override, flags)
-    from skyk.errors import SpecError
     from skyk.lifecycle.launch import LaunchOptions, launch
 
-    if args.idle_minutes is not None and args.idle_minutes < 0:
-        raise SpecError(f"-i must be 0 or more minutes, got {args.idle_minutes:g}",
-                        hint="use 'skyk autostop NAME --cancel' to turn autostop off")
     cluster = args.cluster or _generated_name()
     return launch(task, LaunchOptions(cluster, override, flags, detach=args.detach,
                                       idle_minutes=args.idle_minutes, down=args.down,

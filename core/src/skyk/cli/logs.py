@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from skyk.cli.argtypes import job_id
+
 HELP = "Print a job's output (the latest job by default), following it until it ends."
 
 
 def configure(parser) -> None:
     """Add this command's arguments."""
     parser.add_argument("cluster", metavar="NAME", help="the cluster")
-    parser.add_argument("job", nargs="?", type=int, metavar="JOB", help="job id (default: the latest)")
+    parser.add_argument("job", nargs="?", type=job_id, metavar="JOB", help="job id (default: the latest)")
     parser.add_argument("--follow", action=argparse.BooleanOptionalAction, default=True,
                         help="keep streaming until the job ends (default) or print what exists")
     parser.add_argument("--tail", type=int, metavar="N", help="start with the last N lines")

@@ -39,7 +39,10 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors that point at ``--help``."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
-        self.exit(2, f"{self.prog}: error: {message} (hint: see '{self.prog} --help')\n")
+        # argparse echoes the offending argument: bound and escape it like any error.
+        from skyk.errors import printable
+
+        self.exit(2, f"{self.prog}: error: {printable(message)} (hint: see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from skyk.errors import SkykError
+    from skyk.errors import SkykError, printable
 
     try:
         return args._module.run(args) or 0
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             return error.exit_code
         if os.environ.get("SKYK_DEBUG"):
             raise
-        print(f"skyk: internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+        print(f"skyk: internal error: {printable(f'{type(exc).__name__}: {exc}')}"
               + " (hint: rerun with SKYK_DEBUG=1 for the traceback and report it)", file=sys.stderr)
         return 1
 

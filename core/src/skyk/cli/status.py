@@ -135,8 +135,14 @@ def _bare_value(conn, args) -> int:
     if args.ip and args.endpoint:
         raise SpecError("give --ip or --endpoint, not both", hint="skyk status --ip NAME")
     if args.endpoint:
+        from skyk.spec.values import parse_ports
+
         port_text, name = args.endpoint
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        try:
+            (port, last), = parse_ports(port_text)
+        except ValueError:
+            port, last = 0, -1
+        if port != last:
             raise SpecError(f"--endpoint: port must be a number from 1 to 65535, got {port_text!r}",
                             hint="skyk status --endpoint 8000 NAME")
     else:
@@ -146,5 +152,5 @@ def _bare_value(conn, args) -> int:
         raise SkykError(f"cluster {name} has no nodes yet ({record.status})",
                         hint=f"'skyk status -r {name}' checks it")
     ip = record.handle.head.ip
-    print(f"{ip}:{int(port_text)}" if args.endpoint else ip)
+    print(f"{ip}:{port}" if args.endpoint else ip)
     return 0

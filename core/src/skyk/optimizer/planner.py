@@ -45,13 +45,17 @@ def check_cloud_names(requirements: list[Requirement], source: str) -> set[str] 
     Raises ``SpecError`` for a cloud that is not installed or is disabled,
     naming where it was written (``source`` is the task file or command).
     """
+    # Every pin is checked, even when another alternative leaves the cloud
+    # open: a misspelt cloud in one any_of entry must not be silently dropped.
     pinned = {r.cloud for r in requirements}
-    if None in pinned:
+    if pinned == {None}:
         return None
     installed = sorted({name for name, _ in discover("cloud")})
     blocked = disabled_plugins()
     for requirement in requirements:
         cloud = requirement.cloud
+        if cloud is None:
+            continue
         where = requirement.where(requirement.cloud_origin, source)
         if cloud in blocked:
             raise SpecError(f"{where}: cloud '{cloud}' is disabled by SKYK_DISABLE_PLUGINS",
@@ -63,6 +67,8 @@ def check_cloud_names(requirements: list[Requirement], source: str) -> set[str] 
                 message += f"; did you mean {close[0]}?"
             raise SpecError(message, hint=f"installed clouds: {', '.join(installed)};"
                             " add one with pip install skyk-<cloud>")
+    if None in pinned:
+        return None
     return pinned  # type: ignore[return-value]
 
 

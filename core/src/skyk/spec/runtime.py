@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from skyk.spec.base import SpecModel
-from skyk.spec.values import check_env_name
+from skyk.spec.values import check_env_name, check_path
 
 # A flag name, once leading dashes are dropped. Flag names reach the shell
 # unquoted, so nothing but letters, digits, '-' and '_' may pass.
@@ -85,7 +85,8 @@ class RuntimeSection(SpecModel):
         if not value.strip():
             raise ValueError("model is empty | hint: write a Hugging Face id such as"
                              " Qwen/Qwen2.5-7B-Instruct, or a local path")
-        return value.strip()
+        # A model may be a local directory, so it must be a path this machine can hold.
+        return check_path(value.strip(), "model", local=True)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,23 @@ from skyk.spec.errors import spec_error
 from skyk.spec.resources import Resources
 from skyk.spec.runtime import RuntimeSection
 from skyk.spec.service import Service
-from skyk.spec.values import check_env_name, check_safe_name
+from skyk.spec.values import check_env_name, check_path, check_safe_name
 from skyk.spec.yamlfile import load_yaml_mapping
 
 #: Fields that ``envs`` are filled into (secrets never are: they stay off the records).
 _FILLED_FIELDS = ("workdir", "file_mounts", "service", "runtime")
 _URL_SCHEMES = ("s3://", "gs://", "r2://", "cos://", "oci://", "https://", "http://", "az://")
+#: The most nodes one task may ask for.
+MAX_NODES = 1000
+
+
+def _check_text(value: str, what: str) -> str:
+    # A NUL cannot pass through a command line or an environment; it would
+    # fail on the node only after paying for it, so refuse it here.
+    if "\0" in value:
+        raise ValueError(f"{what} holds a NUL character (\\0)"
+                         " | hint: remove it; commands and env values cannot carry one")
+    return value
 
 
 def _env_values(value: Any, section: str) -> Any:
@@ -31,7 +43,7 @@ def _env_values(value: Any, section: str) -> Any:
     for key, item in value.items():
         check_env_name(key, f"{section} variable")
         if item is None or isinstance(item, str):
-            out[key] = item
+            out[key] = item if item is None else _check_text(item, f"{section}.{key}")
         elif isinstance(item, (bool, int, float)):
             out[key] = str(item)  # YAML reads 8 or true; jobs see text either way
         else:
@@ -49,7 +61,7 @@ class Task(SpecModel):
 
     name: str | None = None
     workdir: str | None = None
-    num_nodes: int = Field(default=1, ge=1)
+    num_nodes: int = Field(default=1, ge=1, le=MAX_NODES)
     resources: Resources = Field(default_factory=Resources)
     envs: dict[str, str | None] = Field(default_factory=dict)
     secrets: dict[str, str | None] = Field(default_factory=dict)
@@ -66,6 +78,16 @@ class Task(SpecModel):
     def _name(cls, value: str | None) -> str | None:
         return None if value is None else check_safe_name(value, "task name")
 
+    @field_validator("setup", "run")
+    @classmethod
+    def _commands(cls, value: str | None, info) -> str | None:
+        return None if value is None else _check_text(value, info.field_name)
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        return None if value is None else check_path(value, "workdir", local=True)
+
     @field_validator("envs", "secrets", mode="before")
     @classmethod
     def _envs(cls, value: Any, info) -> Any:
@@ -74,10 +96,13 @@ class Task(SpecModel):
     @field_validator("file_mounts")
     @classmethod
     def _mounts(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for dest in value:
+        for dest, src in value.items():
             if not dest.startswith(("/", "~")):
                 raise ValueError(f"file_mounts destination {dest!r} must be an absolute path"
                                  " | hint: write /data or ~/data")
+            check_path(dest, "file_mounts destination", local=False)
+            if isinstance(src, str):
+                check_path(src, f"file_mounts source for {dest}", local=not src.startswith(_URL_SCHEMES))
         return value
 
     @property
@@ -106,6 +131,17 @@ class Task(SpecModel):
         task._source = self._source
         return task
 
+    def with_num_nodes(self, count: int, flag: str) -> Task:
+        """Return a copy on ``count`` nodes, checked as ``num_nodes`` is; errors name ``flag``."""
+        try:
+            type(self).model_validate({"num_nodes": count})
+        except ValidationError as exc:
+            error = spec_error("", exc)
+            raise SpecError(f"{flag}: {error.message.split(': ', 2)[-1]}", hint=error.hint) from None
+        task = self.model_copy(update={"num_nodes": count})
+        task._source = self._source
+        return task
+
     def check_ready(self) -> None:
         """Raise ``SpecError`` if the task cannot run as written on this machine.
 
@@ -117,15 +153,25 @@ class Task(SpecModel):
                     raise SpecError(f"{self.source}: {field}.{key} has no value",
                                     hint=f"pass {flag} {key}=VALUE, or export {key} and pass {flag} {key}")
         if self.workdir is not None:
-            path = Path(self.workdir).expanduser()
-            if not path.is_dir():
+            if not _is_dir(self.workdir, f"{self.source}: workdir"):
                 raise SpecError(f"{self.source}: workdir: {self.workdir} is not a directory",
                                 hint="workdir is relative to where you run skyk; create it or fix the path")
         for dest, src in self.file_mounts.items():
             if isinstance(src, str) and not src.startswith(_URL_SCHEMES):
-                if not Path(src).expanduser().exists():
+                if _is_dir(src, f"{self.source}: file_mounts.{dest}") is None:
                     raise SpecError(f"{self.source}: file_mounts.{dest}: {src} does not exist",
                                     hint="local sources are relative to where you run skyk")
+
+
+def _is_dir(path: str, where: str) -> bool | None:
+    """Whether local ``path`` is a directory (None: it does not exist); SpecError if unreadable."""
+    try:
+        return stat.S_ISDIR(Path(path).expanduser().stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise SpecError(f"{where}: cannot check {path}: {exc.strerror}",
+                        hint="check the path and its permissions") from None
 
 
 def _parse_override(item: str, flag: str) -> tuple[str, str]:

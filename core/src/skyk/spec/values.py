@@ -6,14 +6,29 @@ splits that into a one-line message and a hint.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
-_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(\+?)\s*$")
+# Digits are [0-9]: \d would also take '²' or '٣', which int() and float() refuse or misread.
+_NUMBER = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(\+?)\s*$")
+_COUNT = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$")
 _ACCELERATOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SAFE_NAME = re.compile(r"^[A-Za-z]([-_.A-Za-z0-9]*[A-Za-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*([smhd]?)\s*$")
+_PORT = re.compile(r"\s*([0-9]+)\s*(?:-\s*([0-9]+)\s*)?")
+
+#: The most vCPUs, or GiB of memory, a request may name (far beyond any machine).
+MAX_QUANTITY = 1_000_000
+#: The most accelerators of one kind a request may name.
+MAX_ACCELERATORS = 10_000
+#: The longest idle time autostop takes, in minutes (ten years).
+MAX_MINUTES = 10 * 525_600
+#: The longest name one path component may have, in bytes (Linux NAME_MAX).
+NAME_MAX = 255
+#: The longest path, in bytes (Linux PATH_MAX less the terminating NUL).
+PATH_MAX = 4095
 
 
 @dataclass(frozen=True)
@@ -56,18 +71,40 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def bounded_number(value: int | float, what: str, maximum: float, hint: str) -> float:
+    """Return ``value`` as a float if it is finite and at most ``maximum``; else raise.
+
+    Integers too large for a float (YAML reads any number of digits) and
+    ``.nan``/``.inf`` fail here with one message instead of deep inside a plan.
+    """
+    if isinstance(value, int) and abs(value) > maximum:
+        number = math.inf  # float() of a huge int overflows; it is out of bounds either way
+    else:
+        number = float(value)
+    if math.isnan(number):
+        raise ValueError(f"{what} is not a number (nan) | hint: {hint}")
+    if abs(number) > maximum:
+        raise ValueError(f"{what} must be at most {maximum:,g}, got {_short(value)} | hint: {hint}")
+    return number
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+
+
 def parse_quantity(value: object, what: str) -> Quantity | None:
     """Parse ``4``, ``4.5``, ``"4"`` or ``"4+"`` into a Quantity (None stays None)."""
     if value is None:
         return None
+    hint = f"write '{what}: 8' for exactly 8 or '{what}: 8+' for at least 8"
     if _is_number(value):
-        number, plus = float(value), ""
+        number, plus = bounded_number(value, what, MAX_QUANTITY, hint), ""
     else:
         match = _NUMBER.match(str(value)) if isinstance(value, str) else None
         if not match:
-            raise ValueError(f"expected a number like 4 or 4+ for {what}, got {value!r}"
-                             f" | hint: write '{what}: 8' for exactly 8 or '{what}: 8+' for at least 8")
-        number, plus = float(match.group(1)), match.group(2)
+            raise ValueError(f"expected a number like 4 or 4+ for {what}, got {value!r} | hint: {hint}")
+        number, plus = bounded_number(float(match.group(1)), what, MAX_QUANTITY, hint), match.group(2)
     if number <= 0:
         raise ValueError(f"{what} must be positive, got {value!r}"
                          f" | hint: leave {what} out to take the cloud's default")
@@ -88,18 +125,20 @@ def parse_accelerator(text: str) -> Accelerator:
 
 def _accelerator_count(count: object, text: object) -> float:
     if isinstance(count, str):
-        try:
-            count = float(count)
-        except ValueError:
+        match = _COUNT.match(count)
+        if not match:
             raise ValueError(f"bad accelerator count in {text!r}"
-                             " | hint: the count is a positive number, as in A100:8") from None
+                             " | hint: the count is a positive number, as in A100:8")
+        count = float(match.group(1))
     if not _is_number(count):
         raise ValueError(f"bad accelerator count {count!r} for {text!r}"
                          " | hint: the count is a positive number, as in {A100: 8}")
-    if count <= 0:
-        raise ValueError(f"accelerator count must be positive, got {count:g} in {text!r}"
+    number = bounded_number(count, f"the accelerator count in {text!r}", MAX_ACCELERATORS,
+                            "the count is a positive number, as in A100:8")
+    if number <= 0:
+        raise ValueError(f"accelerator count must be positive, got {number:g} in {text!r}"
                          " | hint: leave accelerators out for a CPU-only task")
-    return float(count)
+    return number
 
 
 def parse_accelerators(value: object) -> AcceleratorChoice | None:
@@ -153,15 +192,20 @@ def parse_ports(value: object) -> tuple[tuple[int, int], ...]:
     items = value if isinstance(value, list) else [value]
     ranges = []
     for item in items:
-        if _is_number(item) and float(item).is_integer():
+        match = _PORT.fullmatch(item) if isinstance(item, str) else None
+        if isinstance(item, int) and not isinstance(item, bool):
+            low = high = item
+        elif isinstance(item, float) and item.is_integer():  # is_integer() is False for nan/inf
             low = high = int(item)
-        elif isinstance(item, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", item):
-            low_text, _, high_text = item.partition("-")
-            low, high = int(low_text), int(high_text or low_text)
+        elif match and all(len(g or "") <= 5 for g in match.groups()):
+            low = int(match.group(1))
+            high = int(match.group(2) or low)
+        elif match:
+            raise ValueError(f"port {item!r} is outside 1-65535 | hint: ports are numbers from 1 to 65535")
         else:
             raise ValueError(f"bad port {item!r} | hint: write 8000, '10000-10010' or a list of them")
         if not (1 <= low <= 65535 and 1 <= high <= 65535):
-            raise ValueError(f"port {item!r} is outside 1-65535"
+            raise ValueError(f"port {_short(item)} is outside 1-65535"
                              " | hint: ports are numbers from 1 to 65535")
         if low > high:
             raise ValueError(f"port range {item!r} ends before it starts | hint: write LOW-HIGH")
@@ -198,12 +242,55 @@ def check_env_name(name: object, what: str = "environment variable") -> str:
 
 
 def parse_minutes(value: object, what: str) -> int:
-    """Parse ``10``, ``"10m"``, ``"2h"`` or ``"1d"`` into whole minutes."""
-    if _is_number(value) and float(value).is_integer() and value >= 0:
-        return int(value)
+    """Parse ``10``, ``"10m"``, ``"2h"`` or ``"1d"`` into whole minutes (at most MAX_MINUTES)."""
+    hint = "write minutes (10) or a duration (30m, 2h, 1d)"
+    if _is_number(value) and value >= 0 and (isinstance(value, int) or value.is_integer()):
+        return int(check_minutes(value, what))
     match = _DURATION.match(value) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"bad {what} {value!r} | hint: write minutes (10) or a duration (30m, 2h, 1d)")
+    if not match or len(match.group(1)) > 12:
+        raise ValueError(f"bad {what} {_short(value)!r} | hint: {hint}")
     amount, unit = int(match.group(1)), match.group(2) or "m"
-    return {"s": max(1, amount // 60) if amount else 0, "m": amount, "h": amount * 60,
-            "d": amount * 1440}[unit]
+    minutes = {"s": max(1, amount // 60) if amount else 0, "m": amount, "h": amount * 60,
+               "d": amount * 1440}[unit]
+    return int(check_minutes(minutes, what))
+
+
+def check_minutes(value: int | float, what: str) -> float:
+    """Return an idle time in minutes if it is a number from 0 to MAX_MINUTES; else raise."""
+    minutes = bounded_number(value, what, MAX_MINUTES,
+                             "autostop takes up to ten years of idle minutes")
+    if minutes < 0:
+        raise ValueError(f"{what} must be 0 or more minutes, got {minutes:g}"
+                         " | hint: use --cancel to turn autostop off")
+    return minutes
+
+
+def check_path(path: str, what: str, *, local: bool) -> str:
+    """Return ``path`` if the OS can hold it; else raise.
+
+    A path has no NUL byte, no component longer than NAME_MAX and is no
+    longer than PATH_MAX. A ``local`` path (on this machine) starting with
+    ``~user`` must name a user that exists here, so it can be expanded.
+    """
+    if "\0" in path:
+        raise ValueError(f"{what} holds a NUL character | hint: remove the \\0 from the path")
+    size = len(path.encode("utf-8", "surrogateescape"))
+    if size > PATH_MAX:
+        raise ValueError(f"{what} is {size} bytes long; a path has at most {PATH_MAX}"
+                         " | hint: shorten the path")
+    for part in path.split("/"):
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > NAME_MAX:
+            raise ValueError(f"{what} has a name of {size} bytes ({_short(part)}); each part of a"
+                             f" path has at most {NAME_MAX} | hint: shorten that file or directory name")
+    user = path[1:].split("/", 1)[0] if path.startswith("~") else ""
+    if local and user:
+        import pwd
+
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise ValueError(f"{what} {_short(path)!r} starts with ~{user}, but there is no user"
+                             f" {user!r} on this machine | hint: write the full path, or ~/ for"
+                             " your own home") from None
+    return path

@@ -11,28 +11,181 @@ from skyk.errors import SpecError
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+#: The most nodes a document may hold once its aliases are expanded. Aliases
+#: let a few hundred bytes stand for billions of nodes (a "billion laughs"),
+#: and every walk of the data (filling envs, validation) expands them.
+MAX_NODES = 100_000
+#: The most characters its strings may hold once aliases are expanded.
+MAX_TEXT = 10_000_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class AliasError(yaml.MarkedYAMLError):
+    """A recursive alias, or aliases that expand a document beyond the bounds."""
+
 
 class _StrictLoader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """A safe loader that rejects a key written twice in one mapping."""
+    """A safe loader that rejects a key written twice in one mapping.
+
+    Every failure while building a value (``!!float abc``, ``!!bool maybe``,
+    an integer too long to convert) becomes a ``ConstructorError`` marked
+    with where the value was written.
+    """
+
+    def construct_object(self, node, deep=False):  # noqa: D102 - PyYAML API
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_excerpt(node)} as {tag}: {_reason(exc)}",
+                node.start_mark) from None
+
+
+def _excerpt(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return repr(node.value if len(node.value) <= 40 else node.value[:37] + "...")
+    return "this " + ("list" if isinstance(node, yaml.SequenceNode) else "mapping")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return "not a value of that type"
+    return str(exc).split(";")[0] or type(exc).__name__
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    if not isinstance(node, yaml.MappingNode):  # e.g. '!!map [1]'
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{_excerpt(node)} is tagged !!map but is not a mapping", node.start_mark)
+    # Merge keys (<<: *base) as YAML 1.1 and SkyPilot have them: keys written
+    # here win over merged ones, and only keys written twice here are errors.
+    merged, explicit = _split_merges(node)
     mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a list or mapping cannot be a key", key_node.start_mark) from None
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice", key_node.start_mark)
-        mapping[key] = loader.construct_object(value_node, deep=deep)
+    for pairs, strict in ((merged, False), (explicit, True)):
+        written: set[Any] = set()
+        for key_node, value_node in pairs:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a list or mapping cannot be a key", key_node.start_mark) from None
+            if strict and key in written:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark)
+            written.add(key)
+            mapping[key] = loader.construct_object(value_node, deep=deep)
     return mapping
 
 
+Pairs = list[tuple[yaml.Node, yaml.Node]]
+
+
+def _split_merges(node: yaml.MappingNode) -> tuple[Pairs, Pairs]:
+    """Return (pairs merged in through ``<<``, pairs written here), each later pair winning.
+
+    Unlike PyYAML's ``flatten_mapping`` this leaves the nodes as they are, so
+    a mapping merged into several others still knows which keys it wrote.
+    """
+    merged: Pairs = []
+    explicit: Pairs = []
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE_TAG:
+            explicit.append((key_node, value_node))
+            continue
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        # In '<<: [*a, *b]' the first mapping wins, so it is applied last.
+        for source in reversed(sources):
+            if not isinstance(source, yaml.MappingNode):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "'<<' merges a mapping or a list of mappings", source.start_mark)
+            inner_merged, inner_explicit = _split_merges(source)
+            merged.extend(inner_merged + inner_explicit)
+    return merged, explicit
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _check_size(root: yaml.Node) -> None:
+    """Raise ``AliasError`` for a recursive alias or a document too large once expanded.
+
+    Sizes are summed over the node graph once per distinct node, so the
+    check itself stays as small as the text, however far aliases expand.
+    """
+    sizes: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()
+    # An explicit stack: a deeply nested document must not exhaust Python's.
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            nodes, text = 1, 0
+            for child in _children(node):
+                child_nodes, child_text = sizes[id(child)]
+                nodes, text = nodes + child_nodes, text + child_text
+            if nodes > MAX_NODES or text > MAX_TEXT:
+                raise AliasError(
+                    None, None, f"the document expands to more than {MAX_NODES:,} values or"
+                    f" {MAX_TEXT:,} characters through its aliases", node.start_mark)
+            sizes[key] = (nodes, text)
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise AliasError(None, None, "a recursive alias (a value that contains"
+                                       " itself)", node.start_mark)
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = (1, len(node.value))
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse one YAML document safely and within bounds.
+
+    Raises ``yaml.YAMLError`` (``MarkedYAMLError`` where a place is known)
+    for malformed YAML, bad tagged values, recursive aliases and documents
+    that expand beyond ``MAX_NODES`` or ``MAX_TEXT``.
+    """
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_size(node)
+        return loader.construct_document(node)
+    except RecursionError:
+        # Nesting deeper than the parser or constructor can follow.
+        raise yaml.YAMLError("nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _hint(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, AliasError):
+        return "write the values out instead of nesting aliases (*name) inside each other"
+    if isinstance(exc, yaml.constructor.ConstructorError):
+        return "quote a value to keep it as text, or drop its !!tag"
+    if "nested too deeply" in str(exc):
+        return "flatten the nesting"
+    return "check indentation and that every 'key: value' has a space after ':'"
 
 
 def load_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
@@ -50,7 +203,7 @@ def load_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a safe loader subclass
+        data = parse_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -60,11 +213,9 @@ def load_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]
             problem = "a tab character; YAML indents with spaces only"
         elif "another document" in problem:
             problem = "more than one YAML document ('---'); a task file holds one task"
-        raise SpecError(f"{path}: {where}malformed YAML: {problem}",
-                        hint="check indentation and that every 'key: value' has a space after ':'"
-                        ) from None
+        raise SpecError(f"{path}: {where}malformed YAML: {problem}", hint=_hint(exc)) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: malformed YAML: {exc}".splitlines()[0]) from None
+        raise SpecError(f"{path}: malformed YAML: {exc}".splitlines()[0], hint=_hint(exc)) from None
     if data is None:
         raise SpecError(f"{path} is empty", hint=f"a {what} needs at least a 'run:' command")
     if not isinstance(data, dict):
