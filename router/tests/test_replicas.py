@@ -91,6 +91,19 @@ def test_file_watcher_rereads_on_change_and_keeps_the_last_good_view(tmp_path):
     assert watcher.view.urls == ("http://b:1",)
 
 
+def test_a_list_nested_too_deep_keeps_the_last_view_and_the_poll_going(tmp_path):
+    path = tmp_path / "replicas.json"
+    write_view(path, ["http://a:1"])
+    watcher = ReplicaWatcher(FileSource(str(path)))
+    asyncio.run(watcher.refresh())
+    path.write_text('{"replicas": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    asyncio.run(watcher.refresh())  # would raise RecursionError, ending the worker's poll
+    assert watcher.view.urls == ("http://a:1",)
+    write_view(path, ["http://b:1"])
+    asyncio.run(watcher.refresh())
+    assert watcher.view.urls == ("http://b:1",)
+
+
 def test_request_rate_window():
     rate = RequestRate()
     for second in (0, 0, 1, 30):

@@ -171,7 +171,10 @@ class ReplicaWatcher:
             return
         try:
             view = await self.source.fetch()
-        except (OSError, ValueError, aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (OSError, ValueError, RecursionError, aiohttp.ClientError,
+                asyncio.TimeoutError) as error:
+            # RecursionError: JSON nested too deep to parse. Anything escaping here
+            # would end the worker's poll, and it would route by a stale list for good.
             message = f"cannot read replicas from {self.source.location}: {error}"
             # Logged once per distinct failure, not twice a second.
             if message != self._last_error:
