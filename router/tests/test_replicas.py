@@ -159,3 +159,30 @@ def test_stats_sum_fresh_worker_files(tmp_path):
         {"http://a:1": 1}
     stats.withdraw()
     assert not (tmp_path / f"{os.getpid()}.json").exists()
+
+
+def test_parse_view_version():
+    assert parse_view({"replicas": []}).version is None
+    assert parse_view({"replicas": [], "version": 17}).version == 17
+    for bad in (True, -1, 1.5, "3"):
+        with pytest.raises(ValueError, match="version"):
+            parse_view({"replicas": [], "version": bad})
+
+
+def test_stats_report_the_oldest_list_version_of_any_worker(tmp_path):
+    path = tmp_path / "replicas.json"
+    write_view(path, ["http://a:1"], version=9)
+    watcher = ReplicaWatcher(FileSource(str(path)))
+    asyncio.run(watcher.refresh())
+    workers = tmp_path / "stats"
+    workers.mkdir()
+    stats = WorkerStats(InFlight(), str(workers), lambda: watcher.view)
+    assert stats.total()["replicas_version"] == 9
+    other = {"pid": 1, "requests_last_window": 0, "requests_by_second": [], "waiting": 0,
+             "in_flight": {}}
+    # A worker still on an older list: the router as a whole routes by that one.
+    (workers / "1.json").write_text(json.dumps(dict(other, replicas_version=8)))
+    assert stats.total()["replicas_version"] == 8
+    # A worker that has read no numbered list yet: no version is every worker's.
+    (workers / "1.json").write_text(json.dumps(dict(other, replicas_version=None)))
+    assert stats.total()["replicas_version"] is None
