@@ -317,3 +317,22 @@ def test_each_router_has_its_own_control_socket(tmp_path):
         assert os.path.basename(os.path.dirname(path)).startswith("skyk-router-"), path
     # Not the $HOME/.gunicorn/gunicorn.ctl that every router of the user would share.
     assert not any((home / ".gunicorn").exists() for home in homes)
+
+
+def test_consistent_hash_relays_any_body(router, replicas):
+    """Bodies the affinity key cannot use still reach a replica, held or not."""
+    bodies = [b'{"messages": 5}', b'{"prompt": "\\ud800 lone surrogate"}',
+              b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"]
+    router.set_replicas([replicas["a"].url], policy="consistent_hash")
+    for body in bodies:
+        got = requests.post(f"{router.url}/echo", data=body, timeout=10,
+                            headers={"Content-Type": "application/json"})
+        assert replica_of(got) == "a"
+    # Held for a replica first (scaled to zero), the same requests are answered too.
+    router.set_replicas([], policy="consistent_hash", hold_s=60)
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        held = [pool.submit(requests.post, f"{router.url}/echo", data=body, timeout=30)
+                for body in bodies]
+        wait_until(lambda: router.stats()["waiting"] == len(bodies), message="requests held")
+        router.set_replicas([replicas["a"].url], policy="consistent_hash")
+        assert all(replica_of(future.result()) == "a" for future in held)
