@@ -149,3 +149,25 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_replica_killed_mid_answer_closes_the_clients_connection_at_once(tmp_path):
+    """After the first byte nothing can be retried: the client must learn of the break at once."""
+    replica = start_fake_replica("streaming")
+    router = start_router(tmp_path)
+    try:
+        router.set_replicas([replica.url])
+        # 1000 events 50 ms apart: 50 s, unless the replica dies.
+        with requests.get(f"{router.url}/sse?events=1000&interval=0.05", stream=True,
+                          timeout=HUNG_AFTER_S) as got:
+            lines = got.iter_lines(chunk_size=None)
+            assert next(lines) == b"data: 0"
+            replica.proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                for _ in lines:
+                    pass
+        assert time.monotonic() - killed < 10  # not the 50 s the answer had left
+    finally:
+        stop(router.proc)
+        stop(replica.proc)
