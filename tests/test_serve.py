@@ -3,11 +3,13 @@ they fail, surviving a controller restart, and torn down without leftovers."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,37 @@ def test_serve_up_status_requests_and_down(skyk, service):
     _serving(service, {"replica 1", "replica 2"})
     # The router listens on loopback too, whatever address the endpoint is published on.
     _serving(f"127.0.0.1:{service.rsplit(':', 1)[1]}", {"replica 1", "replica 2"})
+
+
+def test_ready_means_every_router_worker_routes_to_the_replica(skyk, service, isolated_home):
+    """READY in ``serve status`` is a promise to clients: each router worker routes there already.
+
+    The state the controller records (what ``serve status`` prints) is read every
+    10 ms, so the first moment a replica or the service shows READY is caught;
+    right then every worker of the router must list the replica, and requests on
+    fresh connections (so both workers answer) must all succeed.
+    """
+    router = f"http://127.0.0.1:{service.rsplit(':', 1)[1]}"
+    checked: set[int] = set()
+    service_checked = False
+    deadline = time.monotonic() + 120
+    while len(checked) < 2 or not service_checked:
+        assert time.monotonic() < deadline, "the replicas did not become READY within 120 s"
+        with sqlite3.connect(isolated_home / ".skyk" / "state.db") as conn:
+            ready = conn.execute("SELECT id, url FROM replicas WHERE service = 'web' AND status = 'READY'"
+                                 ).fetchall()
+            status = conn.execute("SELECT status FROM services WHERE name = 'web'").fetchone()[0]
+        for replica_id, url in ready:
+            if replica_id not in checked:
+                workers = json.loads(get(f"{router}/-/stats"))["workers"]
+                assert len(workers) == 2 and all(url in worker["replicas"] for worker in workers), \
+                    f"replica {replica_id} READY, yet a router worker does not route to it: {workers}"
+                checked.add(replica_id)
+        if status == "READY" and not service_checked:
+            for _ in range(10):
+                assert _get(service).startswith("replica ")  # a 503 raises
+            service_checked = True
+        time.sleep(0.01)
 
 
 def test_a_failed_replica_is_replaced_and_requests_keep_working(skyk, service):

@@ -194,7 +194,7 @@ def start_router(tmp: Path, workers: int = 2, tls: tuple[Path, Path] | None = No
     if tls:
         argv += ["--ssl-keyfile", str(tls[0]), "--ssl-certfile", str(tls[1])]
         options = {"verify": str(tls[1])}
-    # Newer gunicorn puts a control socket under $HOME; keep it out of the real one.
+    # A HOME of the test's own: nothing the router does may land in the real one.
     env = dict(os.environ, HOME=str(tmp))
     proc = subprocess.Popen(argv, env=env)
     scheme = "https" if tls else "http"

@@ -47,8 +47,8 @@ def test_factory_builds_independent_apps():
 def test_no_replica_answers_503_with_hint(client):
     result = client.simulate_post("/v1/chat/completions", json={"messages": []})
     assert result.status_code == 503
-    assert result.json["error"] == "no ready replica"
-    assert "--controller" in result.json["hint"]
+    assert result.json["error"]["message"] == "no ready replica"
+    assert "--controller" in result.json["error"]["hint"]
 
 
 def test_stats_of_a_single_worker(client):

@@ -104,13 +104,13 @@ def test_own_server_passes_the_api_key_and_the_routers_errors(router, fake_opena
     try:
         refused = requests.get(f"{server.url}/v1/models", timeout=5)
         assert refused.status_code == 401
-        assert "Authorization: Bearer" in refused.json()["hint"]
+        assert "Authorization: Bearer" in refused.json()["error"]["hint"]
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
         assert client.chat.completions.create(model="fake-model", messages=CHAT).choices
         router.set_replicas([])
         unavailable = requests.get(f"{server.url}/v1/models", timeout=5)
         assert unavailable.status_code == 503
-        assert "no replica is ready" in unavailable.json()["hint"]
+        assert "no replica is ready" in unavailable.json()["error"]["hint"]
     finally:
         stop(server.proc)
 

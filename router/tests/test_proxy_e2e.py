@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
+import json
+import os
 import socket
 import time
 
@@ -129,8 +132,8 @@ def test_503_with_hint_when_no_replica(router):
     router.set_replicas([])
     got = requests.post(f"{router.url}/v1/completions", json={"prompt": "hi"}, timeout=5)
     assert got.status_code == 503
-    assert got.json()["error"] == "no ready replica"
-    assert "replicas file" in got.json()["hint"]
+    assert got.json()["error"]["message"] == "no ready replica"
+    assert "no replica is ready yet" in got.json()["error"]["hint"]
 
 
 def test_503_when_every_replica_fails(router):
@@ -139,9 +142,8 @@ def test_503_when_every_replica_fails(router):
     for _ in range(3):  # ejected after the first failures, yet still tried
         got = requests.get(f"{router.url}/echo", timeout=10)
         assert got.status_code == 503
-        assert got.json()["error"] == "no ready replica"
-        assert "failed before answering" in got.json()["hint"]
-        assert all(url in got.json()["hint"] for url in dead)
+        assert got.json()["error"]["message"] == "no ready replica"
+        assert "failed before answering (tried 2)" in got.json()["error"]["hint"]
 
 
 def test_replica_change_applies_within_2s(router, replicas):
@@ -212,7 +214,7 @@ def test_api_keys(router, replicas):
     wrong = requests.get(url, timeout=5, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
     assert wrong.headers["WWW-Authenticate"] == "Bearer"
-    assert "API key" in wrong.json()["error"]
+    assert "API key" in wrong.json()["error"]["message"]
     assert requests.get(url, timeout=5,
                         headers={"Authorization": "Bearer sesame"}).status_code == 200
     assert requests.get(f"{router.url}/-/health", timeout=5).status_code == 200
@@ -237,3 +239,100 @@ def test_metrics_parse_and_cover_the_router(router, replicas):
     in_flight = {s.labels["replica"]: s.value
                  for s in families["skyk_router_in_flight_requests"].samples}
     assert in_flight[replicas["a"].url] == 0
+
+
+def assert_openai_error(got: requests.Response, status: int, code: str) -> dict:
+    """``got`` is an error of ``status`` in OpenAI's shape; return its error object."""
+    assert got.status_code == status, got.text
+    assert got.headers["Content-Type"].startswith("application/json")
+    error = got.json()["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["type"] == ("server_error" if status >= 500 else "invalid_request_error")
+    assert error["code"] == code
+    return error
+
+
+def test_every_router_error_is_in_openai_shape(router, replicas):
+    port = int(router.url.rsplit(":", 1)[1])
+    router.set_replicas([])
+    no_replica = assert_openai_error(requests.post(f"{router.url}/v1/chat/completions",
+                                                   json={}, timeout=5), 503, "no_ready_replica")
+    dead = [dead_url(), dead_url()]
+    router.set_replicas(dead)
+    all_failed = assert_openai_error(requests.get(f"{router.url}/echo", timeout=10),
+                                     503, "no_ready_replica")
+    for hint in (no_replica["hint"], all_failed["hint"]):
+        # The replicas' and the controller's addresses are internal: not for clients.
+        assert "127.0.0.1" not in hint and "http" not in hint and str(port) not in hint, hint
+        assert not any(url.rsplit(":", 1)[1] in hint for url in dead), hint
+    router.set_replicas([replicas["a"].url], api_keys_sha256=[hashlib.sha256(b"k").hexdigest()])
+    assert_openai_error(requests.get(f"{router.url}/echo", timeout=5), 401, "invalid_api_key")
+    router.set_replicas([replicas["a"].url])
+    assert_openai_error(requests.get(f"{router.url}/-/nothing", timeout=5), 404, "not_found")
+    assert_openai_error(requests.post(f"{router.url}/-/health", timeout=5), 405,
+                        "method_not_allowed")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "bad_request"
+
+
+def listening_unix_sockets(pid: int) -> list[str]:
+    """The paths of the Unix sockets process ``pid`` has open (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    with open("/proc/net/unix") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return [row[7] for row in rows if len(row) >= 8 and row[6] in inodes]
+
+
+def test_each_router_has_its_own_control_socket(tmp_path):
+    from router_servers import start_router, stop
+
+    homes = [tmp_path / "one", tmp_path / "two"]
+    routers = []
+    try:
+        for home in homes:
+            home.mkdir()
+            routers.append(start_router(home))
+        paths = [wait_until(lambda r=r: [p for p in listening_unix_sockets(r.proc.pid)
+                                          if p.endswith("gunicorn.ctl")],
+                            message="control socket open")[0] for r in routers]
+    finally:
+        for running in routers:
+            stop(running.proc)
+    assert paths[0] != paths[1]
+    for path in paths:
+        # In the router's own run directory, made private by mkdtemp.
+        assert os.path.basename(os.path.dirname(path)).startswith("skyk-router-"), path
+    # Not the $HOME/.gunicorn/gunicorn.ctl that every router of the user would share.
+    assert not any((home / ".gunicorn").exists() for home in homes)
+
+
+def test_consistent_hash_relays_any_body(router, replicas):
+    """Bodies the affinity key cannot use still reach a replica, held or not."""
+    bodies = [b'{"messages": 5}', b'{"prompt": "\\ud800 lone surrogate"}',
+              b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"]
+    router.set_replicas([replicas["a"].url], policy="consistent_hash")
+    for body in bodies:
+        got = requests.post(f"{router.url}/echo", data=body, timeout=10,
+                            headers={"Content-Type": "application/json"})
+        assert replica_of(got) == "a"
+    # Held for a replica first (scaled to zero), the same requests are answered too.
+    router.set_replicas([], policy="consistent_hash", hold_s=60)
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        held = [pool.submit(requests.post, f"{router.url}/echo", data=body, timeout=30)
+                for body in bodies]
+        wait_until(lambda: router.stats()["waiting"] == len(bodies), message="requests held")
+        router.set_replicas([replicas["a"].url], policy="consistent_hash")
+        assert all(replica_of(future.result()) == "a" for future in held)

@@ -186,7 +186,7 @@ def test_idle_timeout(strict_router, replicas):
     started = time.monotonic()
     silent = requests.get(f"{strict_router.url}/slow?delay=3", timeout=10)
     assert silent.status_code == 503
-    assert "failed before answering" in silent.json()["hint"]
+    assert "failed before answering" in silent.json()["error"]["hint"]
     assert time.monotonic() - started < 2.5
     # Silent between chunks: the stream is cut.
     with pytest.raises(requests.exceptions.ChunkedEncodingError):

@@ -91,6 +91,19 @@ def test_file_watcher_rereads_on_change_and_keeps_the_last_good_view(tmp_path):
     assert watcher.view.urls == ("http://b:1",)
 
 
+def test_a_list_nested_too_deep_keeps_the_last_view_and_the_poll_going(tmp_path):
+    path = tmp_path / "replicas.json"
+    write_view(path, ["http://a:1"])
+    watcher = ReplicaWatcher(FileSource(str(path)))
+    asyncio.run(watcher.refresh())
+    path.write_text('{"replicas": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    asyncio.run(watcher.refresh())  # would raise RecursionError, ending the worker's poll
+    assert watcher.view.urls == ("http://a:1",)
+    write_view(path, ["http://b:1"])
+    asyncio.run(watcher.refresh())
+    assert watcher.view.urls == ("http://b:1",)
+
+
 def test_request_rate_window():
     rate = RequestRate()
     for second in (0, 0, 1, 30):
@@ -146,3 +159,30 @@ def test_stats_sum_fresh_worker_files(tmp_path):
         {"http://a:1": 1}
     stats.withdraw()
     assert not (tmp_path / f"{os.getpid()}.json").exists()
+
+
+def test_parse_view_version():
+    assert parse_view({"replicas": []}).version is None
+    assert parse_view({"replicas": [], "version": 17}).version == 17
+    for bad in (True, -1, 1.5, "3"):
+        with pytest.raises(ValueError, match="version"):
+            parse_view({"replicas": [], "version": bad})
+
+
+def test_stats_report_the_oldest_list_version_of_any_worker(tmp_path):
+    path = tmp_path / "replicas.json"
+    write_view(path, ["http://a:1"], version=9)
+    watcher = ReplicaWatcher(FileSource(str(path)))
+    asyncio.run(watcher.refresh())
+    workers = tmp_path / "stats"
+    workers.mkdir()
+    stats = WorkerStats(InFlight(), str(workers), lambda: watcher.view)
+    assert stats.total()["replicas_version"] == 9
+    other = {"pid": 1, "requests_last_window": 0, "requests_by_second": [], "waiting": 0,
+             "in_flight": {}}
+    # A worker still on an older list: the router as a whole routes by that one.
+    (workers / "1.json").write_text(json.dumps(dict(other, replicas_version=8)))
+    assert stats.total()["replicas_version"] == 8
+    # A worker that has read no numbered list yet: no version is every worker's.
+    (workers / "1.json").write_text(json.dumps(dict(other, replicas_version=None)))
+    assert stats.total()["replicas_version"] is None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -27,7 +28,7 @@ from skyk_router.chat.page import PAGE_PATH, ChatPageResource
 from skyk_router.metrics import MetricsResource, RouterMetrics
 from skyk_router.proxy import Proxy
 from skyk_router.replicas import ControllerSource, FileSource, ReplicaWatcher
-from skyk_router.replies import Receive, Send
+from skyk_router.replies import Receive, Send, error_document
 from skyk_router.settings import RouterSettings
 from skyk_router.stats import StatsResource, WorkerStats
 
@@ -53,6 +54,18 @@ class HealthResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Reply 200 with ``{"status": "ok"}``."""
         resp.media = {"status": "ok"}
+
+
+def serialize_error(req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                    exception: falcon.HTTPError) -> None:
+    """Write Falcon's errors (an unknown router path, a wrong method) in OpenAI's error shape."""
+    status = exception.status_code
+    # "404 Not Found" reads "Not Found" in the message and "not_found" as the code.
+    phrase = str(exception.title or exception.status).removeprefix(f"{status} ")
+    message = f"{phrase}: {exception.description}" if exception.description else phrase
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(error_document(
+        status, message, phrase.lower().replace(" ", "_"))).encode()
 
 
 class Lifespan:
@@ -141,6 +154,7 @@ def create_app(settings: RouterSettings | None = None) -> falcon.asgi.App:
     stats = WorkerStats(in_flight, settings.stats_dir, lambda: watcher.view)
     proxy = Proxy(settings, watcher, in_flight, metrics, stats)
     app = RouterApp(proxy, middleware=[Lifespan(settings, watcher, proxy, stats, metrics)])
+    app.set_error_serializer(serialize_error)
     app.add_route(HEALTH_PATH, HealthResource())
     app.add_route(STATS_PATH, StatsResource(stats))
     app.add_route(METRICS_PATH, MetricsResource(metrics))

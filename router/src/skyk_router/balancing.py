@@ -164,6 +164,8 @@ def request_key(session: str | None, body: bytes) -> str | None:
     ``session`` is the ``X-Session-ID`` header; else the OpenAI ``user`` field;
     the prompt prefix is the first 256 bytes of ``prompt`` or of the messages'
     text, so requests sharing a system prompt share a replica (and its cache).
+    Never raises, whatever the body: it runs as the request arrives, and the
+    replica, not the router, is the one to answer a malformed request.
     """
     if session:
         return f"session:{session}"
@@ -171,14 +173,15 @@ def request_key(session: str | None, body: bytes) -> str | None:
         return None
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         return None
     if not isinstance(document, dict):
         return None
     user = document.get("user")
     if isinstance(user, str) and user:
         return f"session:{user}"
-    prefix = _prompt_text(document).encode()[:PROMPT_PREFIX_BYTES]
+    # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which UTF-8 cannot.
+    prefix = _prompt_text(document).encode("utf-8", "surrogatepass")[:PROMPT_PREFIX_BYTES]
     return f"prompt:{prefix.hex()}" if prefix else None
 
 
@@ -192,7 +195,8 @@ def _prompt_text(document: dict) -> str:
         return json.dumps(prompt[:PROMPT_PREFIX_BYTES])
     parts: list[str] = []
     size = 0
-    for message in document.get("messages") or ():
+    messages = document.get("messages")
+    for message in messages if isinstance(messages, list) else ():
         for text in _message_texts(message):
             parts.append(text)
             size += len(text)

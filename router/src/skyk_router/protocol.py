@@ -23,7 +23,8 @@ range is pinned in the router's pyproject.toml):
   previous cycle's ``response_complete`` is false, and ``on_response_complete``
   starts it with ``_start_asgi_task(cycle, app)``;
 * ``self.server_state.default_headers`` are the Date and Server headers, and
-  ``STATUS_LINE`` the status lines, that uvicorn writes;
+  ``STATUS_LINE`` the status lines, that uvicorn writes; it answers a malformed
+  request with ``send_400_response(msg)``;
 * the keep-alive timeout: ``self.timeout_keep_alive_task`` (uvicorn arms it
   in ``on_response_complete`` and cancels it in ``_unset_keepalive_if_required``,
   which ``data_received`` and ``connection_lost`` call), ``self.timeout_keep_alive``
@@ -42,6 +43,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from skyk_router.app import RouterApp, is_proxied
 from skyk_router.forwarding import client_address
 from skyk_router.proxy import Exchange, Proxy
+from skyk_router.replies import error_document, json_reply
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Statuses whose answers have no body, hence no chunked framing.
@@ -238,6 +240,17 @@ class RouterProtocol(HttpToolsProtocol):
         super().resume_writing()
         if self.answering is not None:
             self.answering.exchange.resume()
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a malformed request in OpenAI's error shape (uvicorn's is plain text), and close."""
+        headers, body = json_reply(error_document(400, msg, "bad_request"),
+                                   [(b"connection", b"close")])
+        parts = [STATUS_LINE[400]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            parts.append(name + b": " + value + b"\r\n")
+        parts += (b"\r\n", body)
+        self.transport.write(b"".join(parts))
+        self.transport.close()
 
     def on_message_begin(self) -> None:  # noqa: D102
         # The ASGI scope is built only for requests that go to the app.

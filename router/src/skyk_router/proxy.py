@@ -52,7 +52,7 @@ from skyk_router.forwarding import (
 )
 from skyk_router.metrics import RouterMetrics
 from skyk_router.replicas import DEFAULT_POLICY, ReplicaView, ReplicaWatcher
-from skyk_router.replies import Receive, Send, json_reply
+from skyk_router.replies import Receive, Send, error_document, json_reply
 from skyk_router.settings import RouterSettings
 from skyk_router.stats import WorkerStats
 from skyk_router.upstream import (
@@ -150,9 +150,9 @@ class Exchange:
         if accepted is not None and not key_matches(
                 header_value(self.headers, b"authorization"), accepted):
             self.done = True
-            reply_json(self._client, 401, {
-                "error": "invalid or missing API key",
-                "hint": "send the header 'Authorization: Bearer <your key>'"},
+            reply_json(self._client, 401, error_document(
+                401, "invalid or missing API key", "invalid_api_key",
+                "send the header 'Authorization: Bearer <your key>'"),
                 [(b"www-authenticate", b"Bearer")])
             return
         # Counted on arrival (held requests too): the autoscaler sizes for demand.
@@ -280,8 +280,13 @@ class Exchange:
             self._has_slot = True
         remaining = self._remaining
         if not remaining:
+            # The addresses and the error are the operator's to read, in the log;
+            # the client learns what happened and what to do.
+            log.warning("every ready replica failed before answering %s %s (tried %s; "
+                        "last error: %r)", self.method, self.target.decode("latin-1"),
+                        ", ".join(self._tried), self._last_error)
             self._unavailable(f"every ready replica failed before answering (tried "
-                              f"{', '.join(self._tried)}; last error: {self._last_error!r})")
+                              f"{len(self._tried)}); retry in a moment")
             return
         # The policy chooses among the replicas not ejected, while any remain.
         preferred = proxy.ejections.preferred(remaining)
@@ -334,7 +339,8 @@ class Exchange:
     def _unavailable(self, hint: str) -> None:
         self._proxy.metrics.error("no_replica")
         self._finish(503)
-        reply_json(self._client, 503, {"error": "no ready replica", "hint": hint})
+        reply_json(self._client, 503, error_document(503, "no ready replica", "no_ready_replica",
+                                                     hint))
 
     def _finish(self, status: int) -> None:
         """Settle the request's accounting, exactly once however it ended."""
@@ -410,9 +416,16 @@ class Proxy:
         return self._policy
 
     def not_ready_hint(self) -> str:
-        """Why no replica answers yet, and where the router looks for them."""
-        return (f"no replica is ready yet; the router reads them from "
-                f"{self.settings.source_description} every {self.settings.poll_interval_s:g} s")
+        """Why no replica answers yet, in words for the client.
+
+        It names no address (the controller's is internal); a router started
+        without a replica source says so, as that is its operator's to fix.
+        """
+        settings = self.settings
+        if not (settings.controller_url or settings.replicas_file):
+            return settings.source_description
+        return ("no replica is ready yet (starting, or all failed); retry in a moment, "
+                "or see the replicas with 'skyk serve status'")
 
     async def __call__(self, scope: dict, receive: Receive, send: Send) -> None:
         """Relay one request (an ASGI ``http`` scope) to a replica and stream its answer back."""

@@ -48,6 +48,10 @@ class ReplicaView:
     #: Seconds a request may wait, from its arrival, for a replica while none is
     #: ready (a cold start from zero); 0 answers 503 at once.
     hold_s: float = 0.0
+    #: The controller's number for this list (it grows with each change); None
+    #: from a source that numbers none. Reported in ``/-/stats``, so the
+    #: controller learns when every worker routes by a list.
+    version: int | None = None
     urls: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,9 +82,13 @@ def parse_view(document: Any) -> ReplicaView:
     if isinstance(hold_s, bool) or not isinstance(hold_s, (int, float)) \
             or not math.isfinite(hold_s) or hold_s < 0:
         raise ValueError(f"hold_s must be a non-negative number of seconds, not {hold_s!r}")
+    version = document.get("version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or version < 0):
+        raise ValueError(f"version must be a non-negative integer or null, not {version!r}")
     # Sorted by URL so every worker (and the hash ring) sees the same order.
     return ReplicaView(tuple(sorted(replicas, key=lambda r: r.url)), policy, hashes,
-                       float(hold_s))
+                       float(hold_s), version)
 
 
 class ControllerSource:
@@ -171,7 +179,10 @@ class ReplicaWatcher:
             return
         try:
             view = await self.source.fetch()
-        except (OSError, ValueError, aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (OSError, ValueError, RecursionError, aiohttp.ClientError,
+                asyncio.TimeoutError) as error:
+            # RecursionError: JSON nested too deep to parse. Anything escaping here
+            # would end the worker's poll, and it would route by a stale list for good.
             message = f"cannot read replicas from {self.source.location}: {error}"
             # Logged once per distinct failure, not twice a second.
             if message != self._last_error:

@@ -6,7 +6,8 @@ answers sums every fresh file. The controller thus reads the whole router's
 load in one request; the numbers lag by at most one poll.
 
 Besides the totals, ``requests_by_second`` lists the arrivals of each second of
-the window, so the autoscaler can take the rate over a window of its own.
+the window, so the autoscaler can take the rate over a window of its own, and
+``replicas_version`` is the oldest replica list version any worker routes by.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class WorkerStats:
                 "replicas": list(view.urls),
                 "load_balancing_policy": view.load_balancing_policy,
                 "api_keys_required": view.api_keys_sha256 is not None,
-                "hold_s": view.hold_s}
+                "hold_s": view.hold_s,
+                "replicas_version": view.version}
 
     def publish(self) -> None:
         """Write this worker's numbers where the other workers read them."""
@@ -127,11 +129,25 @@ class WorkerStats:
                 in_flight[url] = in_flight.get(url, 0) + count
         count = sum(report["requests_last_window"] for report in workers.values())
         return {"window_s": WINDOW_S, "requests_last_window": count,
+                "replicas_version": oldest_version(workers.values()),
                 "requests_per_second": count / WINDOW_S,
                 "requests_by_second": sum_by_second(workers.values()),
                 "waiting": sum(report["waiting"] for report in workers.values()),
                 "in_flight": in_flight,
                 "workers": sorted(workers.values(), key=lambda report: report["pid"])}
+
+
+def oldest_version(reports: Iterable[dict[str, Any]]) -> int | None:
+    """The replica list version that every worker routes by (or by a newer one).
+
+    The oldest of the workers' versions; None while any worker has none (it
+    has not read a numbered list yet). A controller shows a replica READY only
+    once this version includes it, so READY means that every worker routes to it.
+    """
+    versions = [report.get("replicas_version") for report in reports]
+    if not versions or any(not isinstance(version, int) for version in versions):
+        return None
+    return min(versions)
 
 
 def sum_by_second(reports: Iterable[dict[str, Any]],

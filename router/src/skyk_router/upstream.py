@@ -201,12 +201,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     def start(self, listener: UpstreamListener, head: bytes, body: bytes,
               head_only: bool) -> None:
-        """Send one request; ``listener`` hears of its answer."""
+        """Send one request; ``listener`` hears of its answer.
+
+        A connection already lost fails at once (``upstream_failed``, no byte
+        received), so the request can go to another replica.
+        """
         self._reset()
         self._listener = listener
         self._head_only = head_only
-        assert self._transport is not None
-        self._transport.writelines((head, body) if body else (head,))
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            # Lost between connecting and now (the replica died, or closed an
+            # idle connection): nothing was sent, so the listener may send it again.
+            self._fail(UpstreamError(
+                f"{self.origin.url} closed the connection before the request was sent"))
+            return
+        transport.writelines((head, body) if body else (head,))
         self._last_data = time.monotonic()
         self._pool.watch(self)
 

@@ -40,6 +40,7 @@ from skyk.serve.plan import SpotPolicy, plan_version, published, retire_old
 from skyk.serve.policies import LoadSample
 from skyk.serve.probe import probe
 from skyk.serve.replica_job import save_log, server_ended
+from skyk.serve.routing import Routing
 from skyk.spec.task import Task, task_from_mapping
 from skyk.state import db
 
@@ -123,6 +124,7 @@ class Controller:
         self.tasks: dict[int, Task] = {}  # each version's task, by version number
         self.job_checked: dict[int, float] = {}  # when each replica's agent was last asked about its job
         self.job_checks: dict[int, Future] = {}  # those questions still unanswered or unread
+        self.routing = Routing()  # the list versions, and whether the router routes to a replica yet
 
     def version_task(self, version: int) -> Task:
         """The task of one version of the service (a recorded version never changes)."""
@@ -135,8 +137,11 @@ class Controller:
     # ------------------------------------------------------------- publishing
 
     def view(self) -> dict:
-        """The router's view: ready replicas, policy, cold-start hold and API key hashes."""
-        return {"replicas": self.published, "load_balancing_policy": self.policy,
+        """The router's view: ready replicas (their list's version), policy, cold-start hold, API key hashes."""
+        # The version is read before the list, and tick() sets them the other way round: a list
+        # never goes out with a version that is newer than it (the router would report it too soon).
+        version = self.routing.version
+        return {"replicas": self.published, "version": version, "load_balancing_policy": self.policy,
                 "hold_s": self.hold_s, "api_keys_sha256": self.api_keys}
 
     def serve_replicas(self, port: int | None) -> int:
@@ -265,6 +270,11 @@ class Controller:
         for replica, (ok, why) in zip(targets, results, strict=True):
             spec = specs[replica.id]
             if ok:
+                if replica.status != state.READY and not self.routing.admit(replica.id):
+                    # Listed for the router now; READY once every router worker routes to it.
+                    state.set_replica(self.conn, self.name, replica.id, probe_failures=0,
+                                      note="ready; waiting for the router to route to it")
+                    continue
                 if replica.status != state.READY:
                     log(f"replica {replica.id}: READY")
                     self.backoff[replica.spot].reset()
@@ -391,6 +401,7 @@ class Controller:
         spec = task.service.replica_policy
         self.hold_s = cold_start_hold() if spec is not None and spec.min_replicas == 0 else 0.0
         self.api_keys = api_key_hashes(task)
+        self.routing.new_round(router_stats(self.router) if self.router else None)
         replicas = state.replicas(self.conn, self.name)
         torn_down: set[int] = set()
         for replica in replicas:
@@ -423,11 +434,14 @@ class Controller:
             self._retire(replica, f"replaced by version {record.version}")
 
         replicas = state.replicas(self.conn, self.name)
-        routed = [{"id": r.id, "url": r.url} for r in published(replicas, record.version, target, mode)]
+        routed = [{"id": r.id, "url": r.url}
+                  for r in published(self.routing.candidates(replicas), record.version, target, mode)]
         if routed != self.published:
             log("router sends requests to replicas " + (", ".join(str(r["id"]) for r in routed) or "(none)"))
         self.published = routed
-        status = ("READY" if self.published else
+        self.routing.publish(r["id"] for r in routed)  # after the list: see view()
+        # A READY replica is one every router worker routes to (or did, until this very list).
+        status = ("READY" if any(r.status == state.READY for r in replicas) else
                   "REPLICA_INIT" if any(r.status in state.ALIVE for r in replicas) else "NO_REPLICA")
         if status != record.status:
             state.update_service(self.conn, self.name, status=status)

@@ -72,8 +72,9 @@ class ApiError extends Error {
   }
 }
 
-// The router answers {"error": "...", "hint": "..."}; OpenAI-style servers
-// {"error": {"message": "..."}}; anything else is shown as text.
+// The router and OpenAI-style servers answer {"error": {"message": "..."}}
+// (the router adds a "hint" there); others {"error": "..."}; anything else is
+// shown as text.
 async function apiError(response) {
   const text = await response.text();
   let message = text.trim().slice(0, 500);
@@ -83,7 +84,8 @@ async function apiError(response) {
     const error = body.error ?? body.detail ?? body.message;
     if (typeof error === "string") message = error;
     else if (error && typeof error.message === "string") message = error.message;
-    if (typeof body.hint === "string") hint = body.hint;
+    if (error && typeof error.hint === "string") hint = error.hint;
+    else if (typeof body.hint === "string") hint = body.hint;
   } catch {
     // not JSON: keep the text
   }
