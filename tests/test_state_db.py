@@ -52,7 +52,9 @@ def test_damaged_cluster_rows_show_as_damaged_and_the_others_keep_working(skyk, 
     _one_line_error(skyk("queue", "badjson"), "cluster badjson is DAMAGED", "down --purge badjson")
     _one_line_error(skyk("launch", "-c", "badjson", "echo hi", "-y"), "record damaged", "--purge")
 
-    # 'down -a' takes the healthy cluster down and says what it could not.
+    # 'stop -a' and 'down -a' act on the healthy cluster and say what they could not.
+    _one_line_error(skyk("stop", "-a", "-y"), "2 of 3 clusters were not stopped", "down --purge badjson")
+    assert {c["name"]: c["status"] for c in status_json(skyk)}["good"] == "STOPPED"
     _one_line_error(skyk("down", "-a", "-y"), "2 of 3 clusters were not torn down", "down --purge badjson")
     assert {c["name"] for c in status_json(skyk)} == {"badjson", "badtype"}
     purge = skyk("down", "--purge", "badjson", "badtype", "-y")
@@ -147,6 +149,14 @@ def test_skyk_home_and_the_state_database_are_created_private(skyk, isolated_hom
         path = home / f"state.db{suffix}"
         if path.exists():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_state_database_left_readable_by_others_is_made_private(skyk, isolated_home):
+    assert skyk("status").returncode == 0
+    path = isolated_home / ".skyk" / "state.db"
+    path.chmod(0o644)  # as an older skyk left it, under the usual umask
+    assert skyk("status").returncode == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_a_state_database_from_before_attempts_is_upgraded(skyk, isolated_home):

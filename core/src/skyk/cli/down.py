@@ -19,8 +19,7 @@ def run(args) -> int:
     """Tear down each named cluster, in parallel."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from skyk.cli.targets import confirm, select
-    from skyk.errors import SkykError
+    from skyk.cli.targets import confirm, raise_failures, select
     from skyk.lifecycle.progress import step
     from skyk.state import db
 
@@ -33,13 +32,8 @@ def run(args) -> int:
         with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
             futures = {name: pool.submit(_down_one, name, args.purge) for name in names}
         # One cluster that cannot go must not keep the others up.
-        failed = [f.exception() for f in futures.values() if f.exception() is not None]
-        if failed and (len(failed) == 1 or not all(isinstance(e, SkykError) for e in failed)):
-            raise failed[0]
-        if failed:
-            raise SkykError(f"{len(failed)} of {len(names)} clusters were not torn down: "
-                            + "; ".join(e.message for e in failed),
-                            hint="; ".join(dict.fromkeys(e.hint for e in failed if e.hint)))
+        raise_failures([f.exception() for f in futures.values() if f.exception() is not None],
+                       len(names), "torn down")
     return 0
 
 

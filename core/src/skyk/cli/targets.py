@@ -45,6 +45,22 @@ def select(conn, args, verb: str) -> list:
     return records
 
 
+def raise_failures(failed: list[BaseException], total: int, verb: str) -> None:
+    """Raise what went wrong for some of ``total`` clusters, after the others were done.
+
+    One failure is raised as it is; several SkykErrors become one line naming each.
+    """
+    from skyk.errors import SkykError
+
+    if not failed:
+        return
+    if len(failed) == 1 or not all(isinstance(e, SkykError) for e in failed):
+        raise failed[0]
+    raise SkykError(f"{len(failed)} of {total} clusters were not {verb}: "
+                    + "; ".join(e.message for e in failed),
+                    hint="; ".join(dict.fromkeys(e.hint for e in failed if e.hint)))
+
+
 def confirm(verb: str, names: list[str], yes: bool) -> None:
     """Ask before a destructive action, unless ``-y``; refuse without a terminal to ask on."""
     from skyk.errors import SkykError

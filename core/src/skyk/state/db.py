@@ -126,7 +126,7 @@ def connect() -> sqlite3.Connection:
         # descriptor of a file drops the process's POSIX locks on it.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
-        pass
+        _narrow(path)
     except OSError as exc:
         raise SkykError(f"cannot open state database {path}: {exc.strerror}",
                         hint="check that SKYK_HOME and the file in it are yours and writable") from None
@@ -139,6 +139,19 @@ def connect() -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise state_error(exc) from None
     return conn
+
+
+def _narrow(path: Path) -> None:
+    """Make an existing database private again (0600), as it holds service secrets.
+
+    An older skyk created it with the user's umask, or someone widened it by
+    hand. Best effort: a database someone else owns is reported when opened.
+    """
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass
 
 
 def lock_timeout() -> float:
