@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:  # a bug in skyk, not the user's input
         if type(exc).__module__ == "sqlite3":  # unless it is the state database's fault
+            from skyk.cli.output import print_error
             from skyk.state.db import state_error
 
             error = state_error(exc)
-            print(f"skyk: error: {error.one_line()}", file=sys.stderr)
+            print_error(error)
             return error.exit_code
         if os.environ.get("SKYK_DEBUG"):
             raise
