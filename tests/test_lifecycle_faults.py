@@ -330,3 +330,27 @@ def _claims_under(root: Path) -> dict:
     registry = Path("/run/skyk-local/addresses.json")
     data = json.loads(registry.read_text()) if registry.exists() else {}
     return {a: c for a, c in data.get("addresses", {}).items() if Path(c["owner"]).parent == root}
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root and ip for network namespaces")
+def test_a_cluster_whose_nodes_went_is_kept_while_an_abandoned_attempt_left_something(skyk, isolated_home):
+    assert skyk("launch", "-c", "gone", "echo hi", "-y").returncode == 0
+    [root] = sandboxes(isolated_home)
+    uid = root.name.rsplit("-", 1)[1]
+    # An attempt the launch gave up on (it timed out, and failover moved on) made a node directory.
+    leftover = root.parent / "gone-0badbeef"
+    (leftover / "node0").mkdir(parents=True)
+    with sqlite3.connect(isolated_home / ".skyk" / "state.db") as conn:
+        conn.execute("INSERT INTO attempts (cluster, uid, cloud, region, zone, started_at)"
+                     " VALUES ('gone', '0badbeef', 'local', 'local', NULL, 1)")
+    # The cluster's own nodes disappear outside skyk.
+    assert skyk("stop", "gone", "-y").returncode == 0
+    for node in root.glob("node*"):
+        shutil.rmtree(node)
+
+    [cluster] = json.loads(skyk("status", "-r", "-o", "json").stdout)
+    assert cluster["status"] == "INIT" and str(leftover) in cluster["note"], cluster
+    down = skyk("down", "gone", "-y")
+    assert down.returncode == 0, down.stderr
+    assert status_json(skyk) == [] and sandboxes(isolated_home) == []
+    assert _namespaces(uid) == [] and _claims_under(root) == {}

@@ -67,8 +67,8 @@ def _reason(exc: Exception) -> str:
     return exc.one_line() if isinstance(exc, SkykError) else str(exc) or type(exc).__name__
 
 
-def _interrupted_note(conn: sqlite3.Connection, name: str) -> str:
-    """Say what an interrupted launch left behind, asking each attempt's cloud."""
+def _attempts_left(conn: sqlite3.Connection, name: str) -> list[str]:
+    """What the unsettled attempts of cluster ``name`` left behind, asking each attempt's cloud."""
     left = []
     for attempt in clusters.attempts(conn, name):
         try:
@@ -77,6 +77,11 @@ def _interrupted_note(conn: sqlite3.Connection, name: str) -> str:
             found = [f"unknown ({_reason(exc)})"]
         if found:
             left.append(f"on {attempt.infra} (attempt {attempt.uid}): {', '.join(found)}")
+    return left
+
+
+def _interrupted_note(name: str, left: list[str]) -> str:
+    """Say what an interrupted launch left behind (``left``, from :func:`_attempts_left`)."""
     if not left:
         return "launch was interrupted before any node existed"
     return f"launch was interrupted while provisioning; left {'; '.join(left)}; 'skyk down {name}' removes it"
@@ -152,14 +157,20 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
     if record.status == clusters.DAMAGED or lookup.owner_alive(record):
         return record
     if record.handle is None:
-        note = _interrupted_note(conn, record.name)
+        note = _interrupted_note(record.name, _attempts_left(conn, record.name))
         clusters.set_status(conn, record.name, clusters.INIT, note=note)
         return clusters.get(conn, record.name)
     cloud = lookup.cloud_of(record.handle.cloud)
     states = cloud.query(record.handle)
     if all(s == "missing" for s in states):
-        clusters.remove(conn, record.name)
-        return None
+        left = _attempts_left(conn, record.name)
+        if not left:
+            clusters.remove(conn, record.name)
+            return None
+        # Its nodes are gone, but an attempt a launch gave up on made something:
+        # the cluster stays, so that 'down' removes it.
+        clusters.set_status(conn, record.name, clusters.INIT, note=_interrupted_note(record.name, left))
+        return clusters.get(conn, record.name)
     if all(s == "stopped" for s in states):
         status, note = clusters.STOPPED, None
     elif all(s == "running" for s in states):
