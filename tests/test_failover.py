@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from lifecycle_helpers import node_processes, status_json, wait_for
 
 
@@ -71,7 +72,7 @@ def test_a_hanging_region_times_out_and_the_search_moves_on(skyk, tmp_path):
 def test_retry_until_up_backs_off_until_interrupted(shared_catalogs, tmp_path):
     attempts = tmp_path / "attempts"
     env = dict(os.environ, SKYK_CATALOG_DIR=str(shared_catalogs), FLAKY_FAIL="*=capacity",
-               FLAKY_ATTEMPTS=str(attempts), SKYK_RETRY_BACKOFF="0.2")
+               FLAKY_ATTEMPTS=str(attempts), SKYK_RETRY_BACKOFF="0.2", PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen([sys.executable, "-m", "skyk", "launch", "-c", "fz", "--cloud", "flaky",
                              "--retry-until-up", "echo never", "-y"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -79,7 +80,11 @@ def test_retry_until_up_backs_off_until_interrupted(shared_catalogs, tmp_path):
         wait_for(lambda: len(_attempted(attempts)) >= 12, timeout=30, what="three rounds of attempts")
     finally:
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # the fault handler prints where every thread is
+            pytest.fail(f"launch still running 30 s after Ctrl-C:\n{proc.communicate()[1][-8000:]}")
     assert proc.returncode == 130
     assert "retrying in 0.2s" in stderr and "retrying in 0.4s" in stderr and "retrying in 0.8s" in stderr
     assert "Traceback" not in stderr

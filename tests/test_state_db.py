@@ -186,3 +186,22 @@ def test_a_state_database_from_before_attempts_is_upgraded(skyk, isolated_home):
     down = skyk("down", "old", "-y")
     assert down.returncode == 0, down.stderr
     assert status_json(skyk) == []
+
+
+def test_a_ctrl_c_as_a_transaction_begins_leaves_no_write_lock(tmp_path):
+    # Python raises a Ctrl-C that arrived while BEGIN ran the moment BEGIN returns.
+    class InterruptedAtBegin(sqlite3.Connection):
+        def execute(self, sql, *args):
+            cursor = super().execute(sql, *args)
+            if sql == "BEGIN IMMEDIATE":
+                raise KeyboardInterrupt
+            return cursor
+
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path, isolation_level=None, factory=InterruptedAtBegin)
+    with pytest.raises(KeyboardInterrupt), db.transaction(conn):
+        pass
+    assert not conn.in_transaction
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # 'database is locked' at once if the lock had been kept
+    other.execute("ROLLBACK")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -97,9 +98,9 @@ def _provision(conn, task: Task, options: LaunchOptions):
     try:
         handle = provision_with_failover(
             planned, name, retry_until_up=options.retry_until_up, progress=say,
-            on_handle=lambda h: clusters.set_handle(db.connect(), name, h),
-            on_attempt=lambda a: clusters.record_attempt(db.connect(), a),
-            on_settled=lambda a: clusters.forget_attempt(db.connect(), a))
+            on_handle=lambda h: _record_handle(name, h),
+            on_attempt=lambda a: clusters.record_attempt(conn, a),
+            on_settled=lambda a: clusters.forget_attempt(conn, a))
     except BaseException as exc:
         record = clusters.get(conn, name)
         if record is not None and (record.handle is None or isinstance(exc, ProvisionFailed)):
@@ -115,6 +116,12 @@ def _provision(conn, task: Task, options: LaunchOptions):
         raise SkykError(f"cluster {name}: the node agent did not start: {exc}",
                         hint=f"'skyk down {name}' cleans up; 'skyk status -r {name}' checks it") from None
     return handle, client
+
+
+def _record_handle(name: str, handle) -> None:
+    """Record the nodes an attempt made, from its provisioning thread (with a connection of its own)."""
+    with contextlib.closing(db.connect()) as conn:
+        clusters.set_handle(conn, name, handle)
 
 
 def _abandon(conn, name: str) -> None:

@@ -212,11 +212,18 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """Run a block as one write transaction, taking the write lock up front."""
-    conn.execute("BEGIN IMMEDIATE")
+    """Run a block as one write transaction, taking the write lock up front.
+
+    BEGIN is inside the ``try``: a Ctrl-C that arrives while BEGIN runs is
+    raised the moment it returns, and the transaction it opened must still be
+    rolled back, or its write lock would outlive it and stall every other
+    skyk process (and this one) for the busy timeout.
+    """
     try:
+        conn.execute("BEGIN IMMEDIATE")
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
