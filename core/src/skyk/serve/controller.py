@@ -42,7 +42,7 @@ from skyk.serve.probe import probe
 from skyk.serve.replica_job import save_log, server_ended
 from skyk.serve.routing import Routing
 from skyk.spec.task import Task, task_from_mapping
-from skyk.state import db
+from skyk.state import clusters, db
 
 #: seconds between ticks
 TICK = 0.5
@@ -173,8 +173,6 @@ class Controller:
     def _launch(self, replica: state.ReplicaRecord, mapping: dict) -> None:
         from skyk.lifecycle.launch import LaunchOptions, launch
         from skyk.spec.resources import ResourceFields
-        from skyk.state import clusters
-
         conn = db.connect()
         try:
             task = replica_task(mapping, replica.id)
@@ -219,8 +217,6 @@ class Controller:
 
     def _save_log(self, conn, replica: state.ReplicaRecord) -> None:
         """Keep the replica's server log past its cluster, so a failed rollout can be debugged."""
-        from skyk.state import clusters
-
         record = clusters.get(conn, replica.cluster)
         if record is None or record.handle is None or record.status != clusters.UP:
             return  # no node to ask (a preempted one would only time out)
@@ -313,11 +309,10 @@ class Controller:
         Each agent is asked in the background at most every ``JOB_CHECK_EVERY`` seconds and
         its answer read on a later tick, so a slow agent never holds the tick up.
         """
-        from skyk.state import clusters
-
         ids = {r.id for r in failing}
-        for replica_id in [i for i in self.job_checks if i not in ids]:
-            del self.job_checks[replica_id]  # passing its probe now: whatever the agent says is moot
+        # Replicas passing their probe now (or gone): whatever their agents say is moot.
+        self.job_checks = {i: check for i, check in self.job_checks.items() if i in ids}
+        self.job_checked = {i: when for i, when in self.job_checked.items() if i in ids}
         ended = {}
         for replica in failing:
             check = self.job_checks.get(replica.id)
@@ -344,8 +339,6 @@ class Controller:
 
     def recover(self) -> None:
         """Settle replicas a previous controller left mid-launch."""
-        from skyk.state import clusters
-
         for replica in state.replicas(self.conn, self.name):
             if replica.status in (state.PENDING, state.PROVISIONING):
                 record = clusters.get(self.conn, replica.cluster)
@@ -389,8 +382,6 @@ class Controller:
 
     def tick(self) -> bool:
         """Do one round of work; False once the service is gone or shutting down."""
-        from skyk.state import clusters
-
         record = self.service()
         if record is None or record.status == "SHUTTING_DOWN":
             return False
@@ -501,8 +492,6 @@ def api_key_hashes(task: Task) -> list[str] | None:
 def cluster_gone(conn, cluster: str) -> str | None:
     """Why a replica's cluster no longer runs (stopped or deleted by its cloud), or None."""
     from skyk.lifecycle.lookup import cloud_of
-    from skyk.state import clusters
-
     record = clusters.get(conn, cluster)
     if record is None or record.handle is None:
         return None
@@ -555,7 +544,6 @@ def router_url(record: state.ServiceRecord) -> str | None:
 def down_cluster(conn, cluster: str) -> None:
     """Tear down a replica's cluster if it exists."""
     from skyk.lifecycle.control import teardown
-    from skyk.state import clusters
     from skyk.state.locks import cluster_lock
 
     with cluster_lock(cluster):
