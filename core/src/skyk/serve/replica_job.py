@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from skyk.errors import SkykError
+from skyk.errors import SkykError, printable
 from skyk.lifecycle.jobs import DONE
 from skyk.lifecycle.lookup import head_client
 from skyk.provision.types import ClusterHandle
@@ -58,9 +58,10 @@ def server_ended(handle: ClusterHandle) -> str | None:
         return None
     code = job.get("exit_code")
     why = f"its server exited with code {code}" if code is not None else f"its server job is {job['status']}"
-    lines = [" ".join(line.split()) for line in tail.decode(errors="replace").splitlines()]
-    # Control characters from the server's output must not reach the terminal.
-    last = "".join(c if c.isprintable() else "?" for c in " | ".join(line for line in lines if line))
+    lines = (line.strip() for line in tail.decode(errors="replace").splitlines())
+    # Escaped as every error line is: the server's output must not drive the terminal. Not
+    # shortened there: the end of the log, kept below, says most about a crash.
+    last = printable(" | ".join(line for line in lines if line), limit=len(tail) * 4 + 16)
     if not last:
         return f"{why} ({job['status']}), with no output"
     prefix = f"{why} ({job['status']}); last lines: "
