@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from skyk.cli.output import add_output_flag
 
@@ -241,23 +242,19 @@ def serve_up(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
 def _interrupts_held():
     """A context in which Ctrl-C is held until the block ends, then raised as KeyboardInterrupt."""
-    import contextlib
     import signal
 
-    @contextlib.contextmanager
-    def held():
-        caught = []
-        previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        if caught:
-            raise KeyboardInterrupt
-
-    return held()
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _controller_alive(record) -> bool:
