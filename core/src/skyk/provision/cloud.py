@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 if TYPE_CHECKING:
     from skyk.provision.types import ClusterHandle, ProvisionAttempt, ProvisionRequest
 
-#: What a node really is doing, as ``status -r`` reports it.
-NodeState = Literal["running", "stopped", "missing"]
+#: What a node really is doing, as ``status -r`` reports it: ``preempted`` and
+#: ``terminated`` are nodes the cloud still lists but that are gone for good
+#: (reclaimed spot capacity; deleted outside skyk, or by autostop --down);
+#: ``missing`` nodes the cloud no longer knows.
+NodeState = Literal["running", "stopped", "preempted", "terminated", "missing"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,11 @@ class Cloud(abc.ABC):
     def remove_attempt(self, attempt: ProvisionAttempt) -> None:
         """Delete everything :meth:`find_attempt` would find; succeed if nothing is left."""
         raise self._unsupported()
+
+    def prepare_autostop(self, handle: ClusterHandle, down: bool) -> None:
+        """Make the nodes ready for autostop before the agent is told, e.g. set what a node's
+        own shutdown does (stop it, or with ``down`` delete it) where the cloud decides that."""
+        return None  # most clouds need nothing: the autostop command does it all
 
     def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:
         """Return the shell command the head node's agent runs to stop (or tear down) itself.
