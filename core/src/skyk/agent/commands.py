@@ -206,6 +206,38 @@ def cmd_shutdown(_args) -> None:
     _print({"ok": True})
 
 
+#: how a VM powers itself off; the cloud decides whether it then stops or is deleted
+POWEROFF = "sudo -n shutdown -h now"
+#: seconds a worker may take to accept its power-off
+_POWEROFF_TIMEOUT = 60.0
+
+
+def cmd_poweroff(_args) -> None:
+    """Power off every worker, then this (the head) node: autostop on a VM cloud."""
+    import subprocess
+
+    from .driver import load_cluster_info, parallel, runners_of
+
+    info = load_cluster_info() or {}
+    workers = runners_of(info)[1:] if info.get("runners") else []
+
+    def off(rank: int) -> None:
+        # A node going down may drop the connection before it answers (ssh's 255).
+        result = workers[rank - 1].run(POWEROFF, timeout=_POWEROFF_TIMEOUT)
+        if result.returncode not in (0, 255):
+            print(f"worker {rank} did not power off: {result.stderr.strip() or result.returncode}",
+                  file=sys.stderr)
+
+    # Workers first: once the head is off, nothing is left to reach them.
+    for rank, error in enumerate(parallel([(lambda r=r: off(r)) for r in range(1, len(workers) + 1)]), 1):
+        if error is not None:
+            print(f"worker {rank} did not power off: {error}", file=sys.stderr)
+    result = subprocess.run(POWEROFF, shell=True, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CommandError(f"powering off the head node failed: {result.stderr.strip() or result.returncode}")
+    _print({"ok": True})
+
+
 def cmd_daemon(args) -> int:
     from .daemon import main
 
@@ -264,6 +296,8 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_autostop)
     sub.add_parser("health", help="is the daemon up, how busy and idle").set_defaults(fn=cmd_health)
     sub.add_parser("shutdown", help="cancel every job and stop the daemon").set_defaults(fn=cmd_shutdown)
+    sub.add_parser("poweroff", help="power off every node, workers first (autostop on VMs)"
+                   ).set_defaults(fn=cmd_poweroff)
     s = sub.add_parser("daemon", help=argparse.SUPPRESS)
     s.add_argument("--ready-fd", type=int)
     s.set_defaults(fn=cmd_daemon)

@@ -38,6 +38,7 @@ def teardown(conn: sqlite3.Connection, record: ClusterRecord, purge: bool = Fals
             cloud = lookup.cloud_of(record.handle.cloud)
             _shutdown_agent(record.handle)
             cloud.terminate(record.handle)
+            nodes.close_connections(record.handle)
         except Exception:
             if not purge:
                 raise
@@ -92,6 +93,7 @@ def stop_cluster(conn: sqlite3.Connection, record: ClusterRecord) -> None:
     cloud = lookup.cloud_of(record.handle.cloud)
     _shutdown_agent(record.handle)
     cloud.stop(record.handle)
+    nodes.close_connections(record.handle)
     clusters.set_status(conn, record.name, clusters.STOPPED)
 
 
@@ -171,7 +173,17 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
         # the cluster stays, so that 'down' removes it.
         clusters.set_status(conn, record.name, clusters.INIT, note=_interrupted_note(record.name, left))
         return clusters.get(conn, record.name)
-    if all(s == "stopped" for s in states):
+    gone = [i for i, s in enumerate(states) if s in ("preempted", "terminated", "missing")]
+    if len(gone) == len(states) and record.autostop_down and "preempted" not in states:
+        # autostop --down powered the nodes off and the cloud deleted them:
+        # remove what is left (firewall rules, ...) and forget the cluster.
+        cloud.terminate(record.handle)
+        remove_attempts(conn, record.name)
+        clusters.remove(conn, record.name)
+        return None
+    if gone:
+        status, note = clusters.INIT, _gone_note(record.name, states)
+    elif all(s == "stopped" for s in states):
         status, note = clusters.STOPPED, None
     elif all(s == "running" for s in states):
         health = lookup.head_client(record.handle).health()
@@ -191,6 +203,18 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
     return clusters.get(conn, record.name)
 
 
+def _gone_note(name: str, states: list[str]) -> str:
+    """Say which nodes are gone for good, and why, for a cluster the cloud still lists."""
+    why = {"preempted": "preempted by the cloud", "terminated": "terminated outside skyk",
+           "missing": "gone"}
+    parts = []
+    for state in ("preempted", "terminated", "missing"):
+        ranks = [str(i) for i, s in enumerate(states) if s == state]
+        if ranks:
+            parts.append(f"node{'s' if len(ranks) > 1 else ''} {', '.join(ranks)} {why[state]}")
+    return f"{'; '.join(parts)}; 'skyk down {name}' cleans up"
+
+
 def set_autostop(conn, handle, client, idle_minutes: float | None, down: bool) -> None:
     """Tell the head's agent and the state database the autostop setting (None cancels)."""
     if idle_minutes is not None:
@@ -199,5 +223,6 @@ def set_autostop(conn, handle, client, idle_minutes: float | None, down: bool) -
             raise SkykError(f"the {handle.cloud} cloud cannot {'tear down' if down else 'stop'} its"
                             " nodes from inside, so autostop is not available there",
                             hint="stop the cluster yourself with 'skyk stop'")
+        cloud.prepare_autostop(handle, down)
     client.autostop(idle_minutes, down)
     clusters.set_autostop(conn, handle.cluster, idle_minutes, down)
