@@ -193,6 +193,10 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
             status, note = clusters.INIT, _unanswered(health)
         elif record.status == clusters.INIT and record.note:
             status, note = clusters.INIT, record.note
+        elif record.status == clusters.INIT and health is None:
+            # A launch (its owner is gone) made the nodes but never started the agent.
+            status, note = clusters.INIT, (f"launch was interrupted before the node agent started;"
+                                           f" 'skyk down {record.name}' removes the nodes")
         else:
             status, note = clusters.INIT, "node agent is not running (processes killed?)"
     else:
