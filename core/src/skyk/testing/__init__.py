@@ -31,10 +31,14 @@ So does a runtime plugin's, stating how its engine spells each command::
         def expected_serve_argv(self, *, model, port, gpus, api_key):
             return ["myengine", "serve", model, "--port", str(port), ...]
 
+A cloud that provisions nodes also runs :class:`ProvisioningContract`
+against a fake of its cloud (see :mod:`skyk.testing.provision_contract`).
+
 Requires pytest (``pip install skyk-core[testing]``) and, for runtimes, bash.
 """
 
 from skyk.testing.cloud_contract import CloudPluginContract
+from skyk.testing.provision_contract import ProvisioningContract
 from skyk.testing.runtime_contract import RuntimePluginContract
 
-__all__ = ["CloudPluginContract", "RuntimePluginContract"]
+__all__ = ["CloudPluginContract", "ProvisioningContract", "RuntimePluginContract"]
