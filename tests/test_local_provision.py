@@ -27,6 +27,7 @@ from skyk.builtin.local_cloud import LocalCloud
 from skyk.catalog.offering import Offering
 from skyk.catalog.store import skyk_home
 from skyk.provision.types import ClusterHandle, ProvisionError, ProvisionRequest
+from skyk.testing import ProvisioningContract
 
 #: Talks to nodes directly, whatever proxy the environment names.
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -335,3 +336,17 @@ def test_autostop_runs_the_clients_skyk(provision, loopback):
     assert cloud.autostop_command(handle, down=False) == \
         f"SKYK_HOME={home} {shlex.quote(sys.executable)} -m skyk stop 'my cluster' -y"
     assert cloud.autostop_command(handle, down=True).endswith(" -m skyk down 'my cluster' -y")
+
+
+class TestLocalProvisioningContract(ProvisioningContract):
+    """The local cloud passes the provisioning contract a third-party cloud runs on its fake."""
+
+    cloud_name = "local"
+
+    @pytest.fixture
+    def cloud_env(self):
+        yield None  # this machine: nothing to point at
+
+    @pytest.fixture
+    def offering(self) -> Offering:
+        return LocalCloud().offering()
