@@ -1,0 +1,300 @@
+"""AWS end to end through the real CLI, against the test bed: moto's EC2 server behind our
+fault layer (``fakecloud.ec2``), with every instance backed by a node twin (``fakecloud.twins``).
+
+skyk is pointed at the bed only by what a user could set (``AWS_ENDPOINT_URL_EC2``,
+credentials); the product code does not know it is being tested. Needs root, ``ip``,
+``sshd`` and ``sudo`` (skipped otherwise, failed in CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lifecycle_helpers import status_json, wait_for
+
+pytestmark = pytest.mark.slow
+
+#: Twins' addresses: the bed's own bridge and subnet (the local cloud uses 10.213/16).
+SUBNET = "10.214.0.0/16"
+REGION = "us-east-1"
+
+
+def _require_tools() -> None:
+    missing = [t for t in ("ip", "sudo", "ssh", "unshare") if shutil.which(t) is None]
+    missing += [] if os.access("/usr/sbin/sshd", os.X_OK) else ["sshd"]
+    if os.geteuid() != 0 or missing:
+        why = f"the AWS test bed needs root and {', '.join(missing) or 'root'}"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+@pytest.fixture
+def bed(tmp_path, shared_catalogs):
+    """A fake EC2 whose instances are node twins; checks nothing is left when the test ends."""
+    from fakecloud import FakeEC2
+    from fakecloud.twins import TwinHost
+
+    _require_tools()
+    with TwinHost(tmp_path / "twins", subnet=SUBNET) as twins, \
+            FakeEC2(twins=twins, catalog_dir=shared_catalogs) as ec2:
+        yield ec2
+        assert not ec2.errors, ec2.errors
+
+
+@pytest.fixture
+def aws(skyk, bed, isolated_home):
+    """Run the CLI pointed at the bed; ``down -a`` afterwards."""
+
+    def run(*args: str, env: dict | None = None, timeout: float = 180):
+        return skyk(*args, env={**bed.env(), **(env or {})}, timeout=timeout)
+
+    yield run
+    run("down", "-a", "-y", "--purge")
+
+
+def _live(bed, cluster: str | None = None) -> list[dict]:
+    """The bed's instances that are not terminated (of ``cluster``, if given)."""
+    return [i for i in bed.instances() if i["state"] != "terminated"
+            and (cluster is None or i["tags"].get("skyk-cluster") == cluster)]
+
+
+def _nodes(bed, cluster: str) -> list[dict]:
+    """The cluster's live instances in rank order."""
+    return sorted(_live(bed, cluster), key=lambda i: int(i["tags"]["skyk-node-rank"]))
+
+
+def _cluster_groups(bed, cluster: str) -> list[dict]:
+    return [g for g in bed.security_groups() if g["tags"].get("skyk-cluster") == cluster]
+
+
+def _task(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "task.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _assert_nothing_left(bed, cluster: str) -> None:
+    assert _live(bed, cluster) == [], "instances left running"
+    assert _cluster_groups(bed, cluster) == [], "security groups left"
+    assert bed.twins.twins() == [], "node twins left"
+    assert not [p for p in bed.twins.root.iterdir() if p.is_dir()], "twin directories left"
+
+
+def test_a_two_node_cluster_lives_its_whole_life_on_aws(aws, bed, tmp_path):
+    task = _task(tmp_path, f"""\
+name: pair
+num_nodes: 2
+resources:
+  infra: aws/{REGION}
+  cpus: 2+
+setup: echo "setup on $SKYK_NODE_RANK as $(whoami)"
+run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr ' ' ,)"
+""")
+    launched = aws("launch", "-c", "pair", task, "-y")
+    assert launched.returncode == 0, launched.stderr
+    nodes = _nodes(bed, "pair")
+    assert [i["tags"]["skyk-node-rank"] for i in nodes] == ["0", "1"]
+    private = [i["private_ip"] for i in nodes]
+    assert all(ip.startswith("10.214.") for ip in private)
+    ips = ",".join(private)
+    assert f"(head, rank=0) rank=0 ip={private[0]} of {ips}" in launched.stdout
+    assert f"(worker1, rank=1) rank=1 ip={private[1]} of {ips}" in launched.stdout
+    assert "(worker1, rank=1) setup on 1 as ubuntu" in launched.stdout
+
+    head_ip = aws("status", "--ip", "pair").stdout.strip()
+    assert head_ip == nodes[0]["public_ip"] and head_ip != nodes[0]["private_ip"]
+
+    ran = aws("exec", "pair", "echo exec on $SKYK_NODE_RANK")
+    assert ran.returncode == 0, ran.stderr
+    assert "(worker1, rank=1) exec on 1" in ran.stdout
+
+    logs = aws("logs", "pair", "1", "--no-follow")
+    assert logs.returncode == 0 and "setup on 0 as ubuntu" in logs.stdout
+
+    assert aws("stop", "pair", "-y").returncode == 0
+    assert {i["state"] for i in _live(bed, "pair")} == {"stopped"}
+    assert [c["status"] for c in status_json(aws)] == ["STOPPED"]
+
+    started = aws("start", "pair")
+    assert started.returncode == 0, started.stderr
+    new_ip = aws("status", "--ip", "pair").stdout.strip()
+    assert new_ip == _nodes(bed, "pair")[0]["public_ip"] != head_ip
+    again = aws("exec", "pair", "echo back on $SKYK_NODE_RANK")
+    assert again.returncode == 0, again.stderr
+    assert "(worker1, rank=1) back on 1" in again.stdout
+
+    down = aws("down", "pair", "-y")
+    assert down.returncode == 0, down.stderr
+    _assert_nothing_left(bed, "pair")
+
+
+def _one_node(tmp_path: Path, infra: str = f"aws/{REGION}", extra: str = "") -> str:
+    return _task(tmp_path, f"""\
+resources:
+  infra: {infra}
+  cpus: 2+
+{extra}run: echo landed in $(echo $SKYK_CLUSTER_INFO | python3 -c 'import json,sys; print(json.load(sys.stdin)["zone"])')
+""")
+
+
+def _run_calls(bed) -> list:
+    return [c for c in bed.calls if c.action == "RunInstances"]
+
+
+def _zone_of(bed, call) -> str | None:
+    """The zone a RunInstances call asked for (directly, or through its subnet)."""
+    zone = call.params.get("Placement.AvailabilityZone")
+    if zone:
+        return zone
+    subnet = call.params.get("SubnetId") or call.params.get("NetworkInterface.1.SubnetId")
+    described = bed.client(call.region).describe_subnets(SubnetIds=[subnet])["Subnets"]
+    return described[0]["AvailabilityZone"]
+
+
+def _failed_attempt_cost(bed, failed) -> str:
+    """What a failed attempt cost: its RunInstances calls and the time until the next attempt."""
+    runs = _run_calls(bed)
+    later = [c for c in runs if c.time > failed.time]
+    gap = later[0].time - (failed.time + failed.duration) if later else float("nan")
+    same = [c for c in runs if c.region == failed.region and c.error == failed.error]
+    return f"{len(same)} RunInstances call(s), {failed.duration * 1000:.0f} ms, next attempt after {gap * 1000:.0f} ms"
+
+
+def test_no_capacity_in_the_cheapest_zone_lands_in_the_next(aws, bed, tmp_path):
+    bed.fail("InsufficientInstanceCapacity", region=REGION, times=1)
+    launched = aws("launch", "-c", "zones", _one_node(tmp_path), "-y")
+    assert launched.returncode == 0, launched.stderr
+    failed, landed = _run_calls(bed)[:2]
+    assert failed.error == "InsufficientInstanceCapacity" and landed.error is None
+    assert _zone_of(bed, failed) != _zone_of(bed, landed) == _live(bed, "zones")[0]["zone"]
+    assert f"landed in {_live(bed, 'zones')[0]['zone']}" in launched.stdout
+    assert "capacity" in launched.stderr and "InsufficientInstanceCapacity" in launched.stderr
+    cost = _failed_attempt_cost(bed, failed)
+    print(f"\nfailed zone attempt: {cost}")
+    assert cost.startswith("1 RunInstances call(s)"), cost
+    assert _live(bed) == _live(bed, "zones"), "the failed attempt left an instance"
+    assert [g["tags"]["skyk-cluster"] for g in bed.security_groups() if "skyk-cluster" in g["tags"]] \
+        == ["zones"], "the failed attempt left its security group"
+
+
+def test_a_vcpu_quota_skips_the_rest_of_the_region(aws, bed, tmp_path):
+    bed.fail("VcpuLimitExceeded", region=REGION, times=None)
+    launched = aws("launch", "-c", "quota", _one_node(tmp_path, infra="aws"), "-y")
+    assert launched.returncode == 0, launched.stderr
+    runs = _run_calls(bed)
+    assert runs[0].region == REGION and runs[0].error == "VcpuLimitExceeded"
+    assert all(c.region != REGION for c in runs[1:]), [c.region for c in runs]
+    assert runs[-1].error is None and _live(bed, "quota")[0]["region"] != REGION
+    print(f"\nquota attempt: {_failed_attempt_cost(bed, runs[0])}")
+
+
+def test_bad_credentials_skip_aws_for_the_next_cloud(aws, bed, tmp_path):
+    # More CPUs than this machine has: the local cloud cannot take it, AWS is cheapest.
+    task = _task(tmp_path, f"resources:\n  cpus: {(os.cpu_count() or 1) + 2}+\nrun: echo hi\n")
+    bad = aws("launch", "-c", "creds", task, "-y",
+              env={"AWS_ACCESS_KEY_ID": "AKIANOTAREALKEY00000", "AWS_SECRET_ACCESS_KEY": "wrong"})
+    assert bad.returncode != 0
+    tried = [line for line in bad.stderr.splitlines() if line.startswith("Provisioning")]
+    assert " on aws/" in tried[0] and len(tried) > 1, bad.stderr
+    assert [line for line in tried if " on aws/" in line] == tried[:1], "AWS was tried again"
+    assert "credentials" in bad.stderr and "AuthFailure" in bad.stderr
+    assert _live(bed) == []
+
+
+def _status(aws, name: str, refresh: bool = True) -> dict | None:
+    result = aws("status", *(["-r"] if refresh else []), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    return next((c for c in __import__("json").loads(result.stdout) if c["name"] == name), None)
+
+
+def test_a_preempted_spot_cluster_shows_so_and_down_cleans_it(aws, bed, tmp_path):
+    launched = aws("launch", "-c", "spot", _one_node(tmp_path), "--use-spot", "-y")
+    assert launched.returncode == 0, launched.stderr
+    (node,) = _live(bed, "spot")
+    assert node["spot"] and node["shutdown_behavior"] == "terminate"
+    bed.preempt(node["id"])
+    shown = _status(aws, "spot")
+    assert shown["status"] == "INIT" and "preempted" in shown["note"], shown
+    down = aws("down", "spot", "-y")
+    assert down.returncode == 0, down.stderr
+    _assert_nothing_left(bed, "spot")
+
+
+def test_a_launch_killed_before_the_agent_started_is_cleaned_up_by_tag(aws, bed, tmp_path,
+                                                                      shared_catalogs):
+    env = {**os.environ, **bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)}
+    launch = subprocess.Popen([sys.executable, "-m", "skyk", "launch", "-c", "killed",
+                               _one_node(tmp_path), "-y"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # Hold the node before it answers SSH (its sshd stops, as on a slow boot), so the
+        # launch is surely waiting for it, then kill the launch outright.
+        twin = wait_for(lambda: next(iter(bed.twins.twins()), None), timeout=120,
+                        what="the instance's twin")
+        twin.stop()
+        wait_for(lambda: _status(aws, "killed", refresh=False) is not None, what="the cluster record")
+        launch.send_signal(signal.SIGKILL)
+        launch.wait(30)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+            launch.wait()
+    assert _live(bed, "killed"), "the instance should still exist"
+    shown = _status(aws, "killed")
+    assert shown["status"] == "INIT" and shown["note"], shown
+    down = aws("down", "killed", "-y")
+    assert down.returncode == 0, down.stderr
+    assert _live(bed, "killed") == [] and _cluster_groups(bed, "killed") == []
+
+
+def test_autostop_powers_the_nodes_off_and_aws_stops_them(aws, bed, tmp_path):
+    task = _task(tmp_path, f"num_nodes: 2\nresources:\n  infra: aws/{REGION}\n  cpus: 2+\nrun: echo hi\n")
+    launched = aws("launch", "-c", "idle", task, "-y", "-i", "0")
+    assert launched.returncode == 0, launched.stderr
+    wait_for(lambda: {i["state"] for i in _live(bed, "idle")} == {"stopped"}, timeout=120,
+             what="autostop to stop both instances")
+    assert {i["state_reason"] for i in _live(bed, "idle")} == {"Client.InstanceInitiatedShutdown"}
+    assert _status(aws, "idle")["status"] == "STOPPED"
+
+
+def test_autostop_down_powers_off_and_aws_terminates_then_status_forgets_it(aws, bed, tmp_path):
+    launched = aws("launch", "-c", "gone", _one_node(tmp_path), "-y", "--down")
+    assert launched.returncode == 0, launched.stderr
+    wait_for(lambda: not _live(bed, "gone"), timeout=120, what="autostop --down to terminate it")
+    assert _status(aws, "gone") is None
+    _assert_nothing_left(bed, "gone")
+
+
+def _one_clear_line(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr.lower()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("skyk: error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("case", ["unknown AMI", "region not enabled", "no default VPC", "bad ports"])
+def test_bad_input_gets_one_clear_line_and_leaves_nothing(aws, bed, tmp_path, case):
+    resources = {"unknown AMI": "  image_id: ami-0123456789abcdef0\n",
+                 "region not enabled": "", "no default VPC": "", "bad ports": "  ports: 70000\n"}[case]
+    region = "ap-east-1" if case == "region not enabled" else REGION
+    if case == "region not enabled":
+        bed.fail("OptInRequired", region=region, action=None, times=None)
+    if case == "no default VPC":
+        bed.remove_default_vpc(region)
+    task = _task(tmp_path, f"resources:\n  infra: aws/{region}\n  cpus: 2+\n{resources}run: echo hi\n")
+    line = _one_clear_line(aws("launch", "-c", "bad", task, "-y"))
+    expected = {"unknown AMI": "ami-0123456789abcdef0", "region not enabled": "OptInRequired",
+                "no default VPC": "default VPC", "bad ports": "70000"}[case]
+    assert expected in line, line
+    assert _live(bed) == [] and [g for g in bed.security_groups() if "skyk-cluster" in g["tags"]] == []
+    assert _status(aws, "bad", refresh=False) is None
+    if case == "bad ports":
+        assert bed.calls == [], "a task with bad ports reached AWS"
