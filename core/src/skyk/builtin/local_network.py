@@ -23,6 +23,9 @@ The bridge and loopback addresses belong to the whole machine, not to one
 ``SKYK_HOME``, so addresses are handed out from one registry per machine
 (``/run/skyk-local`` for root, else one per user in the temporary directory),
 guarded by ``flock`` against concurrent ``skyk`` processes.
+
+The fake cloud's node twins (``tests/fakecloud/twins.py``) build on the same
+functions with a bridge of their own and neither uplink nor default route.
 """
 
 from __future__ import annotations
@@ -91,13 +94,17 @@ def namespace_name(marker: str) -> str:
     return "skyk-" + re.sub(r"[^A-Za-z0-9_.-]", "_", marker)
 
 
-def veth_name(marker: str) -> str:
-    """Return the host end of the node's veth pair: 13 characters (the kernel allows 15).
+def veth_name(marker: str, prefix: str = "skv") -> str:
+    """Return the host end of the node's veth pair: ``prefix`` and 10 hex digits.
 
     Unique per launch attempt and per restart, not per address, so a pair the kernel
-    is still destroying in the background never blocks a new node.
+    is still destroying in the background never blocks a new node. The prefix tells
+    whose pair it is (the fake cloud's node twins use their own); the kernel allows
+    15 characters, so it has at most 5.
     """
-    return "skv" + hashlib.blake2s(marker.encode(), digest_size=5).hexdigest()
+    if len(prefix) > 5:
+        raise ValueError(f"veth prefix {prefix!r} is longer than 5 characters")
+    return prefix + hashlib.blake2s(marker.encode(), digest_size=5).hexdigest()
 
 
 def namespace_exists(name: str) -> bool:
@@ -237,8 +244,12 @@ def release(addresses: dict[str, str]) -> None:
 
 # -- bridge and namespaces --------------------------------------------------
 
-def _ip(commands: list[str], netns: str | None = None, force: bool = False) -> None:
-    """Run ``commands`` in one ``ip -batch`` process (inside ``netns`` if given)."""
+def ip_batch(commands: list[str], netns: str | None = None, force: bool = False) -> None:
+    """Run ``commands`` in one ``ip -batch`` process (inside ``netns`` if given).
+
+    With ``force`` every command runs even after one fails; NetworkError is
+    still raised at the end if any did.
+    """
     argv = ["ip"]
     if netns:
         argv += ["-n", netns]
@@ -250,33 +261,38 @@ def _ip(commands: list[str], netns: str | None = None, force: bool = False) -> N
         raise NetworkError(f"ip {' '.join(argv[1:])}: {result.stderr.strip() or result.returncode}")
 
 
-def _bridge_up() -> bool:
+def _bridge_up(bridge: str = BRIDGE) -> bool:
     try:
-        flags = int(Path(f"/sys/class/net/{BRIDGE}/flags").read_text(), 16)
+        flags = int(Path(f"/sys/class/net/{bridge}/flags").read_text(), 16)
     except (OSError, ValueError):
         return False
     return bool(flags & _IFF_UP)
 
 
-def ensure_bridge(subnet: ipaddress.IPv4Network) -> None:
-    """Create the bridge with ``subnet``'s gateway address, unless it is already there.
+def ensure_bridge(subnet: ipaddress.IPv4Network, bridge: str = BRIDGE,
+                  share_uplink: bool = True) -> None:
+    """Create ``bridge`` with ``subnet``'s gateway address, unless it is already there.
 
-    Safe against other processes doing the same at the same moment.
+    Safe against other processes doing the same at the same moment. With
+    ``share_uplink`` (the local cloud) nodes may also reach the internet
+    through this machine; without it (the fake cloud's node twins) nothing
+    but the bridge's subnet is reachable.
     """
     address = f"{gateway(subnet)}/{subnet.prefixlen}"
-    if _bridge_up():
-        shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", BRIDGE],
+    if _bridge_up(bridge):
+        shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", bridge],
                                capture_output=True, text=True, timeout=30).stdout
         if f" {address} " in shown:
             return
     # -force: another process may have created the bridge since we looked
     # ("File exists"); the check below tells whether it is there now.
     with contextlib.suppress(NetworkError):
-        _ip([f"link add {BRIDGE} type bridge", f"addr replace {address} dev {BRIDGE}",
-             f"link set {BRIDGE} up"], force=True)
-    if not _bridge_up():
-        raise NetworkError(f"could not create the bridge {BRIDGE}")
-    _share_uplink(subnet)
+        ip_batch([f"link add {bridge} type bridge", f"addr replace {address} dev {bridge}",
+                  f"link set {bridge} up"], force=True)
+    if not _bridge_up(bridge):
+        raise NetworkError(f"could not create the bridge {bridge}")
+    if share_uplink:
+        _share_uplink(subnet)
 
 
 def address_for_nodes() -> str | None:
@@ -333,18 +349,20 @@ def _namespace_resolv_conf() -> str | None:
     return None
 
 
-def add_namespaces(nodes: list[dict], subnet: ipaddress.IPv4Network) -> None:
+def add_namespaces(nodes: list[dict], subnet: ipaddress.IPv4Network, bridge: str = BRIDGE,
+                   default_route: bool = True) -> None:
     """Create each node's namespace and veth pair, and give it its address.
 
     ``nodes`` are ``{"netns", "veth", "address"}`` records. Inside, the veth
-    end is ``eth0``; ``lo`` is up and the default route goes via the bridge.
+    end is ``eth0`` and ``lo`` is up. With ``default_route`` everything outside
+    the subnet goes via ``bridge``; without it a node reaches its subnet only.
     """
     host = []
     for node in nodes:
         host += [f"netns add {node['netns']}",
                  f"link add {node['veth']} type veth peer name eth0 netns {node['netns']}",
-                 f"link set {node['veth']} master {BRIDGE} up"]
-    _ip(host)
+                 f"link set {node['veth']} master {bridge} up"]
+    ip_batch(host)
     resolv = _namespace_resolv_conf()
     # One ip process per namespace (a batch cannot switch namespaces), all at once.
     procs = []
@@ -354,8 +372,9 @@ def add_namespaces(nodes: list[dict], subnet: ipaddress.IPv4Network) -> None:
             etc.mkdir(parents=True, exist_ok=True)
             (etc / "resolv.conf").write_text(resolv)
         inside = ["link set lo up", "link set eth0 up",
-                  f"addr add {node['address']}/{subnet.prefixlen} dev eth0",
-                  f"route add default via {gateway(subnet)}"]
+                  f"addr add {node['address']}/{subnet.prefixlen} dev eth0"]
+        if default_route:
+            inside.append(f"route add default via {gateway(subnet)}")
         proc = subprocess.Popen(["ip", "-n", node["netns"], "-batch", "-"], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         procs.append((node["netns"], proc, "\n".join(inside) + "\n"))
@@ -380,7 +399,7 @@ def delete_namespaces(names: list[str]) -> None:
     if not present:
         return
     with contextlib.suppress(NetworkError):
-        _ip([f"netns del {name}" for name in present], force=True)
+        ip_batch([f"netns del {name}" for name in present], force=True)
     left = [n for n in present if namespace_exists(n)]
     if left:
         raise NetworkError(f"could not delete namespace(s) {', '.join(left)}")
