@@ -394,9 +394,14 @@ def test_user_data_over_16_kib_is_refused(ec2, ami):
         ("InvalidParameterValue", 400)
 
 
-def test_without_a_catalog_only_motos_images_exist(tmp_path, ami):
-    with FakeEC2(catalog_dir=tmp_path) as bed:
-        assert error_of(lambda: run(client(bed), ami)) == ("InvalidAMIID.NotFound", 400)
+def test_the_catalogs_images_are_the_only_ones(ec2, catalog_images, tmp_path, ami):
+    images = client(ec2, "eu-west-1").describe_images()["Images"]
+    assert sorted(i["ImageId"] for i in images) == sorted(
+        image for (region, _), image in catalog_images.items() if region == "eu-west-1" and image)
+    assert {i["OwnerId"] for i in images} == {"111122223333"}
+    with FakeEC2(catalog_dir=tmp_path) as bare:
+        assert client(bare).describe_images()["Images"] == []
+        assert error_of(lambda: run(client(bare), ami)) == ("InvalidAMIID.NotFound", 400)
 
 
 # -- instances without twins ---------------------------------------------------------------

@@ -53,6 +53,7 @@ import http
 import io
 import itertools
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -60,8 +61,9 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -102,6 +104,7 @@ _UNTWINNED_ACTIONS = ("CreateFleet", "RequestSpotInstances", "RequestSpotFleet",
                       "AssociateAddress")
 # Each test bed is a moto account of its own: 12 digits, never moto's default 123456789012.
 _BEDS = itertools.count(1)
+_LOAD_MOTO_AMIS = "MOTO_EC2_LOAD_DEFAULT_AMIS"
 _ACCOUNT_BASE = 210_000_000_000
 
 
@@ -142,12 +145,37 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+@contextmanager
+def _without_moto_images() -> Iterator[None]:
+    """Create moto EC2 backends inside this without moto's ~1400 sample AMIs.
+
+    moto reads MOTO_EC2_LOAD_DEFAULT_AMIS when it builds a region's backend,
+    and builds backends only under its ``backend_lock``, so setting the
+    variable while holding that lock affects only the backends built here.
+    The bed's images are then the catalog's alone, and a region costs
+    milliseconds instead of a tenth of a second.
+    """
+    from moto.core.base_backend import backend_lock
+
+    with backend_lock:
+        before = os.environ.get(_LOAD_MOTO_AMIS)
+        os.environ[_LOAD_MOTO_AMIS] = "false"
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ[_LOAD_MOTO_AMIS]
+            else:
+                os.environ[_LOAD_MOTO_AMIS] = before
+
+
 @lru_cache(maxsize=1)
 def _moto_app() -> Callable[..., Iterable[bytes]]:
     """moto's EC2 Flask app; it holds no state of its own, so every bed shares it."""
     from moto.moto_server.werkzeug_app import create_backend_app
 
-    return create_backend_app("ec2")
+    with _without_moto_images():  # it builds moto's default account's us-east-1 for its routes
+        return create_backend_app("ec2")
 
 
 @lru_cache(maxsize=8)
@@ -236,7 +264,7 @@ class FakeEC2:
         self._rules: list[Rule] = []
         self._calls: list[Call] = []
         self._twins_by_id: dict[str, Twin] = {}
-        self._regions_ready: set[str] = set()
+        self._regions_ready: dict[str, Any] = {}
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._config_dir: Path | None = None
@@ -258,6 +286,9 @@ class FakeEC2:
         """Start serving on a free loopback port; returns self."""
         if self._server is not None:
             raise RuntimeError("FakeEC2 already started")
+        if "MOTO_ACCOUNT_ID" in os.environ:
+            # moto would put every request in that account instead of this bed's.
+            raise RuntimeError("unset MOTO_ACCOUNT_ID: FakeEC2 gives each bed its own account")
         _moto_app()
         self._drop_account()
         self._config_dir = Path(tempfile.mkdtemp(prefix="fakeec2-"))
@@ -503,10 +534,16 @@ class FakeEC2:
         """moto's EC2 backend of this bed in ``region``, with the catalog's images registered."""
         from moto.ec2.models import ec2_backends
 
-        backend = ec2_backends[self.account_id][region]
-        if region not in self._regions_ready:
+        account = ec2_backends[self.account_id]
+        if region in account.keys():
+            backend = account[region]
+        else:
+            with _without_moto_images():
+                backend = account[region]
+        # By identity, not by name: a moto reset (another test's mock_aws) builds new backends.
+        if self._regions_ready.get(region) is not backend:
             self._register_images(region, backend)
-            self._regions_ready.add(region)
+            self._regions_ready[region] = backend
         return backend
 
     def _known_region(self, region: str) -> bool:
