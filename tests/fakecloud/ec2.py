@@ -34,7 +34,12 @@ Reusing it in a plugin's tests (``tests/`` is on pytest's ``pythonpath``)::
         assert [c.error for c in fake_ec2.calls if c.action == "RunInstances"][0] == \\
             "InsufficientInstanceCapacity"
 
-In-process code gets a client with :meth:`FakeEC2.client`. Each test bed is
+Mind botocore's own retries: by default it sends a call that got a 5xx or a
+throttling error again (up to 4 more times in its legacy mode), so a rule
+with ``times=1`` can be absorbed by the client before the code under test
+sees it; ``times=None`` models a zone that stays out of capacity, and
+:attr:`FakeEC2.calls` shows every round trip. In-process code gets a client
+without retries from :meth:`FakeEC2.client`. Each test bed is
 its own moto account, so beds never see each other's resources, even when
 two run at once; ``close()`` drops the account from moto again. With a twin
 host, build it with ``on_shutdown=`` pointing at
@@ -407,7 +412,7 @@ class FakeEC2:
 
     @property
     def calls(self) -> list[Call]:
-        """Every EC2 request answered so far, oldest first (a copy)."""
+        """Every EC2 request answered so far, in the order answered (a copy)."""
         with self._record_lock:
             return list(self._calls)
 
