@@ -1,0 +1,11 @@
+"""skyk's fake-cloud test bed: fake clouds that tests point the real SDKs at.
+
+``FakeEC2`` (:mod:`fakecloud.ec2`) is moto's EC2 server behind our fault,
+credential, AMI and node-twin layer; ``Rule`` and ``error_response``
+(:mod:`fakecloud.faults`) are its fault rules and EC2's error document.
+"""
+
+from .ec2 import Call, FakeEC2
+from .faults import RequestFacts, Rule, error_response, status_for
+
+__all__ = ["Call", "FakeEC2", "RequestFacts", "Rule", "error_response", "status_for"]
