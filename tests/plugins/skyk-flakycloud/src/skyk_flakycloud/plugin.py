@@ -5,12 +5,14 @@
 zone. ``FLAKY_HANG`` names zones where provisioning never answers.
 ``FLAKY_WAIT_HANG`` makes nodes that never become ready.
 ``FLAKY_ATTEMPTS`` names a file that gets one line per attempted zone.
+``FLAKY_REQUESTS`` names a file that gets each request's disk and image fields as a JSON line.
 ``FLAKY_SPOT_OUTAGE`` names a file: while it exists, no zone has spot capacity.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -45,6 +47,11 @@ class FlakyCloud(LocalCloud):
         if log:
             with open(log, "a") as file:
                 file.write(f"{zone}\n")
+        requests = os.environ.get("FLAKY_REQUESTS")
+        if requests:
+            with open(requests, "a") as file:
+                fields = ("disk_size", "disk_tier", "image_id", "ports")
+                file.write(json.dumps({f: getattr(request, f) for f in fields}) + "\n")
         if zone in os.environ.get("FLAKY_HANG", "").split(","):
             time.sleep(3600)
         outage = os.environ.get("FLAKY_SPOT_OUTAGE")
