@@ -356,7 +356,7 @@ def test_a_launch_killed_after_run_instances_is_found_and_removed_by_its_attempt
     network = vpcs.find_network(ec2, REGION, ZONE_NAMES["use1-az1"])
     group = security_groups.create(ec2, network.vpc_id, req.cluster, req.uid, ())
     params = instances.launch_parameters(req, image, network, "#cloud-config\n")
-    made = instances.run(ec2, {**params, "SecurityGroupIds": [group]})
+    made = instances.run(ec2, req.uid, {**params, "SecurityGroupIds": [group]})
     attempt = ProvisionAttempt.of(req)
     cloud = AWSCloud()
     found = cloud.find_attempt(attempt)

@@ -97,7 +97,7 @@ class AWSCloud(SSHCloud):
             group_id = security_groups.create(ec2, network.vpc_id, request.cluster, request.uid,
                                               request.ports)
             params["SecurityGroupIds"] = [group_id]
-            launched = instances.run(ec2, params)
+            launched = instances.run(ec2, request.uid, params)
             ids = [i["InstanceId"] for i in launched]
             instances.tag_ranks(ec2, launched)
             running = instances.wait_running(ec2, ids, network.public_ips, RUNNING_TIMEOUT, offering.zone)

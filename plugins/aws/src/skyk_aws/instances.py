@@ -79,15 +79,14 @@ def launch_parameters(request: ProvisionRequest, image: Image, network: Network,
     return params
 
 
-def run(ec2, params: dict) -> list[dict]:
-    """Send ``RunInstances``; return the instances it made, by launch index.
+def run(ec2, uid: str, params: dict) -> list[dict]:
+    """Send ``RunInstances`` for attempt ``uid``; return the instances it made, by launch index.
 
     A retry (after throttling, or an answer lost on the way) carries the same
     ``ClientToken``, so EC2 returns the first set rather than making another.
     Before retrying, the attempt's tag is looked up too: a whole set found
     there is the first try's.
     """
-    uid = next(t["Value"] for t in params["TagSpecifications"][0]["Tags"] if t["Key"] == tags.ATTEMPT)
 
     def made_already() -> dict | None:
         found = live(find(ec2, uid))
