@@ -99,8 +99,9 @@ class AWSCloud(SSHCloud):
             params["SecurityGroupIds"] = [group_id]
             launched = instances.run(ec2, request.uid, params)
             ids = [i["InstanceId"] for i in launched]
-            instances.tag_ranks(ec2, launched)
             running = instances.wait_running(ec2, ids, network.public_ips, RUNNING_TIMEOUT, offering.zone)
+            # Once EC2 lists them: tagging an instance it does not list yet fails.
+            instances.tag_ranks(ec2, running)
         except BaseException as exc:
             failure = (errors.classify(exc, region, offering.zone)
                        if isinstance(exc, (ClientError, BotoCoreError)) else exc)

@@ -33,6 +33,8 @@ DISK_TIERS = {"low": (3000, 125), "medium": (3500, 250), "high": (6000, 400),
 #: first and longest pause between two looks at instances that are changing state
 FIRST_POLL = 0.2
 MAX_POLL = 5.0
+#: tries of tagging an instance EC2 does not know yet
+_TAG_TRIES = 5
 
 
 def client_token(cluster: str, uid: str) -> str:
@@ -150,10 +152,25 @@ def node_state(instance: dict | None) -> NodeState:
 
 
 def tag_ranks(ec2, instances: list[dict]) -> None:
-    """Tag each instance with its node rank: its launch index."""
+    """Tag each instance with its node rank: its launch index.
+
+    EC2 is eventually consistent: an instance it has just listed may still be
+    unknown to ``CreateTags`` for a moment, which is waited out briefly.
+    """
+    from botocore.exceptions import ClientError
+
     for instance in instances:
-        errors.call(ec2.create_tags, Resources=[instance["InstanceId"]],
-                    Tags=[{"Key": tags.RANK, "Value": str(instance.get("AmiLaunchIndex", 0))}])
+        pause = FIRST_POLL
+        for attempt in range(_TAG_TRIES):
+            try:
+                errors.call(ec2.create_tags, Resources=[instance["InstanceId"]],
+                            Tags=[{"Key": tags.RANK, "Value": str(instance.get("AmiLaunchIndex", 0))}])
+                break
+            except ClientError as exc:
+                if errors.error_code(exc) != "InvalidInstanceID.NotFound" or attempt + 1 == _TAG_TRIES:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_POLL)
 
 
 def _failure(instance: dict, zone: str | None) -> ProvisionError:
