@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,20 @@ def test_launch_lands_in_the_third_cheapest_zone_and_lists_attempts(skyk, tmp_pa
         assert cluster["hourly_price"] == 0.30
     finally:
         skyk("down", "ft", "-y")
+
+
+def test_the_request_carries_the_tasks_disk_and_ports(skyk, tmp_path):
+    requests = tmp_path / "requests"
+    task = tmp_path / "task.yaml"
+    task.write_text("resources:\n  disk_size: 120\n  disk_tier: high\n  ports: [8000-8001]\nrun: echo hi\n")
+    result = skyk("launch", "-c", "fd", "--cloud", "flaky", "-d", str(task), "-y",
+                  env={"FLAKY_REQUESTS": str(requests)})
+    try:
+        assert result.returncode == 0, result.stderr
+        [request] = [json.loads(line) for line in requests.read_text().splitlines()]
+        assert request == {"disk_size": 120, "disk_tier": "high", "image_id": None, "ports": [8000, 8001]}
+    finally:
+        skyk("down", "fd", "-y")
 
 
 def test_region_scoped_failure_skips_the_rest_of_the_region(skyk, tmp_path):

@@ -169,6 +169,15 @@ def test_autostop_stops_and_autodown_tears_down(cli):
     assert node_processes() == {}
 
 
+def test_autostop_prepares_the_nodes_before_the_agent_is_told(cli, tmp_path):
+    log = tmp_path / "autostop"
+    env = {"FLAKY_AUTOSTOP": str(log)}
+    result = cli("launch", "-c", "fs", "--cloud", "flaky", "-d", "-i", "30", "--down", "echo hi", "-y", env=env)
+    assert result.returncode == 0, result.stderr
+    assert cli("autostop", "fs", "-i", "60", env=env).returncode == 0
+    assert log.read_text().splitlines() == ["fs down", "fs stop"]
+
+
 def test_down_all_of_ten_clusters_leaves_nothing(cli, isolated_home):
     import concurrent.futures
 

@@ -227,6 +227,7 @@ def set_autostop(conn, handle, client, idle_minutes: float | None, down: bool) -
             raise SkykError(f"the {handle.cloud} cloud cannot {'tear down' if down else 'stop'} its"
                             " nodes from inside, so autostop is not available there",
                             hint="stop the cluster yourself with 'skyk stop'")
+        # Before the agent is told: its poweroff must already do what autostop means.
         cloud.prepare_autostop(handle, down)
     client.autostop(idle_minutes, down)
     clusters.set_autostop(conn, handle.cluster, idle_minutes, down)

@@ -187,7 +187,8 @@ def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_u
                 image = image.get(offering.region)
             request = ProvisionRequest(cluster=cluster, uid=secrets.token_hex(4), num_nodes=task.num_nodes,
                                        offering=offering, use_spot=candidate.use_spot, ports=ports,
-                                       disk_size=task.resources.disk_size, image_id=image)
+                                       disk_size=task.resources.disk_size, image_id=image,
+                                       disk_tier=task.resources.disk_tier)
             nodes = f"{task.num_nodes}x " if task.num_nodes > 1 else ""
             progress(f"Provisioning {nodes}{offering.instance_type}{' [spot]' if candidate.use_spot else ''}"
                      f" on {offering.infra} (${candidate.hourly_cost:.2f}/h)")

@@ -24,7 +24,9 @@ class ProvisionRequest:
     """Create ``num_nodes`` nodes of ``offering`` for cluster ``cluster``.
 
     ``uid`` is unique per launch attempt, so a plugin can tag and later find
-    exactly the nodes this attempt made.
+    exactly the nodes this attempt made. ``disk_size`` (GiB) and ``disk_tier``
+    (``low``, ``medium``, ``high``, ``ultra`` or ``best``) are the task's; None
+    leaves each to the cloud's default.
     """
 
     cluster: str
@@ -35,6 +37,7 @@ class ProvisionRequest:
     ports: tuple[int, ...] = ()
     disk_size: int | None = None
     image_id: str | None = None
+    disk_tier: str | None = None
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,15 @@
 zone. ``FLAKY_HANG`` names zones where provisioning never answers.
 ``FLAKY_WAIT_HANG`` makes nodes that never become ready.
 ``FLAKY_ATTEMPTS`` names a file that gets one line per attempted zone.
+``FLAKY_REQUESTS`` names a file that gets each request's disk and image fields as a JSON line.
+``FLAKY_AUTOSTOP`` names a file that gets a line per ``prepare_autostop`` call (``down`` or ``stop``).
 ``FLAKY_SPOT_OUTAGE`` names a file: while it exists, no zone has spot capacity.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -45,6 +48,11 @@ class FlakyCloud(LocalCloud):
         if log:
             with open(log, "a") as file:
                 file.write(f"{zone}\n")
+        requests = os.environ.get("FLAKY_REQUESTS")
+        if requests:
+            with open(requests, "a") as file:
+                fields = ("disk_size", "disk_tier", "image_id", "ports")
+                file.write(json.dumps({f: getattr(request, f) for f in fields}) + "\n")
         if zone in os.environ.get("FLAKY_HANG", "").split(","):
             time.sleep(3600)
         outage = os.environ.get("FLAKY_SPOT_OUTAGE")
@@ -60,6 +68,12 @@ class FlakyCloud(LocalCloud):
         return dataclasses.replace(handle, cloud=NAME, region=offering.region, zone=offering.zone, use_spot=request.use_spot,
                                    hourly_price=offering.spot_price if request.use_spot else offering.price)
 
+
+    def prepare_autostop(self, handle: ClusterHandle, down: bool) -> None:
+        log = os.environ.get("FLAKY_AUTOSTOP")
+        if log:
+            with open(log, "a") as file:
+                file.write(f"{handle.cluster} {'down' if down else 'stop'}\n")
 
     def wait_ready(self, handle: ClusterHandle, timeout: float) -> None:
         if os.environ.get("FLAKY_WAIT_HANG"):
