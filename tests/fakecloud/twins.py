@@ -564,7 +564,9 @@ class TwinHost:
         self.netns_prefix = f"{NETNS_PREFIX}{bridge}-"
         #: Files the power-off shim is bound over inside each twin.
         self.power_targets = _power_targets()
-        self._on_shutdown = on_shutdown or Twin.stop
+        #: Called from the watcher thread for each shutdown request; None stops the twin.
+        #: A fake cloud may set it after construction (FakeEC2 does).
+        self.on_shutdown = on_shutdown
         self._lock = threading.Lock()
         self._twins: list[Twin] = []
         self._seq = 0
@@ -727,7 +729,7 @@ class TwinHost:
 
     def _call_on_shutdown(self, twin: Twin) -> None:
         try:
-            self._on_shutdown(twin)
+            (self.on_shutdown or Twin.stop)(twin)
         except Exception:
             log.exception("on_shutdown(%s) failed", twin.name)
 
