@@ -1,89 +1,69 @@
-"""A real EC2 endpoint for the AWS plugin's tests: moto's server, in this process.
+"""A real EC2 endpoint for the AWS plugin's tests: the test bed's moto server, in this process.
 
 The plugin is pointed at it only the way a user points the AWS CLI somewhere:
 ``AWS_ENDPOINT_URL_EC2``, credentials in ``AWS_*`` variables, and empty config
-and credentials files. Its catalog directory (``SKYK_CATALOG_DIR``) holds an
-``aws/images.csv`` whose AMIs are images moto knows.
+and credentials files (:meth:`fakecloud.FakeEC2.env`). Its catalog directory
+(``SKYK_CATALOG_DIR``) holds an ``aws/images.csv`` whose AMIs the bed registers.
+The bed is a moto account of its own, so other tests' moto state never leaks in.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
-
 import pytest
 
-#: The images.csv rows the tests launch from: (tag, AMI index among moto's x86_64 images, date).
-#: Two CPU rows, so the newest one must win.
+#: The images.csv rows the tests launch from: (tag, AMI index, date). Two CPU rows, so the
+#: newest one must win; the last is an image no default picks, for image_id overrides.
 IMAGE_ROWS = (("skypilot:custom-cpu-ubuntu", 0, "20240101"), ("skypilot:custom-cpu-ubuntu", 1, "20250101"),
-              ("skypilot:custom-gpu-ubuntu", 2, "20250101"), ("skypilot:neuron-ubuntu-2204", 3, "20250101"))
+              ("skypilot:custom-gpu-ubuntu", 2, "20250101"), ("skypilot:neuron-ubuntu-2204", 3, "20250101"),
+              ("skypilot:gpu-ubuntu-2004", 4, "20230101"))
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: A region with one CPU image (and so a default VPC to remove).
+OTHER_REGION = "eu-west-3"
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint():
-    """The URL of a moto server running for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def aws_files(tmp_path_factory):
-    """Empty AWS config and credentials files, the same for every test (so clients are reused)."""
-    directory = tmp_path_factory.mktemp("aws-config")
-    (directory / "config").write_text("")
-    (directory / "credentials").write_text("")
-    return directory
-
-
-@pytest.fixture(scope="session")
-def moto_client(moto_endpoint):
-    """The tests' own EC2 client on REGION, to look at (and change) what moto holds."""
-    import boto3
-
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
-    return session.client("ec2", region_name=REGION, endpoint_url=moto_endpoint)
-
-
-@pytest.fixture(scope="session")
-def moto_images(moto_client):
-    """x86_64 AMIs moto serves in REGION (IDs), in a stable order."""
-    images = moto_client.describe_images(Owners=["amazon"])["Images"]
-    return sorted(i["ImageId"] for i in images
-                  if i.get("Architecture") == "x86_64" and i.get("RootDeviceType") == "ebs")
+def moto_images():
+    """The AMI ids of the tests' catalog, in IMAGE_ROWS's index order."""
+    return [f"ami-0a{index:015x}" for index in range(len(IMAGE_ROWS) + 1)]
 
 
 @pytest.fixture(scope="session")
 def catalog(tmp_path_factory, moto_images):
-    """A catalog directory whose aws/images.csv names moto's AMIs."""
+    """A catalog directory whose aws/images.csv names the bed's AMIs."""
     directory = tmp_path_factory.mktemp("catalogs")
     (directory / "aws").mkdir()
     lines = ["Tag,Region,OS,OSVersion,ImageId,CreationDate,BaseImageId"]
     lines += [f"{tag},{REGION},ubuntu,22.04,{moto_images[index]},{date}," for tag, index, date in IMAGE_ROWS]
     lines.append(f"skypilot:custom-gpu-ubuntu,{REGION},ubuntu,22.04,,20990101,")  # no AMI: skipped
+    lines.append(f"skypilot:custom-cpu-ubuntu,{OTHER_REGION},ubuntu,22.04,{moto_images[-1]},20250101,")
     (directory / "aws" / "images.csv").write_text("\n".join(lines) + "\n")
     return directory
 
 
+@pytest.fixture(scope="session")
+def bed(catalog):
+    """The test bed's EC2 (moto and our fault layer, no node twins) for the whole session."""
+    from fakecloud import FakeEC2
+
+    with FakeEC2(catalog_dir=catalog) as ec2:
+        yield ec2
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(bed):
+    """The URL of the bed's EC2 endpoint."""
+    return bed.endpoint
+
+
+@pytest.fixture(scope="session")
+def moto_client(bed):
+    """The tests' own EC2 client on REGION, to look at (and change) what moto holds."""
+    return bed.client(REGION)
+
+
 @pytest.fixture
-def aws(monkeypatch, moto_endpoint, aws_files, catalog, moto_client):
-    """Point the plugin at moto as a user would; return the tests' own client (see moto_client)."""
-    for key, value in {"AWS_ENDPOINT_URL_EC2": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-                       "AWS_CONFIG_FILE": str(aws_files / "config"),
-                       "AWS_SHARED_CREDENTIALS_FILE": str(aws_files / "credentials"),
-                       "SKYK_CATALOG_DIR": str(catalog)}.items():
+def aws(monkeypatch, bed, catalog, moto_client):
+    """Point the plugin at the bed as a user would; return the tests' own client (see moto_client)."""
+    for key, value in {**bed.env(), "AWS_DEFAULT_REGION": REGION, "SKYK_CATALOG_DIR": str(catalog)}.items():
         monkeypatch.setenv(key, value)
     return moto_client

@@ -1,4 +1,4 @@
-"""Provisioning on AWS against moto's EC2 server: launch, tags, images, zones, stop/start, cleanup.
+"""Provisioning on AWS against the test bed's EC2 (moto's server, no node twins): launch, tags, images, zones, stop/start, cleanup.
 
 Nothing here dials a node: moto's public addresses are made up, so
 ``wait_ready`` (SSH) is never called.
@@ -22,8 +22,9 @@ from skyk_aws import images, instances, security_groups, session, tags, zones
 from skyk_aws.cloud import AWSCloud
 from skyk_aws.vpcs import VPC_ENV
 
-#: the region the conftest's catalog has images for
+#: the region the conftest's catalog has images for, and one with a single CPU image
 REGION = "us-east-1"
+OTHER_REGION = "eu-west-3"
 CPU = Offering("aws", "m6i.large", 2, 8, REGION, "use1-az1", 0.096, 0.03)
 GPU = Offering("aws", "g5.xlarge", 4, 16, REGION, "use1-az2", 1.006, 0.4, "A10G", 1.0)
 #: moto's zone names for REGION by zone ID (its account's shuffle)
@@ -323,19 +324,11 @@ def test_terminate_finds_instances_a_handle_lacks_by_tag(aws):
     assert of_attempt(aws, handle.uid) == [] and groups_of_attempt(aws, handle.uid) == []
 
 
-def test_query_reports_missing_and_preempted_nodes(aws):
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.ec2.models import ec2_backends
-    from moto.ec2.models.instances import StateReason
-
+def test_query_reports_missing_and_preempted_nodes(aws, bed):
     cloud = AWSCloud()
     handle = cloud.provision(request("states", use_spot=True, num_nodes=2))
     try:
-        # AWS takes the worker back: terminated, with the spot reason.
-        worker = ec2_backends[DEFAULT_ACCOUNT_ID][REGION].get_instance(handle.nodes[1].node_id)
-        worker.terminate()
-        worker.state_reason = StateReason("Server.SpotInstanceTermination: Spot instance termination",
-                                          instances.SPOT_TERMINATION)
+        bed.preempt(handle.nodes[1].node_id)  # AWS takes the worker back
         assert cloud.query(handle) == ["running", "preempted"]
         aws.terminate_instances(InstanceIds=[handle.nodes[0].node_id])
         assert cloud.query(handle) == ["terminated", "preempted"]
@@ -382,16 +375,11 @@ def test_a_failure_after_run_instances_removes_what_was_made(cloud, aws, monkeyp
     assert of_attempt(aws, req.uid) == [] and groups_of_attempt(aws, req.uid) == []
 
 
-def test_a_region_without_a_default_vpc_is_one_clear_line_and_leaves_nothing(aws, monkeypatch):
-    region, zone_id = "eu-west-3", "euw3-az1"
+def test_a_region_without_a_default_vpc_is_one_clear_line_and_leaves_nothing(aws, bed):
+    region, zone_id = OTHER_REGION, "euw3-az1"
+    bed.remove_default_vpc(region)
     client = session.ec2(region)
-    [vpc] = client.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
-    for subnet in client.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]:
-        client.delete_subnet(SubnetId=subnet["SubnetId"])
-    client.delete_vpc(VpcId=vpc["VpcId"])
-    image = client.describe_images(Owners=["amazon"])["Images"]
-    ami = next(i["ImageId"] for i in image if i.get("Architecture") == "x86_64")
-    req = request("novpc", CPU._replace(region=region, zone=zone_id), image_id=ami)
+    req = request("novpc", CPU._replace(region=region, zone=zone_id))
     with pytest.raises(ProvisionError) as failure:
         AWSCloud().provision(req)
     assert (failure.value.kind, failure.value.scope) == ("other", "region")
