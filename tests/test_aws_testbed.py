@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from lifecycle_helpers import status_json, wait_for
+from skyk.catalog.offering import Offering
+from skyk.testing import ProvisioningContract
 
 pytestmark = pytest.mark.slow
 
@@ -302,3 +304,19 @@ def test_bad_input_gets_one_clear_line_and_leaves_nothing(aws, bed, tmp_path, ca
     assert _status(aws, "bad", refresh=False) is None
     if case == "bad ports":
         assert bed.calls == [], "a task with bad ports reached AWS"
+
+
+class TestAWSProvisioningContract(ProvisioningContract):
+    """AWS passes the contract kit's provisioning tests on the test bed."""
+
+    cloud_name = "aws"
+
+    @pytest.fixture
+    def cloud_env(self, bed, monkeypatch, shared_catalogs):
+        for key, value in {**bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)}.items():
+            monkeypatch.setenv(key, value)
+        yield bed
+
+    @pytest.fixture
+    def offering(self) -> Offering:
+        return Offering("aws", "t3.medium", 2.0, 4.0, REGION, "use1-az1", 0.0416, 0.0125)
