@@ -62,6 +62,12 @@ def test_a_node_is_reached_from_here_on_its_public_address_and_from_the_head_on_
     assert (node.internal_runner["host"], node.internal_runner["key_file"]) == ("10.0.0.5", HEAD_KEY)
     assert runner_from_spec(node.runner).python == "python3"
     assert ssh_node("i-2", "10.0.0.6", None, "ubuntu", key).runner["host"] == "10.0.0.6"
+    # The head runs its own share of a job directly, as this machine's user.
+    head = runner_from_spec(ssh_node("i-0", "10.0.0.4", "203.0.113.8", "ubuntu", key, head=True)
+                            .internal_runner)
+    assert (head.kind, head.home, head.marker, head.netns, head.python) == ("local", None, None, None,
+                                                                          "python3")
+    assert head.run("echo $HOME").stdout.strip() == os.path.expanduser("~")
 
 
 def test_waiting_for_ssh_returns_once_every_node_answers(sshd, capsys):  # noqa: F811

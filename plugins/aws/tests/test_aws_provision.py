@@ -137,9 +137,11 @@ def test_three_nodes_come_from_one_call_ranked_by_launch_index(cloud, aws, sent)
     assert [tag_dict(made[n.node_id])["skyk-node-rank"] for n in handle.nodes] == ["0", "1", "2"]
     assert handle.extra["instance_ids"] == [n.node_id for n in handle.nodes]
     assert cloud.query(handle) == ["running"] * 3
-    # Each node is reached from the head on its private address with the head's copy of the key.
-    assert [n.internal_runner["host"] for n in handle.nodes] == [made[n.node_id]["PrivateIpAddress"]
-                                                                  for n in handle.nodes]
+    # Each worker is reached from the head on its private address with the head's copy of the
+    # key; the head runs its own share directly.
+    assert [n.internal_runner.get("host") for n in handle.nodes] == [
+        None, *(made[n.node_id]["PrivateIpAddress"] for n in handle.nodes[1:])]
+    assert handle.nodes[0].internal_runner["kind"] == "local"
 
 
 def _throttled(operation: str) -> ClientError:

@@ -122,11 +122,15 @@ class RunnerError(Exception):
 
 
 class LocalRunner(CommandRunner):
-    """A sandbox on this machine: its own home directory and, optionally, network namespace."""
+    """A sandbox on this machine: its own home directory and, optionally, network namespace.
+
+    Without ``home`` it is this machine's own user in its own home: how the
+    agent on a VM's head node runs the head's share of a job, with no SSH hop.
+    """
 
     kind = "local"
 
-    def __init__(self, home: str, marker: str, netns: str | None = None,
+    def __init__(self, home: str | None = None, marker: str | None = None, netns: str | None = None,
                  python: str | None = None):
         super().__init__(python or sys.executable)
         self.home = home
@@ -140,12 +144,13 @@ class LocalRunner(CommandRunner):
     def process_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in _INHERITED_ENV}
         env.setdefault("PATH", os.defpath)
-        env["HOME"] = self.home
-        env[NODE_MARKER] = self.marker
+        env["HOME"] = self.process_cwd()
+        if self.marker:
+            env[NODE_MARKER] = self.marker
         return env
 
     def process_cwd(self) -> str:
-        return self.home
+        return self.home or os.path.expanduser("~")
 
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "home": self.home, "marker": self.marker, "netns": self.netns,

@@ -36,7 +36,7 @@ def start_agent(handle: ClusterHandle, cloud: Cloud):
     from skyk.lifecycle.lookup import head_client
 
     client = head_client(handle)
-    if any(n.internal_runner and n.internal_runner.get("key_file") == HEAD_KEY for n in handle.nodes):
+    if any(n.internal_runner and n.internal_runner.get("key_file") == HEAD_KEY for n in handle.nodes[1:]):
         _copy_key_to_head(handle)
     client.install()
     client.write_cluster_info(cluster_info(handle, cloud))
@@ -59,9 +59,6 @@ def close_connections(handle: ClusterHandle) -> None:
 
 def _copy_key_to_head(handle: ClusterHandle) -> None:
     """Give the head the user's private key, with which it reaches the workers (see ``ssh_node``).
-
-    The head needs it even alone: the job driver reaches every node, the
-    head included, through the node's runner in ``cluster.json``.
 
     The key travels on stdin into a file only the node's user can read.
     """

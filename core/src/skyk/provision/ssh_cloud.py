@@ -18,7 +18,7 @@ from typing import ClassVar
 import yaml
 
 from skyk.agent import layout
-from skyk.agent.runners import SSHRunner, runner_from_spec
+from skyk.agent.runners import LocalRunner, SSHRunner, runner_from_spec
 from skyk.lifecycle.progress import say
 from skyk.provision.cloud import Cloud
 from skyk.provision.ssh_keys import UserKey
@@ -40,12 +40,14 @@ def cloud_config(user: str, key: UserKey) -> str:
 
 
 def ssh_node(node_id: str, internal_ip: str, external_ip: str | None, user: str,
-             key: UserKey) -> NodeInfo:
+             key: UserKey, head: bool = False) -> NodeInfo:
     """Describe one node: reached from here on its external address (if any) with ``key``,
-    and from the head on its internal address with the head's copy of the key."""
+    and from the head on its internal address with the head's copy of the key (the head
+    itself runs its own commands directly)."""
+    inside = LocalRunner(python="python3") if head else SSHRunner(internal_ip, user, HEAD_KEY)
     return NodeInfo(node_id=node_id, internal_ip=internal_ip, external_ip=external_ip,
                     runner=SSHRunner(external_ip or internal_ip, user, str(key.private)).spec(),
-                    internal_runner=SSHRunner(internal_ip, user, HEAD_KEY).spec())
+                    internal_runner=inside.spec())
 
 
 def wait_for_ssh(handle: ClusterHandle, timeout: float) -> None:

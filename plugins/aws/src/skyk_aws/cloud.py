@@ -116,7 +116,7 @@ class AWSCloud(SSHCloud):
             if failure is exc:
                 raise
             raise failure from exc
-        nodes = tuple(self._node(i, key) for i in running)
+        nodes = tuple(self._node(i, key, rank) for rank, i in enumerate(running))
         extra = {"instance_ids": ids, "security_group_id": group_id, "zone_name": zone_name,
                  "vpc_id": network.vpc_id, "subnet_id": network.subnet_id,
                  "public_ips": network.public_ips, "image_id": image.image_id}
@@ -174,7 +174,7 @@ class AWSCloud(SSHCloud):
                                              max(1.0, deadline - time.monotonic()))
         # Public addresses change on every start: the nodes are described afresh.
         key = user_key()
-        return dataclasses.replace(handle, nodes=tuple(self._node(i, key) for i in running),
+        return dataclasses.replace(handle, nodes=tuple(self._node(i, key, rank) for rank, i in enumerate(running)),
                                    extra={**handle.extra, "instance_ids": ids})
 
     def terminate(self, handle: ClusterHandle) -> None:
@@ -208,11 +208,11 @@ class AWSCloud(SSHCloud):
                 errors.call(ec2.modify_instance_attribute, InstanceId=instance["InstanceId"],
                             Attribute="instanceInitiatedShutdownBehavior", Value=behaviour)
 
-    def _node(self, instance: dict, key):
+    def _node(self, instance: dict, key, rank: int):
         from skyk.provision.ssh_cloud import ssh_node
 
         return ssh_node(instance["InstanceId"], instance["PrivateIpAddress"],
-                        instance.get("PublicIpAddress"), self.ssh_user, key)
+                        instance.get("PublicIpAddress"), self.ssh_user, key, head=rank == 0)
 
 
 def _ec2(region: str):
