@@ -98,11 +98,11 @@ def test_a_node_that_never_answers_ssh_is_named_within_the_limit(sshd):  # noqa:
 
 
 def test_the_head_gets_a_private_copy_of_the_key_for_the_workers(sshd, isolated_home):  # noqa: F811
-    from skyk.lifecycle.nodes import _copy_key_to_head
+    from skyk.provision.ssh_cloud import give_head_the_key
 
     runner = sshd.runner()
     try:
-        _copy_key_to_head(_handle([NodeInfo("n0", "127.0.0.1", None, runner.spec())]))
+        give_head_the_key(_handle([NodeInfo("n0", "127.0.0.1", None, runner.spec())]))
     finally:
         runner.close()
     copy = sshd.home / ".skyk" / "ssh" / "skyk-key"
@@ -110,3 +110,52 @@ def test_the_head_gets_a_private_copy_of_the_key_for_the_workers(sshd, isolated_
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700
     assert os.stat(sshd.home / ".skyk").st_mode & 0o077 == 0
+
+
+@pytest.fixture
+def head_and_worker(tmp_path, isolated_home):
+    """Two real sshd servers that accept the user's key: a head and a worker behind it."""
+    from skyk.agent.runners import SSHRunner
+    from sshd import SSHD, start_sshd, stop_sshd
+
+    if not os.access(SSHD, os.X_OK):
+        pytest.skip(f"{SSHD} not installed")
+    servers = [start_sshd(tmp_path / f"node{i}") for i in range(2)]
+    try:
+        for server in servers:
+            with open(server.key_file.parent / "authorized_keys", "a") as keys:
+                keys.write(user_key().public + "\n")
+        head, worker = servers
+        nodes = [NodeInfo("head", "127.0.0.1", None, head.runner().spec()),
+                 NodeInfo("i-worker", "127.0.0.1", None, worker.runner().spec(),
+                          SSHRunner("127.0.0.1", worker.user, HEAD_KEY, port=worker.port).spec())]
+        yield _handle(nodes), worker
+    finally:
+        for server in servers:
+            runner_from_spec(server.runner().spec()).close()
+            stop_sshd(server.process)
+
+
+def test_the_head_checks_its_workers_over_the_internal_network(head_and_worker, capsys):
+    from skyk.provision.ssh_cloud import wait_for_workers_from_head
+
+    handle, worker = head_and_worker
+    wait_for_workers_from_head(handle, 30)
+    assert "waiting for SSH on 1 worker(s) from the head" in capsys.readouterr().err
+
+
+def test_a_worker_the_head_cannot_reach_is_named(head_and_worker):
+    import dataclasses
+
+    from skyk.provision.ssh_cloud import wait_for_workers_from_head
+
+    handle, _ = head_and_worker
+    dead = dataclasses.replace(handle.nodes[1], internal_ip="127.0.0.1", internal_runner={
+        **handle.nodes[1].internal_runner, "port": _free_port()})
+    started = time.monotonic()
+    with pytest.raises(ProvisionError) as caught:
+        wait_for_workers_from_head(dataclasses.replace(handle, nodes=(handle.nodes[0], dead)), 1.5)
+    assert time.monotonic() - started < 30
+    assert caught.value.kind == "timeout"
+    assert "node i-worker (worker 1, 127.0.0.1) did not answer SSH from the head within 1.5s" \
+        in caught.value.reason

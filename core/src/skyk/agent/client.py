@@ -134,6 +134,15 @@ class AgentClient:
         args = f"autostop --idle-minutes {float(idle_minutes)!r}" + (" --down" if down else "")
         return self._call(args)["autostop"]
 
+    def wait_nodes(self, specs: list[dict], timeout: float) -> dict[int, str]:
+        """Have the head probe the nodes of ``specs`` until each answers; return those that did not.
+
+        The result maps a node's index in ``specs`` to what its last try said.
+        """
+        answer = self._call(f"wait-nodes --timeout {float(timeout)!r}", input=json.dumps(specs),
+                            timeout=timeout + 60)
+        return {int(i): reason for i, reason in answer["unanswered"].items()}
+
     def health(self, timeout: float = 30.0) -> dict[str, Any] | None:
         """Return the agent's health, or None if the head cannot be reached or has no agent."""
         try:

@@ -212,6 +212,34 @@ POWEROFF = "sudo -n shutdown -h now"
 _POWEROFF_TIMEOUT = 60.0
 
 
+def cmd_wait_nodes(args) -> None:
+    """Probe the nodes whose runner specs come as a JSON list on stdin until each answers.
+
+    Prints ``{"unanswered": {index: what the last try said}}``. Run on the
+    head, it reaches the workers over the internal network, and the
+    connections it opens stay up for the first job.
+    """
+    import time
+
+    from .driver import parallel
+    from .runners import RunnerError, runner_from_spec, wait_until_answers
+
+    try:
+        runners = [runner_from_spec(spec) for spec in json.load(sys.stdin)]
+    except (ValueError, TypeError, KeyError, AttributeError, RunnerError) as exc:
+        raise CommandError(f"wait-nodes: stdin must be a JSON list of runner specs: {exc}") from None
+    deadline = time.monotonic() + max(0.0, args.timeout)
+    unanswered: dict[int, str] = {}
+
+    def probe(index: int) -> None:
+        error = wait_until_answers(runners[index], deadline)
+        if error is not None:
+            unanswered[index] = error
+
+    parallel([(lambda i=i: probe(i)) for i in range(len(runners))])
+    _print({"unanswered": {str(i): unanswered[i] for i in sorted(unanswered)}})
+
+
 def cmd_poweroff(_args) -> None:
     """Power off every worker, then this (the head) node: autostop on a VM cloud."""
     import subprocess
@@ -296,6 +324,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_autostop)
     sub.add_parser("health", help="is the daemon up, how busy and idle").set_defaults(fn=cmd_health)
     sub.add_parser("shutdown", help="cancel every job and stop the daemon").set_defaults(fn=cmd_shutdown)
+    s = sub.add_parser("wait-nodes", help="wait until the nodes on stdin answer (from the head)")
+    s.add_argument("--timeout", type=float, required=True)
+    s.set_defaults(fn=cmd_wait_nodes)
     sub.add_parser("poweroff", help="power off every node, workers first (autostop on VMs)"
                    ).set_defaults(fn=cmd_poweroff)
     s = sub.add_parser("daemon", help=argparse.SUPPRESS)

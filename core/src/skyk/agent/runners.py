@@ -204,6 +204,33 @@ class SSHRunner(CommandRunner):
         subprocess.run([*args[:-1], "-O", "exit", args[-1]], capture_output=True, timeout=10)
 
 
+def wait_until_answers(runner: CommandRunner, deadline: float) -> str | None:
+    """Run ``true`` through ``runner`` until it succeeds or ``time.monotonic()`` passes ``deadline``.
+
+    Returns None once the node answered, else what the last try said. A
+    booting node refuses connections at once, so it is probed again soon,
+    then less often.
+    """
+    import time
+
+    pause, last = 0.1, "no answer"
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            result = runner.run("true", timeout=max(1.0, min(left, 30.0)))
+        except subprocess.TimeoutExpired:
+            last = "connection timed out"
+        except OSError as exc:
+            last = str(exc)
+        else:
+            if result.returncode == 0:
+                return None
+            lines = (result.stderr or "").strip().splitlines()
+            last = lines[-1] if lines else f"exited with {result.returncode}"
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 2.0)
+    return last
+
+
 _KINDS: dict[str, type[CommandRunner]] = {LocalRunner.kind: LocalRunner, SSHRunner.kind: SSHRunner}
 
 

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from skyk.agent.layout import WORKDIR_NAME
-from skyk.agent.runners import RunnerError, remote_path, runner_from_spec
+from skyk.agent.runners import RunnerError, runner_from_spec
 from skyk.errors import SkykError
 from skyk.provision.cloud import Cloud
-from skyk.provision.ssh_cloud import HEAD_KEY
+from skyk.provision.ssh_cloud import HEAD_KEY, give_head_the_key
 from skyk.provision.types import ClusterHandle
 from skyk.spec.task import Task
 
@@ -37,7 +37,7 @@ def start_agent(handle: ClusterHandle, cloud: Cloud):
 
     client = head_client(handle)
     if any(n.internal_runner and n.internal_runner.get("key_file") == HEAD_KEY for n in handle.nodes[1:]):
-        _copy_key_to_head(handle)
+        give_head_the_key(handle)
     client.install()
     client.write_cluster_info(cluster_info(handle, cloud))
     client.start()
@@ -55,28 +55,6 @@ def close_connections(handle: ClusterHandle) -> None:
             runner_from_spec(node.runner).close()
         except (OSError, RunnerError, subprocess.SubprocessError):
             pass  # nothing was open, or it is dying anyway
-
-
-def _copy_key_to_head(handle: ClusterHandle) -> None:
-    """Give the head the user's private key, with which it reaches the workers (see ``ssh_node``).
-
-    The key travels on stdin into a file only the node's user can read.
-    """
-    from skyk.provision.ssh_keys import user_key
-
-    target = remote_path(HEAD_KEY)
-    command = f'umask 077 && mkdir -p "$(dirname {target})" && cat > {target}'
-    try:
-        result = runner_from_spec(handle.head.runner).run(
-            command, input=user_key().private.read_text(), timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        reason = str(exc) or type(exc).__name__
-    else:
-        if result.returncode == 0:
-            return
-        reason = result.stderr.strip() or f"exit {result.returncode}"
-    raise SkykError(f"copying the SSH key to the head node of {handle.cluster}: {reason}",
-                    hint=f"check the node is reachable: skyk status -r {handle.cluster}")
 
 
 def check_mounts(task: Task, cloud: str) -> None:

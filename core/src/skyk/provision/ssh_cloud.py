@@ -12,24 +12,30 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import ClassVar
 
 import yaml
 
 from skyk.agent import layout
-from skyk.agent.runners import LocalRunner, SSHRunner, runner_from_spec
+from skyk.agent.runners import (
+    LocalRunner,
+    SSHRunner,
+    remote_path,
+    runner_from_spec,
+    wait_until_answers,
+)
+from skyk.errors import SkykError
 from skyk.lifecycle.progress import say
 from skyk.provision.cloud import Cloud
-from skyk.provision.ssh_keys import UserKey
+from skyk.provision.ssh_keys import UserKey, user_key
 from skyk.provision.types import ClusterHandle, NodeInfo, ProvisionError
 
 #: Where the head node keeps its copy of the user's private key, to reach the workers.
 HEAD_KEY = "~/.skyk/ssh/skyk-key"
 #: seconds between "waiting for SSH" lines
 _HEARTBEAT = 10.0
-#: the longest pause between two SSH probes of a node
-_MAX_PAUSE = 2.0
 
 
 def cloud_config(user: str, key: UserKey) -> str:
@@ -50,38 +56,19 @@ def ssh_node(node_id: str, internal_ip: str, external_ip: str | None, user: str,
                     internal_runner=inside.spec())
 
 
-def wait_for_ssh(handle: ClusterHandle, timeout: float) -> None:
-    """Block until every node of ``handle`` runs a command over SSH, probing them in parallel.
+def wait_for_ssh(handle: ClusterHandle, timeout: float, ranks: Sequence[int] | None = None) -> None:
+    """Block until nodes ``ranks`` (default: all) of ``handle`` run a command over SSH from here.
 
-    Prints a line while it waits; raises a ``timeout`` error naming the first
-    node that never answered, with the last thing SSH said about it.
+    Probes them in parallel and prints a line while it waits; raises a
+    ``timeout`` error naming the first node that never answered, with the
+    last thing SSH said about it.
     """
+    ranks = list(range(len(handle.nodes))) if ranks is None else list(ranks)
     deadline = time.monotonic() + timeout
-
-    def probe(index: int) -> str | None:
-        """Return None once node ``index`` runs ``true``, or what SSH last said at the deadline."""
-        runner = runner_from_spec(handle.nodes[index].runner)
-        pause, last = 0.1, "no answer"
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                result = runner.run("true", timeout=max(1.0, min(left, 30.0)))
-            except subprocess.TimeoutExpired:
-                last = "connection timed out"
-            except OSError as exc:
-                last = str(exc)
-            else:
-                if result.returncode == 0:
-                    return None
-                lines = (result.stderr or "").strip().splitlines()
-                last = lines[-1] if lines else f"ssh exited with {result.returncode}"
-            # A booting node refuses connections at once: probe again soon, then less often.
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, _MAX_PAUSE)
-        return last
-
-    say(f"  waiting for SSH on {len(handle.nodes)} node(s)")
-    with ThreadPoolExecutor(max_workers=min(32, len(handle.nodes))) as pool:
-        futures = {pool.submit(probe, i): i for i in range(len(handle.nodes))}
+    say(f"  waiting for SSH on {_count(handle, ranks)}")
+    with ThreadPoolExecutor(max_workers=min(32, len(ranks))) as pool:
+        futures = {pool.submit(wait_until_answers, runner_from_spec(handle.nodes[r].runner), deadline): r
+                   for r in ranks}
         pending = set(futures)
         while pending:
             _, pending = wait(pending, timeout=_HEARTBEAT)
@@ -95,10 +82,62 @@ def wait_for_ssh(handle: ClusterHandle, timeout: float) -> None:
                              f" {timeout:g}s ({failures[first]})")
 
 
-def _describe(handle: ClusterHandle, index: int) -> str:
+def wait_for_workers_from_head(handle: ClusterHandle, timeout: float) -> None:
+    """Block until every worker answers SSH from the head, over the internal network.
+
+    The head gets the key and the agent, and its agent probes the workers:
+    the connections it opens stay up for the first job, so each worker pays
+    for one SSH handshake, not one from here and another from the head.
+    """
+    from skyk.agent.client import AgentClient, AgentError
+
+    workers = list(range(1, len(handle.nodes)))
+    say(f"  waiting for SSH on {_count(handle, workers)} from the head")
+    try:
+        give_head_the_key(handle)
+        client = AgentClient(runner_from_spec(handle.head.runner), timeout=timeout)
+        client.install()
+        unanswered = client.wait_nodes([handle.nodes[r].internal_runner for r in workers], timeout)
+    except (AgentError, SkykError) as exc:
+        raise ProvisionError("other", "region", f"the head node could not check the workers: "
+                             f"{exc.one_line() if isinstance(exc, SkykError) else exc}") from None
+    if unanswered:
+        first = min(unanswered)
+        rank = workers[first]
+        raise ProvisionError("timeout", "region", f"{_describe(handle, rank, internal=True)} did not answer"
+                             f" SSH from the head within {timeout:g}s ({unanswered[first]})")
+
+
+def give_head_the_key(handle: ClusterHandle) -> None:
+    """Give the head the user's private key, with which it reaches the workers (see ``ssh_node``).
+
+    The key travels on stdin into a file only the node's user can read.
+    """
+    target = remote_path(HEAD_KEY)
+    command = f'umask 077 && mkdir -p "$(dirname {target})" && cat > {target}'
+    try:
+        result = runner_from_spec(handle.head.runner).run(
+            command, input=user_key().private.read_text(), timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = str(exc) or type(exc).__name__
+    else:
+        if result.returncode == 0:
+            return
+        reason = result.stderr.strip() or f"exit {result.returncode}"
+    raise SkykError(f"copying the SSH key to the head node of {handle.cluster}: {reason}",
+                    hint=f"check the node is reachable: skyk status -r {handle.cluster}")
+
+
+def _count(handle: ClusterHandle, ranks: list[int]) -> str:
+    if ranks == [0]:
+        return "the head node"
+    return f"{len(ranks)} {'worker' if 0 not in ranks else 'node'}(s)"
+
+
+def _describe(handle: ClusterHandle, index: int, internal: bool = False) -> str:
     node = handle.nodes[index]
     role = "head" if index == 0 else f"worker {index}"
-    return f"node {node.node_id} ({role}, {node.ip})"
+    return f"node {node.node_id} ({role}, {node.internal_ip if internal else node.ip})"
 
 
 class SSHCloud(Cloud):
@@ -110,7 +149,12 @@ class SSHCloud(Cloud):
     ssh_timeout: ClassVar[float] = 600.0
 
     def wait_ready(self, handle: ClusterHandle, timeout: float) -> None:
-        wait_for_ssh(handle, min(timeout, self.ssh_timeout))
+        # Only the head is reached from here; the head checks its workers.
+        timeout = min(timeout, self.ssh_timeout)
+        started = time.monotonic()
+        wait_for_ssh(handle, timeout, ranks=[0])
+        if len(handle.nodes) > 1:
+            wait_for_workers_from_head(handle, max(1.0, timeout - (time.monotonic() - started)))
 
     def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:
         # The head's agent powers off the workers, then its own node; what a
