@@ -7,6 +7,7 @@ Nothing here dials a node: moto's public addresses are made up, so
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import itertools
 
@@ -149,29 +150,9 @@ def _throttled(operation: str) -> ClientError:
                        operation)
 
 
-def test_a_run_answered_with_an_error_after_making_the_set_makes_no_second(cloud, aws, sent):
-    # EC2 made the instances, but the answer the client saw was an error:
-    # the retry must not make a second set.
-    events = session.ec2(REGION).meta.events
-    failures = iter([True])
-
-    def lose_answer(**_):
-        if next(failures, False):
-            raise _throttled("RunInstances")
-
-    events.register("after-call.ec2.RunInstances", lose_answer, unique_id="test-lose")
-    try:
-        req = request("lost", num_nodes=2)
-        handle = cloud.provision(req)
-    finally:
-        events.unregister("after-call.ec2.RunInstances", unique_id="test-lose")
-    made = of_attempt(aws, req.uid)
-    assert len(made) == 2 and sorted(i["InstanceId"] for i in made) == sorted(n.node_id for n in handle.nodes)
-    assert {i["ClientToken"] for i in made} == {instances.client_token("lost", req.uid)}
-    assert all(p["ClientToken"] == instances.client_token("lost", req.uid) for p in sent)
-
-
-def test_a_throttled_run_is_retried_with_the_same_client_token(cloud, aws, sent):
+@contextlib.contextmanager
+def _throttled_once(event: str):
+    """Make the plugin's client raise a throttling error once, at botocore's ``event``."""
     events = session.ec2(REGION).meta.events
     failures = iter([True])
 
@@ -179,12 +160,29 @@ def test_a_throttled_run_is_retried_with_the_same_client_token(cloud, aws, sent)
         if next(failures, False):
             raise _throttled("RunInstances")
 
-    events.register("before-send.ec2.RunInstances", throttle, unique_id="test-throttle")
+    events.register(event, throttle, unique_id="test-throttle")
     try:
-        req = request("throttled", num_nodes=2)
-        handle = cloud.provision(req)
+        yield
     finally:
-        events.unregister("before-send.ec2.RunInstances", unique_id="test-throttle")
+        events.unregister(event, unique_id="test-throttle")
+
+
+def test_a_run_answered_with_an_error_after_making_the_set_makes_no_second(cloud, aws, sent):
+    # EC2 made the instances, but the answer the client saw was an error:
+    # the retry must not make a second set.
+    req = request("lost", num_nodes=2)
+    with _throttled_once("after-call.ec2.RunInstances"):
+        handle = cloud.provision(req)
+    made = of_attempt(aws, req.uid)
+    assert len(made) == 2 and sorted(i["InstanceId"] for i in made) == sorted(n.node_id for n in handle.nodes)
+    assert {i["ClientToken"] for i in made} == {instances.client_token("lost", req.uid)}
+    assert all(p["ClientToken"] == instances.client_token("lost", req.uid) for p in sent)
+
+
+def test_a_throttled_run_is_retried_with_the_same_client_token(cloud, aws, sent):
+    req = request("throttled", num_nodes=2)
+    with _throttled_once("before-send.ec2.RunInstances"):
+        handle = cloud.provision(req)
     assert len(sent) == 2 and sent[0]["ClientToken"] == sent[1]["ClientToken"]
     assert len(of_attempt(aws, req.uid)) == 2 == len(handle.nodes)
 
