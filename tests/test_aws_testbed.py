@@ -90,14 +90,18 @@ def _assert_nothing_left(bed, cluster: str) -> None:
 
 
 def test_a_two_node_cluster_lives_its_whole_life_on_aws(aws, bed, tmp_path):
+    workdir = tmp_path / "code"
+    workdir.mkdir()
+    (workdir / "train.py").write_text("print('synced')\n")
     task = _task(tmp_path, f"""\
 name: pair
 num_nodes: 2
+workdir: {workdir}
 resources:
   infra: aws/{REGION}
   cpus: 2+
 setup: echo "setup on $SKYK_NODE_RANK as $(whoami)"
-run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr ' ' ,)"
+run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr ' ' ,) $(python3 train.py)"
 """)
     launched = aws("launch", "-c", "pair", task, "-y")
     assert launched.returncode == 0, launched.stderr
@@ -106,8 +110,8 @@ run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr '
     private = [i["private_ip"] for i in nodes]
     assert all(ip.startswith("10.214.") for ip in private)
     ips = ",".join(private)
-    assert f"(head, rank=0) rank=0 ip={private[0]} of {ips}" in launched.stdout
-    assert f"(worker1, rank=1) rank=1 ip={private[1]} of {ips}" in launched.stdout
+    assert f"(head, rank=0) rank=0 ip={private[0]} of {ips} synced" in launched.stdout
+    assert f"(worker1, rank=1) rank=1 ip={private[1]} of {ips} synced" in launched.stdout
     assert "(worker1, rank=1) setup on 1 as ubuntu" in launched.stdout
 
     head_ip = aws("status", "--ip", "pair").stdout.strip()
@@ -235,26 +239,34 @@ def test_a_preempted_spot_cluster_shows_so_and_down_cleans_it(aws, bed, tmp_path
 
 def test_a_launch_killed_before_the_agent_started_is_cleaned_up_by_tag(aws, bed, tmp_path,
                                                                       shared_catalogs):
+    # The node boots but its sshd is gone at once, as on a VM still booting:
+    # the launch surely waits for SSH, with its instances made and recorded.
+    boot = bed.twins.create
+
+    def boot_without_sshd(name, user_data):
+        twin = boot(name, user_data)
+        for pid in twin.pids():
+            os.kill(pid, signal.SIGKILL)
+        return twin
+
+    bed.twins.create = boot_without_sshd
     env = {**os.environ, **bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)}
     launch = subprocess.Popen([sys.executable, "-m", "skyk", "launch", "-c", "killed",
                                _one_node(tmp_path), "-y"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        # Hold the node before it answers SSH (its sshd stops, as on a slow boot), so the
-        # launch is surely waiting for it, then kill the launch outright.
-        twin = wait_for(lambda: next(iter(bed.twins.twins()), None), timeout=120,
-                        what="the instance's twin")
-        twin.stop()
-        wait_for(lambda: _status(aws, "killed", refresh=False) is not None, what="the cluster record")
+        for line in launch.stderr:
+            if "waiting for SSH" in line:
+                break
         launch.send_signal(signal.SIGKILL)
         launch.wait(30)
     finally:
         if launch.poll() is None:
             launch.kill()
             launch.wait()
-    assert _live(bed, "killed"), "the instance should still exist"
+    assert len(_live(bed, "killed")) == 1, "the instance should still exist"
     shown = _status(aws, "killed")
-    assert shown["status"] == "INIT" and shown["note"], shown
+    assert shown["status"] == "INIT" and "interrupted before the node agent started" in shown["note"], shown
     down = aws("down", "killed", "-y")
     assert down.returncode == 0, down.stderr
     assert _live(bed, "killed") == [] and _cluster_groups(bed, "killed") == []

@@ -619,7 +619,8 @@ def test_no_answer_shows_moto_addresses_while_twins_boot(shared_catalogs, tmp_pa
         done.set()
         poller.join()
         assert failures == []
-        assert len(seen) > 1
+        # How many polls land during the boots depends on the machine's load; each must be clean.
+        assert seen
         for document in seen:
             twin_addresses_only(document)
         privates = [i["private_ip"] for i in bed.instances()]

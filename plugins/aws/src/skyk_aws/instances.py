@@ -157,20 +157,27 @@ def tag_ranks(ec2, instances: list[dict]) -> None:
     EC2 is eventually consistent: an instance it has just listed may still be
     unknown to ``CreateTags`` for a moment, which is waited out briefly.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from botocore.exceptions import ClientError
 
-    for instance in instances:
+    def tag(instance: dict) -> None:
         pause = FIRST_POLL
         for attempt in range(_TAG_TRIES):
             try:
                 errors.call(ec2.create_tags, Resources=[instance["InstanceId"]],
                             Tags=[{"Key": tags.RANK, "Value": str(instance.get("AmiLaunchIndex", 0))}])
-                break
+                return
             except ClientError as exc:
                 if errors.error_code(exc) != "InvalidInstanceID.NotFound" or attempt + 1 == _TAG_TRIES:
                     raise
             time.sleep(pause)
             pause = min(pause * 2, MAX_POLL)
+
+    # One call per rank (each has its own value), all at once: a big cluster pays one round trip.
+    with ThreadPoolExecutor(max_workers=min(16, len(instances) or 1)) as pool:
+        for done in [pool.submit(tag, i) for i in instances]:
+            done.result()
 
 
 def _failure(instance: dict, zone: str | None) -> ProvisionError:
