@@ -12,7 +12,7 @@ import pytest
 import yaml
 from skyk.agent.runners import runner_from_spec
 from skyk.catalog.offering import Offering
-from skyk.provision.ssh_cloud import HEAD_KEY, cloud_config, ssh_node, wait_for_ssh
+from skyk.provision.ssh_cloud import HEAD_KEY, INTERNAL_KEX, cloud_config, ssh_node, wait_for_ssh
 from skyk.provision.ssh_keys import user_key
 from skyk.provision.types import ClusterHandle, NodeInfo, ProvisionError
 from sshd import _free_port, sshd  # noqa: F401 - pytest fixture
@@ -60,6 +60,9 @@ def test_a_node_is_reached_from_here_on_its_public_address_and_from_the_head_on_
     assert node.ip == "203.0.113.9"
     assert (node.runner["host"], node.runner["key_file"]) == ("203.0.113.9", str(key.private))
     assert (node.internal_runner["host"], node.internal_runner["key_file"]) == ("10.0.0.5", HEAD_KEY)
+    # Inside the cluster's network the head prefers X25519, keeping OpenSSH's others as fallbacks.
+    assert node.internal_runner["options"] == [INTERNAL_KEX]
+    assert INTERNAL_KEX.startswith("KexAlgorithms=^")
     assert runner_from_spec(node.runner).python == "python3"
     assert ssh_node("i-2", "10.0.0.6", None, "ubuntu", key).runner["host"] == "10.0.0.6"
     # The head runs its own share of a job directly, as this machine's user.
