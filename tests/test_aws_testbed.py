@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from lifecycle_helpers import status_json, wait_for
+from skyk.builtin.local_network import namespace_inode
+from skyk.builtin.local_sandbox import find_processes
 from skyk.catalog.offering import Offering
 from skyk.testing import ProvisioningContract
 
@@ -105,6 +107,8 @@ run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr '
 """)
     launched = aws("launch", "-c", "pair", task, "-y")
     assert launched.returncode == 0, launched.stderr
+    namespaces = [namespace_inode(t.netns) for t in bed.twins.twins()]
+    assert len(namespaces) == 2 and find_processes([], namespaces), "no node processes found"
     nodes = _nodes(bed, "pair")
     assert [i["tags"]["skyk-node-rank"] for i in nodes] == ["0", "1"]
     private = [i["private_ip"] for i in nodes]
@@ -139,6 +143,7 @@ run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr '
     down = aws("down", "pair", "-y")
     assert down.returncode == 0, down.stderr
     _assert_nothing_left(bed, "pair")
+    assert find_processes([], namespaces) == [], "node processes left"
 
 
 def _one_node(tmp_path: Path, infra: str = f"aws/{REGION}", extra: str = "") -> str:
