@@ -337,3 +337,23 @@ class TestAWSProvisioningContract(ProvisioningContract):
     @pytest.fixture
     def offering(self) -> Offering:
         return Offering("aws", "t3.medium", 2.0, 4.0, REGION, "use1-az1", 0.0416, 0.0125)
+
+
+def test_a_cloud_that_fails_neither_hides_other_clusters_nor_half_stops_one(aws, bed, tmp_path):
+    launched = aws("launch", "-c", "kept", _one_node(tmp_path), "-y")
+    assert launched.returncode == 0, launched.stderr
+    local = aws("launch", "-c", "here", "echo local", "--cloud", "local", "-y")
+    assert local.returncode == 0, local.stderr
+    wrong = {"AWS_SECRET_ACCESS_KEY": "wrong"}
+
+    shown = aws("status", "-r", env=wrong)
+    assert shown.returncode == 2
+    assert "here" in shown.stdout and "kept" in shown.stdout, "the table lists every cluster"
+    (line,) = [x for x in shown.stderr.splitlines() if x.startswith("skyk: error:")]
+    assert "AuthFailure" in line and "Traceback" not in shown.stderr
+
+    stopped = aws("stop", "kept", "-y", env=wrong)
+    assert stopped.returncode == 2 and "AuthFailure" in stopped.stderr
+    # Nothing was half done: the cluster still runs jobs.
+    ran = aws("exec", "kept", "echo still up")
+    assert ran.returncode == 0 and "still up" in ran.stdout, ran.stderr

@@ -75,21 +75,20 @@ def run(args) -> int:
         # As in SkyPilot, a service's replicas are the service's business: 'serve status' shows them.
         hidden = sum(r.owner is not None for r in records)
         records = [r for r in records if r.owner is None]
+    failed: list[BaseException] = []
     if args.refresh:
-        from skyk.lifecycle.control import refresh
-
-        records = [r for r in (refresh(conn, r) for r in records) if r is not None]
+        records = _refreshed(conn, records, failed)
     if args.output == "json":
         from skyk.cli.output import print_json
 
         print_json([_json(r) for r in records])
-        return 0
+        return _done(failed, len(records))
     if not records:
         print("No clusters. Launch one with: skyk launch -c NAME TASK.yaml")
     if not args.all and not args.clusters and hidden:
         print(f"({hidden} cluster(s) of services not shown: 'skyk status -a' shows them)")
     if not records:
-        return 0
+        return _done(failed, len(records))
     from skyk.cli.output import print_table
 
     owners = any(r.owner for r in records)
@@ -98,6 +97,31 @@ def run(args) -> int:
                 [[r.name, ago(r.launched_at) if r.launched_at else "-", r.handle.infra if r.handle else "-",
                   resources(r.handle), r.status + (f" ({r.note})" if r.note else ""), autostop_label(r),
                   r.handle.head.ip if r.handle else "-"] + ([_owner(r)] if owners else []) for r in records])
+    return _done(failed, len(records))
+
+
+def _refreshed(conn, records: list, failed: list[BaseException]) -> list:
+    """Ask each cluster's cloud what really runs; a cluster whose cloud fails keeps its recorded
+    state (its error joins ``failed``), so one unreachable cloud does not hide the others."""
+    from skyk.errors import SkykError
+    from skyk.lifecycle.control import refresh
+
+    kept = []
+    for record in records:
+        try:
+            record = refresh(conn, record)
+        except SkykError as exc:
+            failed.append(exc)
+        if record is not None:
+            kept.append(record)
+    return kept
+
+
+def _done(failed: list[BaseException], total: int) -> int:
+    """Exit 0, or report the clusters that could not be refreshed (after the table)."""
+    from skyk.cli.targets import raise_failures
+
+    raise_failures(failed, total, "refreshed")
     return 0
 
 

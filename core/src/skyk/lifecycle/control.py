@@ -91,6 +91,9 @@ def _interrupted_note(name: str, left: list[str]) -> str:
 def stop_cluster(conn: sqlite3.Connection, record: ClusterRecord) -> None:
     """Stop an UP (or half-made) cluster's nodes, keeping their disks."""
     cloud = lookup.cloud_of(record.handle.cloud)
+    # Ask the cloud first: bad credentials or an unreachable cloud fail the stop
+    # before the agent cancels the jobs, leaving the cluster as it was.
+    cloud.query(record.handle)
     _shutdown_agent(record.handle)
     cloud.stop(record.handle)
     nodes.close_connections(record.handle)
