@@ -860,11 +860,10 @@ class FakeGCE:
             self._finish(op, failure)
 
     def _start(self, key, instance, op, failure) -> None:
-        if failure is not None or instance["status"] == "RUNNING":
-            with self._lock:
-                self._finish(op, failure)
-            return
         with self._lock:
+            if failure is not None or instance["status"] == "RUNNING":
+                self._finish(op, failure)
+                return
             instance["status"] = "STAGING"
             twin = self._twin_of.get(key)
         if twin is not None:
