@@ -173,6 +173,12 @@ def test_list_filters_on_labels(api):
     assert api.names("status = RUNNING") == ["vm-1", "vm-2", "vm-3"]
     with pytest.raises(gexc.BadRequest):
         api.names("labels.skyk-cluster ~~ a")
+    api.wait(api.insert("vm-4", zone="us-east1-b", labels={"skyk-cluster": "a"}), zone="us-east1-b")
+    request = compute_v1.AggregatedListInstancesRequest(project=api.project,
+                                                        filter="labels.skyk-cluster = a")
+    found = {zone: sorted(i.name for i in scoped.instances)
+             for zone, scoped in api.instances.aggregated_list(request=request)}
+    assert found == {f"zones/{ZONE}": ["vm-1", "vm-3"], "zones/us-east1-b": ["vm-4"]}
 
 
 def test_set_labels_checks_the_fingerprint(api):

@@ -9,7 +9,8 @@ client, pointed at :attr:`FakeGCE.endpoint` through
 
 - **instances** (zonal): insert (answers with a zone operation; a repeated
   ``requestId`` returns the first operation and never makes a second VM),
-  get, list (``filter`` on ``labels.KEY``, ``name``, ``status``), delete,
+  get, list and aggregatedList (``filter`` on ``labels.KEY``, ``name``,
+  ``status``), delete,
   stop (``TERMINATED``), start (``RUNNING`` with a new ``natIP``),
   setLabels, setMetadata; statuses run PROVISIONING, STAGING, RUNNING,
   STOPPING, TERMINATED;
@@ -129,6 +130,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
          "instances.setLabels"),
         ("POST", r"/zones/(?P<zone>[^/]+)/instances/(?P<name>[^/]+)/setMetadata",
          "instances.setMetadata"),
+        ("GET", r"/aggregated/instances", "instances.aggregatedList"),
         ("GET", r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)", "zoneOperations.get"),
         ("POST", r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)/wait", "zoneOperations.wait"),
         ("GET", r"/global/operations/(?P<op>[^/]+)", "globalOperations.get"),
@@ -550,6 +552,18 @@ class FakeGCE:
         if items:
             answer["items"] = items
         return answer
+
+    def _instances_aggregatedList(self, project, _zone, _name, _match, params, *_):
+        clauses = _parse_filter(params.get("filter", ""))
+        items: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        with self._lock:
+            for (p, z, _), i in sorted(self._instances.items()):
+                if p == project and _matches(i, clauses):
+                    items.setdefault(f"zones/{z}", {"instances": []})["instances"].append(
+                        json.loads(json.dumps(i)))
+        return {"kind": "compute#instanceAggregatedList",
+                "id": f"projects/{project}/aggregated/instances", "items": items,
+                "selfLink": f"{self.endpoint}/compute/v1/projects/{project}/aggregated/instances"}
 
     def _instances_delete(self, project, zone, name, _match, params, _body, op_fault):
         with self._lock:
