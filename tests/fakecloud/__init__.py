@@ -3,9 +3,12 @@
 ``FakeEC2`` (:mod:`fakecloud.ec2`) is moto's EC2 server behind our fault,
 credential, AMI and node-twin layer; ``Rule`` and ``error_response``
 (:mod:`fakecloud.faults`) are its fault rules and EC2's error document.
+``FakeGCE`` (:mod:`fakecloud.gcp`) is a Compute Engine v1 REST fake that
+reuses the same rules and twins.
 """
 
 from .ec2 import Call, FakeEC2
 from .faults import RequestFacts, Rule, error_response, status_for
+from .gcp import FakeGCE, GCECall
 
-__all__ = ["Call", "FakeEC2", "RequestFacts", "Rule", "error_response", "status_for"]
+__all__ = ["Call", "FakeEC2", "FakeGCE", "GCECall", "RequestFacts", "Rule", "error_response", "status_for"]
