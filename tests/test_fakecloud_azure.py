@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -235,6 +237,8 @@ def test_wrong_secret_and_no_token(fake):
                                    connection_verify=str(fake.ca_file))
     with pytest.raises(ClientAuthenticationError):
         wrong.get_token("https://management.azure.com/.default")
+    assert [(c.status, c.error) for c in fake.calls if c.action == "token"] == \
+        [(401, "invalid_client")]
     import requests
 
     answer = requests.get(f"{fake.endpoint}/subscriptions/{fake.subscription_id}/resourcegroups"
@@ -337,3 +341,67 @@ def test_twin_evict_delete_policy(twin_bed):
     with pytest.raises(ResourceNotFoundError):
         clients.compute.virtual_machines.get("rg1", "w")
     assert clients.network.network_interfaces.get("rg1", "nic").virtual_machine is None
+
+
+def test_env_alone_points_the_sdk_at_the_fake(fake):
+    """A subprocess with env() and no test switches: the CA bundle, authority and base URL."""
+    script = textwrap.dedent("""\
+        import os
+        from azure.identity import EnvironmentCredential
+        from azure.mgmt.resource.resources import ResourceManagementClient
+
+        credential = EnvironmentCredential(disable_instance_discovery=True)
+        client = ResourceManagementClient(credential, os.environ["AZURE_SUBSCRIPTION_ID"],
+                                          base_url=os.environ["AZURE_RESOURCE_MANAGER_ENDPOINT"])
+        client.resource_groups.create_or_update("from-env", {"location": "westus2"})
+        print([g.name for g in client.resource_groups.list()])
+        """)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AZURE_") and k not in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
+    done = subprocess.run([sys.executable, "-c", script], env={**env, **fake.env()},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['from-env']"
+
+
+def test_start_can_fail_for_capacity(clients, fake):
+    _group(clients)
+    nic_id = clients.network_for("rg1")
+    vms = clients.compute.virtual_machines
+    vms.begin_create_or_update("rg1", "head", clients.vm_body(nic_id, "k")).result()
+    vms.begin_deallocate("rg1", "head").result()
+    fake.fail("AllocationFailed", action="vm_start")
+    with pytest.raises(HttpResponseError) as info:
+        vms.begin_start("rg1", "head").result()
+    assert info.value.error.code == "AllocationFailed"
+    assert clients.power("rg1", "head") == "PowerState/deallocated"
+    vms.begin_start("rg1", "head").result()  # the rule answered once
+    assert clients.power("rg1", "head") == "PowerState/running"
+
+
+def test_async_operation_reports_in_progress_first(clients, fake):
+    _group(clients)
+    nic_id = clients.network_for("rg1")
+    poller = clients.compute.virtual_machines.begin_create_or_update(
+        "rg1", "head", clients.vm_body(nic_id, "k"))
+    poller.result()
+    create = next(c for c in fake.calls if c.action == "vm_create")
+    assert create.status == 201
+    import requests
+
+    token = fake.credential().get_token("https://management.azure.com/.default").token
+    vm = requests.get(f"{fake.endpoint}/subscriptions/{fake.subscription_id}/resourceGroups/rg1"
+                      "/providers/Microsoft.Compute/virtualMachines/head?api-version=2024-07-01",
+                      headers={"Authorization": f"Bearer {token}"}, verify=str(fake.ca_file),
+                      timeout=10).json()
+    assert vm["properties"]["provisioningState"] == "Succeeded"
+    answer = requests.post(
+        f"{fake.endpoint}{vm['id']}/deallocate?api-version=2024-07-01",
+        headers={"Authorization": f"Bearer {token}"}, verify=str(fake.ca_file), timeout=10)
+    assert answer.status_code == 202
+    url = answer.headers["Azure-AsyncOperation"]
+    statuses = []
+    while not statuses or statuses[-1] == "InProgress":
+        statuses.append(requests.get(url, headers={"Authorization": f"Bearer {token}"},
+                                     verify=str(fake.ca_file), timeout=10).json()["status"])
+    assert statuses[0] == "InProgress" and statuses[-1] == "Succeeded"

@@ -433,7 +433,8 @@ class FakeARM:
                     ("x-ms-request-id", str(uuid.uuid4()))]
         error = None
         if answer.status >= 400 and isinstance(answer.body, dict):
-            error = (answer.body.get("error") or {}).get("code")
+            found = answer.body.get("error")  # ARM: {"code", "message"}; OAuth: a string
+            error = found.get("code") if isinstance(found, dict) else found
         with self._lock:
             self._calls.append(ARMCall(started, method, path, action, answer.status, error,
                                        answer.fault, time.perf_counter() - clock))
