@@ -458,11 +458,11 @@ class FakeARM:
                 "api-version": "1.1", "metadata": []})
         # -- ARM
         action = self._action(method, low)
-        fault = self._sync_fault(action, low, raw)
         auth = environ.get("HTTP_AUTHORIZATION", "")
         if not auth.startswith("Bearer ") or auth[7:] not in self._tokens:
             raise ARMError(401, "InvalidAuthenticationToken",
                            "The access token is invalid or missing.")
+        fault = self._sync_fault(action, low, raw)
         if fault is not None:
             return action, fault
         if "api-version" not in query:
