@@ -342,6 +342,15 @@ def test_twin_evict_delete_policy(twin_bed):
         clients.compute.virtual_machines.get("rg1", "w")
     assert clients.network.network_interfaces.get("rg1", "nic").virtual_machine is None
 
+    # The NIC is free again; a group delete takes the next VM's twin with it.
+    again = clients.compute.virtual_machines.begin_create_or_update(
+        "rg1", "w2", clients.vm_body(nic_id, public_key)).result()
+    second = fake.twin(again.id)
+    assert second is not None and second.state == "running"
+    clients.resource.resource_groups.begin_delete("rg1").result()
+    assert second.state == "terminated"
+    assert host.twins() == []
+
 
 def test_env_alone_points_the_sdk_at_the_fake(fake):
     """A subprocess with env() and no test switches: the CA bundle, authority and base URL."""
