@@ -4,11 +4,15 @@
 credential, AMI and node-twin layer; ``Rule`` and ``error_response``
 (:mod:`fakecloud.faults`) are its fault rules and EC2's error document.
 ``FakeGCE`` (:mod:`fakecloud.gcp`) is a Compute Engine v1 REST fake that
-reuses the same rules and twins.
+reuses the same rules and twins. ``FakeARM`` (:mod:`fakecloud.azure`) is a
+fake Azure Resource Manager of our own, with a token endpoint, served over TLS
+on loopback.
 """
 
+from .azure import ARMCall, FakeARM
 from .ec2 import Call, FakeEC2
 from .faults import RequestFacts, Rule, error_response, status_for
 from .gcp import FakeGCE, GCECall
 
-__all__ = ["Call", "FakeEC2", "FakeGCE", "GCECall", "RequestFacts", "Rule", "error_response", "status_for"]
+__all__ = ["ARMCall", "Call", "FakeARM", "FakeEC2", "FakeGCE", "GCECall", "RequestFacts", "Rule",
+           "error_response", "status_for"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,12 @@ def test_az_login_profile(isolated_home):
     (azure / "azureProfile.json").write_text("\ufeff" + json.dumps(profile), encoding="utf-8")
     result = Kernel.load(("cloud",), ["azure"]).clouds()["azure"].check_credentials()
     assert result.ok and "abc-123" in result.reason
+
+
+def test_importing_the_plugin_does_not_import_the_azure_sdk():
+    """The SDK is a dependency for provisioning; loading the plugin stays cheap."""
+    script = ("import sys, skyk_azure.plugin, skyk_azure.cloud\n"
+              "print(sorted(m for m in sys.modules if m == 'azure' or m.startswith('azure.')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
