@@ -9,7 +9,6 @@ credentials); the product code does not know it is being tested. Needs root, ``i
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,23 +28,13 @@ SUBNET = "10.214.0.0/16"
 REGION = "us-east-1"
 
 
-def _require_tools() -> None:
-    missing = [t for t in ("ip", "sudo", "ssh", "unshare") if shutil.which(t) is None]
-    missing += [] if os.access("/usr/sbin/sshd", os.X_OK) else ["sshd"]
-    if os.geteuid() != 0 or missing:
-        why = f"the AWS test bed needs root and {', '.join(missing) or 'root'}"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-
-
 @pytest.fixture
 def bed(tmp_path, shared_catalogs):
     """A fake EC2 whose instances are node twins; checks nothing is left when the test ends."""
     from fakecloud import FakeEC2
-    from fakecloud.twins import TwinHost
+    from fakecloud.twins import TwinHost, require_twin_tools
 
-    _require_tools()
+    require_twin_tools()
     with TwinHost(tmp_path / "twins", subnet=SUBNET) as twins, \
             FakeEC2(twins=twins, catalog_dir=shared_catalogs) as ec2:
         yield ec2

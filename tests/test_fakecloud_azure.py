@@ -7,7 +7,6 @@ they are skipped, except in CI (``CI`` set), where that is a failure.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fakecloud.azure import FakeARM
+from fakecloud.twins import require_twin_tools
 
 pytest.importorskip("azure.mgmt.compute")
 
@@ -256,19 +256,6 @@ def test_env_names_the_endpoint_and_ca(fake):
 
 # -- with node twins ----------------------------------------------------------------------
 
-def _require_twin_tools() -> None:
-    missing = [tool for tool in ("ip", "unshare", "ssh", "ssh-keygen", "sudo")
-               if shutil.which(tool) is None]
-    missing += [] if os.access("/usr/sbin/sshd", os.X_OK) else ["/usr/sbin/sshd"]
-    if os.geteuid() == 0 and not missing:
-        return
-    message = "node twins need root, iproute2, util-linux, OpenSSH and sudo"
-    message += f" (missing: {', '.join(missing)})" if missing else " (not root)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def _ssh(key: Path, address: str, command: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
     return subprocess.run(
@@ -281,7 +268,7 @@ def _ssh(key: Path, address: str, command: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def twin_bed(tmp_path):
-    _require_twin_tools()
+    require_twin_tools()
     from fakecloud.twins import TwinHost
 
     key = tmp_path / "id_ed25519"

@@ -11,7 +11,6 @@ set), where that is a failure.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from fakecloud.gcp import FakeGCE, ssh_keys_cloud_config
-from fakecloud.twins import parse_cloud_config
+from fakecloud.twins import parse_cloud_config, require_twin_tools
 
 compute_v1 = pytest.importorskip("google.cloud.compute_v1")
 import google.auth.exceptions  # noqa: E402
@@ -323,22 +322,9 @@ def test_ssh_keys_become_cloud_config_users():
 
 # -- node twins --------------------------------------------------------------------------------
 
-def _require_twin_tools() -> None:
-    missing = [tool for tool in ("ip", "unshare", "ssh", "ssh-keygen", "sudo")
-               if shutil.which(tool) is None]
-    missing += [] if os.access("/usr/sbin/sshd", os.X_OK) else ["/usr/sbin/sshd"]
-    if os.geteuid() == 0 and not missing:
-        return
-    message = "node twins need root, iproute2, util-linux, OpenSSH and sudo"
-    message += f" (missing: {', '.join(missing)})" if missing else " (not root)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def twin_bed(tmp_path_factory) -> Iterator[tuple[FakeGCE, Path]]:
-    _require_twin_tools()
+    require_twin_tools()
     from fakecloud.twins import TwinHost
 
     key = tmp_path_factory.mktemp("keys") / "key"

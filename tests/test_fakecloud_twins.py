@@ -9,7 +9,6 @@ Run with ``-s`` to see how long creating twins takes.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fakecloud.twins import TwinError, TwinHost, parse_cloud_config
+from fakecloud.twins import TwinError, TwinHost, parse_cloud_config, require_twin_tools
 from skyk.builtin import local_network as network
 from skyk.builtin import local_sandbox as sandbox
 
@@ -32,19 +31,6 @@ BRIDGE, SUBNET = "skykfct0", "10.215.0.0/16"
 #: The crash-and-sweep test's test bed.
 CRASH_BRIDGE, CRASH_SUBNET = "skykfct1", "10.216.0.0/16"
 USER = "skyk"
-
-
-def _require_twin_tools() -> None:
-    missing = [tool for tool in ("ip", "unshare", "ssh", "ssh-keygen", "sudo")
-               if shutil.which(tool) is None]
-    missing += [] if os.access("/usr/sbin/sshd", os.X_OK) else ["/usr/sbin/sshd"]
-    if os.geteuid() == 0 and not missing:
-        return
-    message = "node twins need root, iproute2, util-linux, OpenSSH and sudo"
-    message += f" (missing: {', '.join(missing)})" if missing else " (not root)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _keygen(path: Path) -> Path:
@@ -85,7 +71,7 @@ class Bed:
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory) -> Iterator[Bed]:
     """One TwinHost for the module; its twins go when it closes."""
-    _require_twin_tools()
+    require_twin_tools()
     keys = tmp_path_factory.mktemp("keys")
     key, wrong = _keygen(keys / "key"), _keygen(keys / "wrong")
     shutdowns: list = []
@@ -328,7 +314,7 @@ def test_a_bridge_has_one_host_at_a_time(bed, tmp_path):
 
 
 def test_a_crashed_run_is_swept_and_close_leaves_nothing(tmp_path):
-    _require_twin_tools()
+    require_twin_tools()
     key = _keygen(tmp_path / "key")
     crash = textwrap.dedent(f"""\
         import os, sys

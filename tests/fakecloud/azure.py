@@ -69,9 +69,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
-
 from .faults import RequestFacts, Rule
+from .serving import LoopbackServer
 
 if TYPE_CHECKING:
     from .twins import Twin, TwinHost
@@ -184,11 +183,6 @@ class _Operation:
         self.started = _now()
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
@@ -268,8 +262,7 @@ class FakeARM:
         self._next_public = itertools.count(1)
         self._next_private: dict[str, itertools.count] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self._dir: Path | None = None
 
     # -- life cycle ------------------------------------------------------------------------
@@ -289,25 +282,15 @@ class FakeARM:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.ca_file, key_file)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fakearm-op")
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
-                                   request_handler=_QuietHandler, ssl_context=context)
-        self._server.daemon_threads = True
-        port = self._server.server_address[1]
-        self.endpoint = f"https://127.0.0.1:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name=f"fakearm-{port}")
-        self._thread.start()
+        self._server = LoopbackServer(self._wsgi, "fakearm", ssl_context=context)
+        self.endpoint = self._server.endpoint
         return self
 
     def close(self) -> None:
         """Stop serving and wait for background work (the twin host is the caller's)."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

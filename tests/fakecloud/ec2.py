@@ -76,9 +76,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
-
 from .faults import RequestFacts, Rule, error_response
+from .serving import LoopbackServer
 
 if TYPE_CHECKING:
     from .twins import Twin, TwinHost
@@ -141,13 +140,6 @@ class _Answer:
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
     fault: bool = False
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """werkzeug's handler without a log line per request."""
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 @contextmanager
@@ -270,8 +262,7 @@ class FakeEC2:
         self._calls: list[Call] = []
         self._twins_by_id: dict[str, Twin] = {}
         self._regions_ready: dict[str, Any] = {}
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
         self._config_dir: Path | None = None
         self._shutdowns: list[str] = []
         self._shutdowns_cv = threading.Condition()
@@ -299,14 +290,8 @@ class FakeEC2:
         self._config_dir = Path(tempfile.mkdtemp(prefix="fakeec2-"))
         for name in ("config", "credentials"):
             (self._config_dir / name).touch()
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
-                                   request_handler=_QuietHandler)
-        self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        # A short poll interval: close() waits for the serving loop to notice.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name=f"fakeec2-{self._server.server_address[1]}")
-        self._thread.start()
+        self._server = LoopbackServer(self._wsgi, "fakeec2")
+        self.endpoint = self._server.endpoint
         if self.twins is not None:
             if getattr(self.twins, "on_shutdown", False) is None:
                 self.twins.on_shutdown = self.twin_shut_down  # type: ignore[union-attr]
@@ -319,12 +304,8 @@ class FakeEC2:
     def close(self) -> None:
         """Stop the server and forget the bed's moto account (the twin host is the caller's)."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
         if self._worker is not None:
             with self._shutdowns_cv:
                 self._closing = True

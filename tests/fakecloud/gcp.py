@@ -54,9 +54,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
-
 from .faults import RequestFacts, Rule
+from .serving import LoopbackServer
 
 if TYPE_CHECKING:
     from .twins import Twin, TwinHost
@@ -195,11 +194,6 @@ class _OperationFailed(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
@@ -271,8 +265,7 @@ class FakeGCE:
         self._public = (f"203.0.113.{n}" for n in itertools.cycle(range(2, 255)))
         self._private = (f"10.128.{n // 250}.{n % 250 + 2}" for n in itertools.count())
         self._workers: list[threading.Thread] = []
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -286,13 +279,8 @@ class FakeGCE:
         """Start serving on a free loopback port; returns self."""
         if self._server is not None:
             raise RuntimeError("FakeGCE already started")
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
-                                   request_handler=_QuietHandler)
-        self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="fakegce")
-        self._thread.start()
+        self._server = LoopbackServer(self._wsgi, "fakegce")
+        self.endpoint = self._server.endpoint
         if self.twins is not None and getattr(self.twins, "on_shutdown", False) is None:
             self.twins.on_shutdown = self.twin_shut_down  # type: ignore[union-attr]
         return self
@@ -300,12 +288,8 @@ class FakeGCE:
     def close(self) -> None:
         """Stop the server and wait for background operations (the twin host is the caller's)."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
         self.settle()
 
     def settle(self, timeout: float = 60.0) -> None:
