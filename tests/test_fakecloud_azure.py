@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fakecloud.azure import FakeARM
-from fakecloud.twins import require_twin_tools
+from fakecloud.twins import require_twin_tools, ssh_to_twin
 
 pytest.importorskip("azure.mgmt.compute")
 
@@ -257,13 +257,7 @@ def test_env_names_the_endpoint_and_ca(fake):
 # -- with node twins ----------------------------------------------------------------------
 
 def _ssh(key: Path, address: str, command: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-    return subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
-         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-         "-o", "ConnectTimeout=10", f"{USER}@{address}", command],
-        capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
+    return ssh_to_twin(key, address, command, USER)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ set), where that is a failure.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from fakecloud.gcp import FakeGCE, ssh_keys_cloud_config
-from fakecloud.twins import parse_cloud_config, require_twin_tools
+from fakecloud.twins import parse_cloud_config, require_twin_tools, ssh_to_twin
 
 compute_v1 = pytest.importorskip("google.cloud.compute_v1")
 import google.auth.exceptions  # noqa: E402
@@ -336,13 +335,7 @@ def twin_bed(tmp_path_factory) -> Iterator[tuple[FakeGCE, Path]]:
 
 
 def ssh(key: Path, address: str, command: str, user: str = USER) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-    return subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
-         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-         f"{user}@{address}", command],
-        capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
+    return ssh_to_twin(key, address, command, user)
 
 
 def test_twin_login_with_the_ssh_keys_key_and_life_cycle(twin_bed):

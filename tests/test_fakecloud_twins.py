@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fakecloud.twins import TwinError, TwinHost, parse_cloud_config, require_twin_tools
+from fakecloud.twins import TwinError, TwinHost, parse_cloud_config, require_twin_tools, ssh_to_twin
 from skyk.builtin import local_network as network
 from skyk.builtin import local_sandbox as sandbox
 
@@ -87,13 +87,7 @@ def bed(tmp_path_factory) -> Iterator[Bed]:
 def ssh(key: Path, address: str, command: str, user: str = USER,
         timeout: float = 30) -> subprocess.CompletedProcess:
     """Run ``command`` as ``user`` on ``address`` with the real ssh client; no config, no agent."""
-    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
-    return subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
-         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-         f"{user}@{address}", command],
-        capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    return ssh_to_twin(key, address, command, user, timeout)
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:

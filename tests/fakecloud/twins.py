@@ -750,6 +750,19 @@ def require_twin_tools() -> None:
     pytest.skip(message)
 
 
+def ssh_to_twin(key: Path, address: str, command: str, user: str,
+                timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run ``command`` as ``user`` on a twin at ``address`` with the real ssh client, as a user of
+    the cloud would log in: that key only, no ssh config or agent of this machine."""
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    return subprocess.run(
+        ["ssh", "-F", "/dev/null", "-i", str(key), "-o", "IdentitiesOnly=yes",
+         "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+         f"{user}@{address}", command],
+        capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
 def _power_targets() -> list[str]:
     """Return the real files behind shutdown, poweroff, halt and reboot (systemctl on Debian)."""
     targets = set()
