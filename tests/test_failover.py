@@ -68,6 +68,15 @@ def test_every_zone_failing_lists_every_attempt_in_one_line(skyk, tmp_path):
     for zone in ("flaky-east-1a", "flaky-east-1b", "flaky-west-1a", "flaky-west-1b"):
         assert zone in error
     assert "--retry-until-up" in error and "Traceback" not in result.stderr
+    # Above the line, the attempts as a table: where, what failed and what it ruled out.
+    lines = result.stderr.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("#  INFRA"))
+    assert lines[header].split() == ["#", "INFRA", "INSTANCE_TYPE", "FAILURE", "BLOCKED", "REASON"]
+    rows = [line.split(maxsplit=6) for line in lines[header + 1:header + 5]]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4"]
+    assert {(r[3], r[4]) for r in rows} == {("capacity", "zone")}
+    assert [r[5] for r in rows] == [r[1] for r in rows], "each failure blocked its own zone"
+    assert lines[header + 5] == error
     assert status_json(skyk) == []
 
 

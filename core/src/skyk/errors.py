@@ -31,6 +31,9 @@ class SkykError(Exception):
     """An error caused by input or environment the user controls."""
 
     exit_code = 2
+    #: a table (headers, rows) the CLI prints above the error line, for errors that sum up
+    #: many steps (every place a launch tried); the line itself stays complete without it
+    table: tuple[tuple[str, ...], list[tuple[str, ...]]] | None = None
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)

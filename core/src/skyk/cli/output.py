@@ -24,7 +24,13 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file=None
 
 
 def print_error(exc) -> None:
-    """Print a ``SkykError`` as the one line (with its hint) that the CLI shows for every error."""
+    """Print a ``SkykError`` as the one line (with its hint) that the CLI shows for every error,
+    under the error's table, if it has one."""
+    if exc.table is not None:
+        from skyk.errors import printable
+
+        headers, rows = exc.table
+        print_table(headers, [[printable(str(v), 200) for v in row] for row in rows], file=sys.stderr)
     print(f"skyk: error: {exc.one_line()}", file=sys.stderr)
 
 

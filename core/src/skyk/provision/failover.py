@@ -42,6 +42,8 @@ class Attempt:
     instance_type: str
     kind: str
     reason: str
+    #: what the failure ruled out: ``cloud/region[/zone]``
+    blocked: str = ""
 
     def __str__(self) -> str:
         return f"{self.infra} ({self.instance_type}): {self.kind}: {self.reason}"
@@ -58,6 +60,9 @@ class ProvisionFailed(SkykError):
                          hint="add --retry-until-up to keep trying, or relax the resources"
                               " (other accelerators, regions or clouds)")
         self.attempts = attempts
+        self.table = (("#", "INFRA", "INSTANCE_TYPE", "FAILURE", "BLOCKED", "REASON"),
+                      [(str(i), a.infra, a.instance_type, a.kind, a.blocked or "-", a.reason)
+                       for i, a in enumerate(attempts, 1)])
 
 
 def blocked_location(candidate: Candidate, error: ProvisionError) -> Location:
@@ -201,10 +206,12 @@ def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_u
             except ProvisionError as error:
                 if error.kind != "timeout":
                     on_settled(attempt)
-                attempts.append(Attempt(offering.infra, offering.instance_type, error.kind, error.reason))
-                blocked.add(blocked_location(candidate, error))
-                progress(f"  failed ({error.kind}: {error.reason}); blocking {error.scope}"
-                         f" {'/'.join(p for p in blocked_location(candidate, error) if p)}")
+                location = blocked_location(candidate, error)
+                where = "/".join(p for p in location if p)
+                attempts.append(Attempt(offering.infra, offering.instance_type, error.kind, error.reason,
+                                        f"{error.scope} {where}"))
+                blocked.add(location)
+                progress(f"  failed ({error.kind}: {error.reason}); blocking {error.scope} {where}")
         if not retry_until_up:
             raise ProvisionFailed(cluster, attempts)
         progress(f"All {len(blocked)} places failed in round {rounds}; retrying in {backoff:g}s"
