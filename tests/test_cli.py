@@ -56,3 +56,16 @@ def test_third_party_cloud_appears_without_core_changes(skyk, tmp_path):
     task.write_text("resources:\n  accelerators: ToyGPU:2\n")
     out = json.loads(skyk("launch", "--dryrun", str(task), "-o", "json").stdout)
     assert out["chosen"]["cloud"] == "toy" and out["chosen"]["instance_type"] == "toy.gpu2"
+
+
+def test_replica_resources_read_as_skypilots_service_table_shows_them():
+    from skyk.cli.status import cloud_resources
+    from skyk.provision.types import ClusterHandle, NodeInfo
+
+    node = NodeInfo("vm-0", "10.0.0.2", None, {})
+    gpu = ClusterHandle("r1", "u", "azure", "eastus", None, "Standard_ND96amsr_A100_v4", False, 32.8,
+                        "A100-80GB", 8, (node,))
+    assert cloud_resources(gpu, "Azure") == "1x Azure({'A100-80GB': 8})"
+    spot = ClusterHandle("r2", "u", "aws", "us-east-1", None, "t3.medium", True, 0.01, None, 0, (node, node))
+    assert cloud_resources(spot, "AWS") == "2x AWS([Spot]t3.medium)"
+    assert cloud_resources(None, "AWS") == "-"

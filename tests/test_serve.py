@@ -66,8 +66,14 @@ def test_serve_up_status_requests_and_down(skyk, service):
     wait_for(lambda: _ready(skyk, "web", 2), timeout=60, interval=0.3, what="2/2 replicas READY")
     table = skyk("serve", "status", "web").stdout
     assert "NAME  VERSION  UPTIME  STATUS  REPLICAS  ENDPOINT" in table
-    assert "SERVICE_NAME  ID  VERSION  ENDPOINT" in table and "INFRA" in table and "RESOURCES" in table
-    assert "READY   2/2" in table and "local/local" in table
+    assert "NAME  VERSION  UPTIME  STATUS  REPLICAS  ENDPOINT" in table
+    replicas = table.split("Service Replicas\n", 1)[1].splitlines()
+    assert replicas[0].split() == ["SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "RESOURCES",
+                                   "STATUS", "REGION"]
+    # SkyPilot's shape: the cloud's display name around the nodes; the region apart.
+    assert len(replicas) == 3
+    assert all(row.split()[-4:] == ["1x", "Local(local)", "READY", "local"] for row in replicas[1:]), replicas
+    assert "READY   2/2" in table
     _serving(service, {"replica 1", "replica 2"})
     # The router listens on loopback too, whatever address the endpoint is published on.
     _serving(f"127.0.0.1:{service.rsplit(':', 1)[1]}", {"replica 1", "replica 2"})

@@ -99,6 +99,7 @@ class LocalCloud(Cloud):
     """Nodes are sandboxes on this machine; no credentials needed."""
 
     name = NAME
+    display_name = "Local"
     default_cpus = None
     default_memory_gib = None
 

@@ -340,12 +340,14 @@ def serve_status(args) -> int:
             "replicas": [{"id": r.id, "version": r.version, "status": r.status, "url": r.url, "spot": r.spot,
                           "cluster": r.cluster, "launched_at": r.launched_at, "note": r.note,
                           "infra": handles[r.cluster].infra if handles.get(r.cluster) else None,
+                          "cloud": handles[r.cluster].cloud if handles.get(r.cluster) else None,
+                          "region": handles[r.cluster].region if handles.get(r.cluster) else None,
                           "resources": resources(handles.get(r.cluster))}
                          for r in replicas if r.service == s.name],
         } for s in services])
         return 0
     from skyk.cli.output import print_table
-    from skyk.cli.status import ago, duration, resources
+    from skyk.cli.status import ago, cloud_resources, duration
 
     if not services:
         print("No services. Start one with: skyk serve up -n NAME TASK.yaml")
@@ -357,10 +359,15 @@ def serve_status(args) -> int:
                   f"/{sum(r.service == s.name and r.status in state.ALIVE for r in replicas)}",
                   s.endpoint or "-"] for s in services])
     print("\nService Replicas")
-    headers = ["SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "INFRA", "RESOURCES", "STATUS"]
-    rows = [[r.service, r.id, r.version, r.url.split("://", 1)[-1] if r.url else "-", ago(r.launched_at),
-             handles[r.cluster].infra if handles.get(r.cluster) else "-",
-             resources(handles.get(r.cluster)), r.status] for r in replicas]
+    # SkyPilot's columns, so scripts and eyes used to 'sky serve status' find their way.
+    headers = ["SERVICE_NAME", "ID", "VERSION", "ENDPOINT", "LAUNCHED", "RESOURCES", "STATUS", "REGION"]
+    names = _display_names({h.cloud for h in handles.values() if h is not None})
+    rows = []
+    for r in replicas:
+        handle = handles.get(r.cluster)
+        rows.append([r.service, r.id, r.version, r.url.split("://", 1)[-1] if r.url else "-",
+                     ago(r.launched_at), cloud_resources(handle, names.get(getattr(handle, "cloud", ""), "")),
+                     r.status, handle.region if handle else "-"])
     if args.verbose:
         headers.append("NOTE")
         for row, replica in zip(rows, replicas, strict=True):
@@ -376,6 +383,14 @@ def serve_status(args) -> int:
             print(f"\nThe controller of service {record.name} is not running; the endpoint keeps serving"
                   f" the replicas it knew. Restart it: skyk serve recover {record.name}", file=sys.stderr)
     return 0
+
+
+def _display_names(clouds: set[str]) -> dict[str, str]:
+    """Each cloud's display name (``AWS``, ``Azure``); a cloud whose plugin is gone keeps its own name."""
+    from skyk.plugins.manager import Kernel
+
+    loaded = Kernel.load(("cloud",), sorted(clouds)).clouds() if clouds else {}
+    return {name: getattr(loaded.get(name), "display_name", "") or name for name in clouds}
 
 
 def serve_down(args) -> int:

@@ -51,6 +51,16 @@ def resources(handle) -> str:
     return text + (" [spot]" if handle.use_spot else "")
 
 
+def cloud_resources(handle, cloud: str) -> str:
+    """``1x Azure({'A100-80GB': 8})`` or ``1x AWS([Spot]t3.medium)``: a replica's nodes as
+    SkyPilot's service tables show them, ``cloud`` being the cloud's display name."""
+    if handle is None:
+        return "-"
+    inside = f"{{{handle.accelerator!r}: {handle.accelerator_count:g}}}" if handle.accelerator \
+        else handle.instance_type
+    return f"{len(handle.nodes)}x {cloud}({'[Spot]' if handle.use_spot else ''}{inside})"
+
+
 def autostop_label(record) -> str:
     """``10m (down)`` or ``-``."""
     if record.autostop_minutes is None:

@@ -38,6 +38,9 @@ class Cloud(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: how tables name the cloud to people, as SkyPilot's do (``AWS``, ``GCP``, ``Azure``);
+    #: empty means :attr:`name`
+    display_name: ClassVar[str] = ""
 
     #: vCPUs a task gets on this cloud when it names no cpus, memory,
     #: accelerators or instance type (SkyPilot's default is 8 with 4 GiB each).

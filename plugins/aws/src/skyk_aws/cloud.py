@@ -46,6 +46,7 @@ class AWSCloud(SSHCloud):
     """Amazon EC2."""
 
     name = NAME
+    display_name = "AWS"
     ssh_user = "ubuntu"
 
     def check_credentials(self) -> CredentialCheck:
