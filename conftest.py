@@ -12,6 +12,14 @@ import pytest
 REPO = Path(__file__).resolve().parent
 #: Real AWS/GCP/Azure catalogs, kept outside the repository (../shared/catalogs).
 SHARED_CATALOGS = REPO.parent / "shared" / "catalogs"
+#: Where dev/install puts the suite's own cloud plugins (toy, flaky): on the path of the
+#: tests and of every skyk they start, never in the venv a developer uses.
+PLUGIN_SITE = REPO / "tests" / ".plugin-site"
+
+if not (PLUGIN_SITE / "skyk_toycloud").is_dir():
+    raise pytest.UsageError(f"the test plugins are not installed in {PLUGIN_SITE}; run dev/install")
+sys.path.append(str(PLUGIN_SITE))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(PLUGIN_SITE)]))
 
 
 @pytest.fixture(scope="session")

@@ -69,3 +69,16 @@ def test_replica_resources_read_as_skypilots_service_table_shows_them():
     spot = ClusterHandle("r2", "u", "aws", "us-east-1", None, "t3.medium", True, 0.01, None, 0, (node, node))
     assert cloud_resources(spot, "AWS") == "2x AWS([Spot]t3.medium)"
     assert cloud_resources(None, "AWS") == "-"
+
+
+def test_the_suites_own_clouds_stay_out_of_the_development_venv(skyk):
+    """toy and flaky exist for the tests: a developer running the venv's skyk sees real clouds only."""
+    import os
+
+    plain = os.pathsep.join(p for p in os.environ["PYTHONPATH"].split(os.pathsep)
+                            if not p.endswith(".plugin-site"))
+    def clouds(env: dict) -> set[str]:
+        return {p["name"] for p in json.loads(skyk("plugins", "-o", "json", env=env).stdout)}
+
+    assert not clouds({"PYTHONPATH": plain or None}) & {"toy", "flaky"}
+    assert {"toy", "flaky"} <= clouds({})
