@@ -47,6 +47,29 @@ def test_show_gpus_list_and_prices(skyk):
     assert table.returncode == 0 and table.stdout.startswith("CLOUD")
 
 
+def test_show_gpus_prices_in_a_row_all_come_from_the_region_it_names(skyk):
+    # Once, AWS's p4d.24xlarge row said us-east-2 with us-east-1's spot price.
+    rows = json.loads(skyk("show-gpus", "A100:8", "-o", "json").stdout)
+    by_region = {(r["cloud"], r["instance_type"], r["region"]): r
+                 for r in json.loads(skyk("show-gpus", "A100:8", "--all-regions", "-o", "json").stdout)}
+    for row in rows:
+        there = by_region[(row["cloud"], row["instance_type"], row["region"])]
+        assert (row["price"], row["spot_price"]) == (there["price"], there["spot_price"]), row
+
+
+def test_show_gpus_lists_gpus_with_their_memory_and_tpus_on_request(skyk):
+    shown = skyk("show-gpus")
+    assert shown.stdout.splitlines()[0].split() == ["ACCELERATOR", "GPU_MEM(GiB)", "COUNTS", "CLOUDS"]
+    assert "tpu-v" not in shown.stdout.split("\n\n")[0]
+    assert "TPU slices" in shown.stdout and "skyk show-gpus --all" in shown.stdout
+    listing = {r["accelerator"]: r for r in json.loads(skyk("show-gpus", "-o", "json").stdout)}
+    assert listing["A100-80GB"]["memory_gib"] == 80 and listing["H100"]["memory_gib"] == 80
+    assert not [name for name in listing if name.startswith("tpu-")]
+    everything = json.loads(skyk("show-gpus", "--all", "-o", "json").stdout)
+    assert {r["accelerator"] for r in everything} > set(listing)
+    assert any(r["accelerator"] == "tpu-v4-8" for r in everything)
+
+
 def test_third_party_cloud_appears_without_core_changes(skyk, tmp_path):
     plugins = {p["name"]: p for p in json.loads(skyk("plugins", "-o", "json").stdout)}
     assert plugins["toy"]["distribution"] == "skyk-toycloud"

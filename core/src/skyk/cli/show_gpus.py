@@ -16,12 +16,26 @@ def configure(parser) -> None:
     parser.add_argument("--cloud", help="only this cloud")
     parser.add_argument("--all-regions", action="store_true",
                         help="one row per region instead of the cheapest region only")
+    parser.add_argument("--all", action="store_true",
+                        help="list TPU slices too (hidden by default: there are hundreds)")
     add_output_flag(parser)
 
 
 def _best(prices: list[float | None]) -> float | None:
     known = [p for p in prices if p is not None]
     return min(known) if known else None
+
+
+def _is_tpu(accelerator: str) -> bool:
+    # Cloud TPU slices are named tpu-<generation>-<cores>, as in SkyPilot's catalogs.
+    return accelerator.lower().startswith("tpu-")
+
+
+def _memory_gib(accelerator: str) -> float | None:
+    from skyk.catalog.gpus import gpu_spec
+
+    spec = gpu_spec(accelerator)
+    return round(spec.memory_gib) if spec else None
 
 
 def run(args) -> int:
@@ -45,16 +59,21 @@ def run(args) -> int:
             if offering.accelerator:
                 clouds = by_name.setdefault(offering.accelerator, {})
                 clouds.setdefault(offering.cloud, set()).add(offering.accelerator_count)
-        rows = [{"accelerator": name,
+        tpus = sorted(n for n in by_name if _is_tpu(n))
+        shown = {n: c for n, c in by_name.items() if args.all or not _is_tpu(n)}
+        rows = [{"accelerator": name, "memory_gib": _memory_gib(name),
                  "counts": sorted({c for counts in clouds.values() for c in counts}),
                  "clouds": sorted(clouds)}
-                for name, clouds in sorted(by_name.items(), key=lambda kv: kv[0].casefold())]
+                for name, clouds in sorted(shown.items(), key=lambda kv: kv[0].casefold())]
         if args.output == "json":
             print_json(rows)
-        else:
-            print_table(["ACCELERATOR", "COUNTS", "CLOUDS"],
-                        [[r["accelerator"], ", ".join(format_count(c) for c in r["counts"]),
-                          ", ".join(r["clouds"])] for r in rows])
+            return 0
+        print_table(["ACCELERATOR", "GPU_MEM(GiB)", "COUNTS", "CLOUDS"],
+                    [[r["accelerator"], r["memory_gib"], ", ".join(format_count(c) for c in r["counts"]),
+                      ", ".join(r["clouds"])] for r in rows])
+        if tpus and not args.all:
+            print(f"\n{len(tpus)} TPU slices ({tpus[0]} ... {tpus[-1]}) are not shown:"
+                  " 'skyk show-gpus --all' lists them")
         return 0
 
     try:
@@ -75,13 +94,15 @@ def run(args) -> int:
     rows = []
     for offerings in groups.values():
         cheapest = min(offerings, key=lambda o: (o.price is None, o.price or 0.0))
-        first = offerings[0]
+        # Every price in a row is the region's the row names (its cheapest zone's).
+        here = [o for o in offerings if o.region == cheapest.region]
         rows.append({
-            "cloud": first.cloud, "instance_type": first.instance_type,
-            "accelerator": name, "accelerator_count": first.accelerator_count,
-            "vcpus": first.vcpus, "memory_gib": first.memory_gib,
-            "price": _best([o.price for o in offerings]),
-            "spot_price": _best([o.spot_price for o in offerings]),
+            "cloud": cheapest.cloud, "instance_type": cheapest.instance_type,
+            "accelerator": name, "accelerator_count": cheapest.accelerator_count,
+            "vcpus": cheapest.vcpus, "memory_gib": cheapest.memory_gib,
+            "gpu_memory_gib": _memory_gib(name),
+            "price": _best([o.price for o in here]),
+            "spot_price": _best([o.spot_price for o in here]),
             "region": cheapest.region,
         })
     rows.sort(key=lambda r: (r["accelerator_count"], r["price"] is None, r["price"] or 0.0,
