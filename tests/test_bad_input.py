@@ -287,9 +287,11 @@ CASES = [
     flag_case("flag-infra-four-parts", ("--infra", "a/b/c/d"), "bad infra"),
     flag_case("flag-infra-and-cloud", ("--infra", "aws", "--cloud", "gcp"), "not both"),
     flag_case("flag-unknown", ("--bogus-flag",), "--bogus-flag"),
-    flag_case("flag-output-choice", ("-o", "yaml"), "invalid choice"),
+    flag_case("flag-output-choice", ("-o", "yaml"), "unknown choice 'yaml' (choose from table, json)"),
+    flag_case("flag-output-typo", ("-o", "jsno"), "unknown choice 'jsno'; did you mean json?"),
     cmd_case("launch-without-task", ("launch", "--dryrun"), "TASK|CMD"),
-    cmd_case("unknown-command", ("lanch", "task.yaml"), "invalid choice"),
+    cmd_case("unknown-command", ("lanch", "task.yaml"), "unknown command 'lanch'; did you mean launch?"),
+    cmd_case("unknown-command-far", ("xyzzy",), "unknown command 'xyzzy' (choose from check,"),
 
     # --- other commands ---------------------------------------------------------------
     cmd_case("show-gpus-unknown", ("show-gpus", "A1OO"), "did you mean A100"),
@@ -368,6 +370,8 @@ ISSUE_11_CASES = [
     cmd_case("status-endpoint-superscript-port", ("status", "--endpoint", "²", "c1"),
              "port must be a number"),
     cmd_case("cancel-job-id-past-sqlite", ("cancel", "c1", "9223372036854775808"), "job id"),
+    cmd_case("cancel-no-job-ids", ("cancel", "c1"), "name the jobs of c1 to cancel"),
+    cmd_case("cancel-ids-and-all", ("cancel", "c1", "3", "-a"), "give job ids or -a, not both"),
     cmd_case("logs-job-id-past-sqlite", ("logs", "c1", HUGE), "job id"),
     cmd_case("autostop-nan", ("autostop", "c1", "-i", "nan"), "not a number"),
     cmd_case("autostop-inf", ("autostop", "c1", "-i", "inf"), "at most"),

@@ -23,8 +23,11 @@ def run(args) -> int:
     from skyk.state import db
 
     check_cluster_name(args.cluster, "")
-    if args.all == bool(args.jobs):
-        raise SpecError("give job ids or -a (not both)", hint=f"skyk cancel {args.cluster} 3, or -a for all")
+    if args.all and args.jobs:
+        raise SpecError("give job ids or -a, not both", hint=f"skyk cancel {args.cluster} 3, or -a for all")
+    if not args.all and not args.jobs:
+        raise SpecError(f"name the jobs of {args.cluster} to cancel",
+                        hint=f"skyk cancel {args.cluster} 3, or -a for all; 'skyk queue {args.cluster}' lists them")
     _, handle = require_up(db.connect(), args.cluster)
     client = head_client(handle)
     if args.jobs:

@@ -44,6 +44,18 @@ class Parser(argparse.ArgumentParser):
 
         self.exit(2, f"{self.prog}: error: {printable(message)} (hint: see '{self.prog} --help')\n")
 
+    def _check_value(self, action, value):  # argparse's hook for ``choices``
+        if action.choices is None or value in action.choices:
+            return
+        import difflib
+
+        close = difflib.get_close_matches(str(value), [str(c) for c in action.choices], n=1)
+        what = "command" if isinstance(action, argparse._SubParsersAction) else "choice"
+        if close:
+            raise argparse.ArgumentError(action, f"unknown {what} {value!r}; did you mean {close[0]}?")
+        raise argparse.ArgumentError(action, f"unknown {what} {value!r} (choose from"
+                                     f" {', '.join(map(str, action.choices))})")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser for every command."""
