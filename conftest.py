@@ -89,6 +89,8 @@ def serve_web(skyk, tmp_path, isolated_home):
         task.write_text(text)
         result = skyk("serve", "up", "-n", "web", str(task), "-y", env=env)
         assert result.returncode == 0, result.stderr
+        # The endpoint itself, not a shell expression to paste.
+        assert f"endpoint: {result.stdout.strip()} " in result.stderr, result.stderr
         started.append(result.stdout.strip())
         return started[-1]
 

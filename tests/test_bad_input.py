@@ -370,6 +370,8 @@ ISSUE_11_CASES = [
     cmd_case("status-endpoint-superscript-port", ("status", "--endpoint", "²", "c1"),
              "port must be a number"),
     cmd_case("cancel-job-id-past-sqlite", ("cancel", "c1", "9223372036854775808"), "job id"),
+    cmd_case("launch-json-without-dryrun", ("launch", "echo hi", "-o", "json", "-y"),
+             "-o json prints the plan of a --dryrun"),
     cmd_case("cancel-no-job-ids", ("cancel", "c1"), "name the jobs of c1 to cancel"),
     cmd_case("cancel-ids-and-all", ("cancel", "c1", "3", "-a"), "give job ids or -a, not both"),
     cmd_case("logs-job-id-past-sqlite", ("logs", "c1", HUGE), "job id"),

@@ -84,6 +84,7 @@ def test_full_lifecycle_through_the_cli(cli, isolated_home, tmp_path):
     assert sandboxes(isolated_home) == []
     report = cli("cost-report", "-o", "json")
     assert report.returncode == 0 and json.loads(report.stdout)[0]["cluster"] == "life"
+    assert json.loads(report.stdout)[0]["status"] == "TERMINATED"
 
 
 def test_two_nodes_print_their_rank_and_ips(cli):
@@ -214,3 +215,5 @@ def test_logs_tail_autostop_command_and_cost_report(cli):
     assert report.stdout.splitlines()[0].split() == ["NAME", "LAUNCHED", "DURATION", "INFRA", "RESOURCES",
                                                      "$/h", "COST", "STATUS"]
     assert "tl" in report.stdout and "Total: $0.00" in report.stdout
+    [row] = [line.split() for line in report.stdout.splitlines() if line.startswith("tl ")]
+    assert row[-1] == "STOPPED", report.stdout  # once 'ended', as if torn down

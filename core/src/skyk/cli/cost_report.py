@@ -20,14 +20,24 @@ def run(args) -> int:
     from skyk.cli.status import ago, duration
     from skyk.state import clusters, db
 
-    usage = clusters.usage_report(db.connect())
+    conn = db.connect()
+    usage = clusters.usage_report(conn)
+    live = {r.name: r for r in clusters.list_clusters(conn)}
+
+    def status(u: clusters.Usage) -> str:
+        # The launch's cluster as it is now: UP (billed), STOPPED, or gone for good.
+        record = live.get(u.cluster)
+        if record is not None and record.handle is not None and record.handle.uid == u.uid:
+            return clusters.UP if u.running else record.status
+        return clusters.UP if u.running else "TERMINATED"
+
     if args.output == "json":
-        print_json([asdict(u) for u in usage])
+        print_json([{**asdict(u), "status": status(u)} for u in usage])
         return 0
     print_table(["NAME", "LAUNCHED", "DURATION", "INFRA", "RESOURCES", "$/h", "COST", "STATUS"],
                 [[u.cluster, ago(u.started_at), duration(u.seconds), u.infra,
                   f"{u.num_nodes}x {u.resources}", money(u.hourly_price * u.num_nodes),
-                  f"{u.cost:.2f}", "running" if u.running else "ended"] for u in usage])
+                  f"{u.cost:.2f}", status(u)] for u in usage])
     total = sum(u.cost for u in usage)
     print(f"\nTotal: ${total:.2f}")
     return 0

@@ -138,6 +138,12 @@ def _row(candidate, chosen: bool, sizing=None) -> dict:
 
 def run(args) -> int:
     """Print the plan (``--dryrun``), or launch the task and follow its job."""
+    if args.output == "json" and not args.dryrun:
+        from skyk.errors import SpecError
+
+        # A launch streams its job's output; only the plan has a JSON form.
+        raise SpecError("-o json prints the plan of a --dryrun; a launch streams the job's output",
+                        hint="add --dryrun, or after the launch read 'skyk status NAME -o json'")
     task, override = load(args)
     flags = {field: f"--{flag.replace('_', '-')}" for flag, field in _OVERRIDES.items()}
     if args.dryrun:

@@ -237,7 +237,7 @@ def serve_up(args) -> int:
         raise error from None
     say(f"Service {name} is starting; replicas are launching in the background.")
     say(f"  status:   skyk serve status {name}")
-    say(f"  endpoint: $(skyk serve status --endpoint {name})")
+    say(f"  endpoint: {record.endpoint}  (for scripts: skyk serve status --endpoint {name})")
     print(record.endpoint)
     return 0
 

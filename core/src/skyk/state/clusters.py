@@ -197,6 +197,8 @@ class Usage:
     """One cluster launch's bill: how long its nodes ran and what that cost."""
 
     cluster: str
+    #: the launch's attempt uid, as its cluster's handle has it while the cluster lives
+    uid: str
     infra: str
     resources: str
     num_nodes: int
@@ -217,6 +219,6 @@ def usage_report(conn: sqlite3.Connection) -> list[Usage]:
                         " SUM(COALESCE(ended_at, ?) - started_at) AS seconds,"
                         " MAX(ended_at IS NULL) AS running"
                         " FROM usage GROUP BY cluster, uid ORDER BY started_at DESC", (now,)).fetchall()
-    return [Usage(r["cluster"], r["infra"], r["resources"], r["num_nodes"], r["hourly_price"],
+    return [Usage(r["cluster"], r["uid"], r["infra"], r["resources"], r["num_nodes"], r["hourly_price"],
                   r["started_at"], r["seconds"], r["hourly_price"] * r["num_nodes"] * r["seconds"] / 3600,
                   bool(r["running"])) for r in rows]
