@@ -179,6 +179,19 @@ def explain(catalog: Catalog, requirements: Sequence[Requirement], num_nodes: in
     return f"no offering satisfies {wanted}: " + " | ".join(reasons)
 
 
+def _unknown_place(catalog: Catalog, cloud: str, req: Requirement) -> str | None:
+    """``no region us-east-99 (did you mean us-east-1?)`` when ``cloud`` has no such region
+    or zone at all, so a typo is not reported as missing instances there."""
+    import difflib
+
+    for kind, wanted, known in (("region", req.region, {o.region for o in catalog.offerings[cloud]}),
+                                ("zone", req.zone, {o.zone for o in catalog.offerings[cloud] if o.zone})):
+        if wanted and wanted not in known:
+            close = difflib.get_close_matches(wanted, sorted(known), n=1)
+            return f"no {kind} {wanted}" + (f" (did you mean {close[0]}?)" if close else "")
+    return None
+
+
 def _why_not(catalog: Catalog, cloud: str, req: Requirement, num_nodes: int,
              blocked: Collection[Location],
              defaults: Mapping[str, tuple[float | None, float | None]]) -> str:
@@ -201,7 +214,7 @@ def _why_not(catalog: Catalog, cloud: str, req: Requirement, num_nodes: int,
     for keep, reason in steps:
         offers = [o for o in offers if keep(o)]
         if not offers:
-            return reason
+            return _unknown_place(catalog, cloud, req) or reason
     cpus, memory = _sizing(req, defaults, cloud)
     if cpus:
         fitting = [o for o in offers if cpus.admits(o.vcpus)]
