@@ -135,3 +135,25 @@ def test_a_launch_that_gave_up_on_hanging_attempts_keeps_them_for_down(skyk):
     down = skyk("down", "gaveup", "-y")
     assert down.returncode == 0, down.stderr
     assert status_json(skyk) == []
+
+
+def test_a_launch_plans_over_enabled_clouds_only(skyk, tmp_path):
+    # No cloud credentials here: AWS, GCP and Azure are installed but not enabled, so a
+    # launch must not try them (and then suggest --retry-until-up), as it once did.
+    task = tmp_path / "gpu.yaml"
+    task.write_text("resources:\n  accelerators: A100:8\nrun: echo never\n")
+    result = skyk("launch", "-c", "gpu", str(task), "-y")
+    assert result.returncode == 3
+    assert "Provisioning" not in result.stderr and "--retry-until-up" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("skyk: error:")]
+    assert "no offering satisfies A100:8:" in line and "local: no A100" in line
+    assert "not enabled, so not considered: aws: no AWS credentials found;" in line
+    assert "'skyk check'" in line
+    pinned = skyk("launch", "-c", "gpu", "--cloud", "gcp", str(task), "-y")
+    assert pinned.returncode == 3 and "Provisioning" not in pinned.stderr
+    assert "no enabled cloud can run the task (gcp: no application-default credentials found)" in pinned.stderr
+    # The dry run still shows what every installed cloud would cost.
+    planned = skyk("launch", "--dryrun", str(task))
+    assert planned.returncode == 0
+    assert all(f"\n{cloud}/" in planned.stdout for cloud in ("aws", "gcp", "azure")), planned.stdout
+    assert status_json(skyk) == []

@@ -81,7 +81,8 @@ def _provision(conn, task: Task, options: LaunchOptions):
     from skyk.optimizer.planner import plan_task
     from skyk.provision.failover import ProvisionFailed, provision_with_failover
 
-    planned = plan_task(task, options.override, flags=options.flags)
+    # Only clouds with credentials: trying the others could only fail.
+    planned = plan_task(task, options.override, flags=options.flags, enabled_only=True)
     for cloud_name in {c.offering.cloud for c in planned.plan.candidates}:
         nodes.check_mounts(task, cloud_name)
     name = options.cluster

@@ -84,13 +84,31 @@ def load_clouds(clouds: list[str] | None, origin: str) -> Kernel:
     return Kernel.load(("cloud",), names)
 
 
+def disabled_clouds(kernel: Kernel) -> dict[str, str]:
+    """The loaded clouds whose credentials check fails (as ``skyk check`` shows them), and why.
+
+    The checks read local files only, so this costs no network.
+    """
+    disabled = {}
+    for name, cloud in kernel.clouds().items():
+        try:
+            check = cloud.check_credentials()
+        except Exception as exc:  # noqa: BLE001 - a broken check disables its cloud only
+            disabled[name] = f"credential check failed: {exc}"
+            continue
+        if not check.ok:
+            disabled[name] = check.reason
+    return disabled
+
+
 def plan_task(task: Task, override: ResourceFields | None = None,
-              blocked: Collection[Location] = (), flags: dict[str, str] | None = None
-              ) -> PlannedTask:
+              blocked: Collection[Location] = (), flags: dict[str, str] | None = None,
+              enabled_only: bool = False) -> PlannedTask:
     """Rank where ``task`` can run, cheapest (or most preferred) first.
 
     Only the clouds the task can use are loaded, so a pinned task never
-    reads the other clouds' catalogs. A task whose ``runtime:`` serves a
+    reads the other clouds' catalogs; with ``enabled_only`` (a real launch)
+    only those whose credentials ``skyk check`` finds. A task whose ``runtime:`` serves a
     model, where the resources name no accelerators, gets the GPU sets that
     hold the model (see ``skyk.optimizer.model_size``). ``task`` is a Task,
     or any object with its ``resources``, ``source``, ``num_nodes`` and
@@ -107,6 +125,11 @@ def plan_task(task: Task, override: ResourceFields | None = None,
         if names is not None and failure.name in names:
             raise PluginError(f"cloud plugin '{failure.name}' ({failure.distribution}) failed to load:"
                               f" {failure.error}", hint="reinstall it; 'skyk plugins' lists every plugin")
+    disabled = disabled_clouds(kernel) if enabled_only else {}
+    if disabled and set(disabled) == set(kernel.clouds()):
+        reasons = "; ".join(f"{n}: {why}" for n, why in sorted(disabled.items()))
+        raise NoFeasibleResources(f"{task.source}: no enabled cloud can run the task ({reasons})",
+                                  hint="'skyk check' says how to enable each cloud")
     catalog = Catalog.load(kernel)
     known = catalog.accelerator_names()
     if catalog.errors and any(r.accelerator and r.accelerator not in known for r in requirements):
@@ -118,6 +141,10 @@ def plan_task(task: Task, override: ResourceFields | None = None,
     if need is not None:
         sizing, requirements, preferences = size_for_model(need, requirements, catalog,
                                                            f"{task.source}: runtime.model")
+    if disabled:
+        # Names were checked against every installed cloud; places come from enabled ones only.
+        catalog = Catalog({c: o for c, o in catalog.offerings.items() if c not in disabled},
+                          {c: e for c, e in catalog.errors.items() if c not in disabled})
     defaults = {name: (cloud.default_cpus, cloud.default_memory_gib)
                 for name, cloud in kernel.clouds().items()}
     try:
@@ -125,6 +152,11 @@ def plan_task(task: Task, override: ResourceFields | None = None,
                     ordered=task.resources.is_ordered, blocked=blocked, defaults=defaults,
                     preferences=preferences)
     except NoFeasibleResources as exc:
+        if disabled:
+            reasons = "; ".join(f"{n}: {why}" for n, why in sorted(disabled.items()))
+            raise NoFeasibleResources(f"{task.source}: {exc.message} (not enabled, so not considered:"
+                                      f" {reasons})", hint=f"{exc.hint}; 'skyk check' says how to enable"
+                                      " the others") from None
         raise NoFeasibleResources(f"{task.source}: {exc.message}", hint=exc.hint) from None
     return PlannedTask(task, plan, catalog, kernel, task.resources.is_ordered, sizing)
 
