@@ -17,6 +17,7 @@ for that file and ``{tmp}`` for ``tmp_path``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -430,3 +431,18 @@ def test_bad_input_gives_one_line_with_hint(case: Case, skyk, tmp_path):
         assert path in line or name in line, f"file not named\n{shown}"
     if case.field_path is not None:
         assert case.field_path in line, f"field path {case.field_path!r} not named\n{shown}"
+
+
+def test_the_readmes_sample_error_lines_are_what_skyk_prints(skyk, tmp_path):
+    """Every ``skyk: error: task.yaml: ...`` line the README shows is skyk's real output for it."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    samples = re.findall(r"^skyk: error: task\.yaml: resources\.accelerators: unknown accelerator '(\w+)'.*$",
+                         readme, flags=re.M)
+    assert samples, "the README shows no sample error line"
+    for name in samples:
+        (tmp_path / "task.yaml").write_text(f"resources:\n  accelerators: {name}\n")
+        shown = skyk("launch", "--dryrun", "task.yaml", cwd=tmp_path)
+        [line] = [x for x in readme.splitlines() if x.startswith("skyk: error: task.yaml") and f"'{name}'" in x]
+        assert shown.stderr.strip() == line

@@ -155,7 +155,7 @@ def _preflight() -> None:
 
     if importlib.util.find_spec("skyk_router") is None:
         raise SkykError("the router (skyk-router) is not installed, so a service has no endpoint",
-                        hint="pip install ./router (or skyk-router)")
+                        hint="from a skyk checkout: pip install ./router")
     check_settings()
 
 

@@ -43,7 +43,8 @@ def cloud_of(name: str) -> Cloud:
     if found is None:
         reasons = "; ".join(f.error for f in kernel.failures) or "it is not installed"
         raise PluginError(f"cloud plugin '{name}' is not available: {reasons}",
-                          hint=f"reinstall skyk-{name}; 'skyk plugins' lists what is installed")
+                          hint=f"reinstall skyk-{name} (from a skyk checkout: pip install ./plugins/{name});"
+                          " 'skyk plugins' lists what is installed")
     return found
 
 

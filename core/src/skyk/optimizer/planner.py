@@ -66,7 +66,7 @@ def check_cloud_names(requirements: list[Requirement], source: str) -> set[str] 
             if close:
                 message += f"; did you mean {close[0]}?"
             raise SpecError(message, hint=f"installed clouds: {', '.join(installed)};"
-                            " add one with pip install skyk-<cloud>")
+                            " from a skyk checkout, pip install ./plugins/<cloud> adds one")
     if None in pinned:
         return None
     return pinned  # type: ignore[return-value]

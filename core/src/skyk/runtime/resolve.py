@@ -87,7 +87,7 @@ def _missing(engine: str, source: str, kernel: Any, installed: list[str]) -> Spe
     return SpecError(f"{where}: no runtime named '{engine}' is installed"
                      + (f"; did you mean {close}?" if close else ""),
                      hint=f"installed runtimes: {', '.join(installed) or 'none'};"
-                          " a runtime is a plugin package, e.g. pip install skyk-vllm")
+                          " a runtime is a plugin package: from a skyk checkout, pip install ./plugins/runtimes/vllm")
 
 
 def engine_port(task: Task) -> int:

@@ -34,7 +34,7 @@ So does a runtime plugin's, stating how its engine spells each command::
 A cloud that provisions nodes also runs :class:`ProvisioningContract`
 against a fake of its cloud (see :mod:`skyk.testing.provision_contract`).
 
-Requires pytest (``pip install skyk-core[testing]``) and, for runtimes, bash.
+Requires pytest (from a skyk checkout: ``pip install './core[testing]'``) and, for runtimes, bash.
 """
 
 from skyk.testing.cloud_contract import CloudPluginContract
