@@ -162,6 +162,13 @@ def test_chat_page_shows_the_routers_errors_and_uses_the_api_key(browser, tmp_pa
         expect(page.locator("#error-title")).to_contain_text("no ready replica")
         expect(page.locator("#error-hint")).to_contain_text("no replica is ready yet")
         screenshot(page, tmp_path, "chat-503.png")
+        # Send while the models cannot be listed: it says so, and the text waits.
+        page.click("#error-close")
+        page.fill("#prompt", "Anyone there?")
+        page.press("#prompt", "Enter")
+        expect(page.locator("#error-title")).to_contain_text("Not sent: 503")
+        expect(page.locator("#prompt")).to_have_value("Anyone there?")
+        page.fill("#prompt", "")
 
         key = "s3cret"
         router.set_replicas([fake.url], api_keys_sha256=[hashlib.sha256(key.encode()).hexdigest()])
@@ -175,10 +182,19 @@ def test_chat_page_shows_the_routers_errors_and_uses_the_api_key(browser, tmp_pa
         expect(page.locator("#model")).to_have_value("fake-model")
         assert send(page, "Hi", streamed=False) == "Hello from the fake replica."
 
-        page.reload()  # the key is kept in the browser
+        page.reload()  # the key and the conversation are kept in the browser
         expect(page.locator("#api-key")).to_have_value(key)
         expect(page.locator("#model")).to_have_value("fake-model")
         expect(page.locator("#error")).to_be_hidden()
+        expect(page.locator("#chat-list button").first).to_have_text("Hi")
+        expect(page.locator(f"{REPLIES}[data-state=done] .content")).to_have_text(
+            ["Hello from the fake replica."])
+        expect(page.locator("#messages .message.user .content")).to_have_text(["Hi"])
+        assert send(page, "Again", streamed=False) == "Hello from the fake replica."
+        page.click("#new-chat")
+        page.reload()
+        expect(page.locator("#chat-list button")).to_have_count(1)  # an empty chat is not kept
+        expect(page.locator("#messages .message.user .content")).to_have_text(["Hi", "Again"])
         screenshot(page, tmp_path, "chat-errors.png")
     finally:
         stop(router.proc)

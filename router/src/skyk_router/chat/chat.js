@@ -1,10 +1,13 @@
 // skyk chat: a chat page for the OpenAI-compatible API on this page's own origin
 // (the router at /-/chat, or server.py relaying /v1/* to a service endpoint).
-// Conversations live in this page only; settings and the API key in localStorage.
+// Conversations, settings and the API key live in this browser's localStorage.
 "use strict";
 
 const SETTINGS_KEY = "skyk-chat.settings";
 const API_KEY_KEY = "skyk-chat.api-key";
+const CHATS_KEY = "skyk-chat.chats";
+// conversations kept across reloads, newest first
+const KEPT_CHATS = 50;
 const $ = (id) => document.getElementById(id);
 
 const chats = [];      // {title, messages: [{role, content, state, meta, el}]}
@@ -40,6 +43,40 @@ function saveSettings() {
   const values = {};
   for (const [name, field] of Object.entries(fields)) values[name] = field.value;
   localStorage.setItem(SETTINGS_KEY, JSON.stringify(values));
+}
+
+// ---- conversations across reloads --------------------------------------------
+
+function loadChats() {
+  let saved = [];
+  try {
+    saved = JSON.parse(localStorage.getItem(CHATS_KEY) || "[]");
+  } catch {
+    // A corrupt entry is dropped: the page starts with a new chat.
+  }
+  if (!Array.isArray(saved)) return;
+  for (const chat of saved) {
+    if (!chat || typeof chat.title !== "string" || !Array.isArray(chat.messages)) continue;
+    const messages = chat.messages
+        .filter((m) => m && typeof m.content === "string" && ["user", "assistant"].includes(m.role))
+        // A reply cut short by the reload is kept as stopped, and its question with it.
+        .map((m) => ({role: m.role, content: m.content, meta: m.meta || "",
+                      state: ["done", "failed", "error", "stopped"].includes(m.state) ? m.state
+                          : (m.role === "assistant" ? "stopped" : "failed")}));
+    chats.push({title: chat.title, messages});
+  }
+}
+
+function saveChats() {
+  const kept = chats.filter((chat) => chat.messages.length).slice(0, KEPT_CHATS).map((chat) => ({
+    title: chat.title,
+    messages: chat.messages.map(({role, content, state, meta}) => ({role, content, state, meta})),
+  }));
+  try {
+    localStorage.setItem(CHATS_KEY, JSON.stringify(kept));
+  } catch {
+    // Storage full or disabled: the conversations still live in this page.
+  }
 }
 
 function showSliderValues() {
@@ -99,28 +136,36 @@ function networkError(error) {
                       "Is the endpoint up? The page calls the API on its own origin.");
 }
 
+// Lists the models; returns null, or the error it showed.
 async function loadModels() {
   const select = fields.model;
   const wanted = select.value || select.dataset.wanted;
-  let response;
+  let error = null;
   try {
-    response = await fetch("/v1/models", {headers: headers()});
-  } catch (error) {
-    showError(networkError(error));
-    return;
+    const response = await fetch("/v1/models", {headers: headers()});
+    if (!response.ok) {
+      error = await apiError(response);
+    } else {
+      let ids = [];
+      try {
+        ids = ((await response.json()).data || []).map((model) => model.id);
+      } catch {
+        error = new ApiError("The service's model list is not JSON.", "GET /v1/models answered something else.");
+      }
+      if (!error) {
+        select.replaceChildren(...ids.map((id) => new Option(id, id)));
+        if (ids.includes(wanted)) select.value = wanted;
+        if (!ids.length) {
+          error = new ApiError("The service lists no models.", "GET /v1/models returned an empty list.");
+        }
+      }
+    }
+  } catch (failure) {
+    error = networkError(failure);
   }
-  if (!response.ok) {
-    showError(await apiError(response));
-    return;
-  }
-  const ids = ((await response.json()).data || []).map((model) => model.id);
-  select.replaceChildren(...ids.map((id) => new Option(id, id)));
-  if (ids.includes(wanted)) select.value = wanted;
-  if (!ids.length) {
-    showError(new ApiError("The service lists no models.", "GET /v1/models returned an empty list."));
-    return;
-  }
-  hideError();
+  if (error) showError(error);
+  else hideError();
+  return error;
 }
 
 // Yields each event's data from a server-sent event stream, as it arrives.
@@ -230,6 +275,7 @@ async function send(text) {
   } finally {
     streaming = null;
     setBusy(false);
+    saveChats();
     if (chat === current) renderMessages();
   }
 }
@@ -325,8 +371,15 @@ async function submit() {
   const prompt = $("prompt");
   const text = prompt.value.trim();
   if (!text) return;
-  if (!fields.model.value) await loadModels();
-  if (!fields.model.value) return;  // loadModels shows why; the text stays to send later
+  if (!fields.model.value) {
+    const error = await loadModels();
+    if (error || !fields.model.value) {
+      // Said as a failed send, so pressing Send again never looks like nothing happened.
+      const why = error || new ApiError("The service lists no models.");
+      showError(new ApiError(`Not sent: ${why.message}`, why.hint || "Your text stays here to send later."));
+      return;
+    }
+  }
   prompt.value = "";
   growPrompt();
   send(text);
@@ -366,7 +419,14 @@ function start() {
     localStorage.setItem(API_KEY_KEY, $("api-key").value.trim());
     loadModels();  // a key may be what listing the models was missing
   });
-  newChat();
+  loadChats();
+  if (chats.length) {
+    current = chats[0];
+    renderChatList();
+    renderMessages();
+  } else {
+    newChat();
+  }
   loadModels();
 }
 
