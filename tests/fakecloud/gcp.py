@@ -456,6 +456,11 @@ class FakeGCE:
         with self._lock:
             return [json.loads(json.dumps(d)) for d in self._disks.values()]
 
+    def firewalls(self) -> list[dict[str, Any]]:
+        """Every firewall rule of every project, as GCE renders them (copies)."""
+        with self._lock:
+            return [json.loads(json.dumps(r)) for r in self._firewalls.values()]
+
     def operations(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every operation (of ``operationType`` ``kind``, if given), as GCE renders them."""
         with self._lock:
