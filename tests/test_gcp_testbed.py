@@ -229,12 +229,17 @@ def test_autostop_powers_the_nodes_off_and_gce_stops_them(gcp, bed, tmp_path):
 
 
 def test_autostop_down_is_refused_with_one_line(gcp, bed, tmp_path):
-    launched = gcp("launch", "-c", "keep", _one_node(tmp_path), "-y")
+    launched = gcp("launch", "-c", "keep", _one_node(tmp_path), "-y", "-i", "5", "--down")
+    line = tb.one_clear_line(launched)
+    assert "tear down" in line and "not set" in line and "skyk down keep" in launched.stderr
+    assert [i["status"] for i in _live(bed, "keep")] == ["RUNNING"], "the cluster stays up"
+    assert gcp("down", "keep", "-y").returncode == 0
+    _assert_nothing_left(bed, "keep")
+
+    launched = gcp("launch", "-c", "up", _one_node(tmp_path), "-y")
     assert launched.returncode == 0, launched.stderr
-    refused = gcp("autostop", "keep", "-i", "5", "--down")
-    line = tb.one_clear_line(refused)
-    assert "--down" in refused.stderr or "tear down" in line, refused.stderr
-    assert [i["status"] for i in _live(bed, "keep")] == ["RUNNING"]
+    assert "tear down" in tb.one_clear_line(gcp("autostop", "up", "-i", "5", "--down"))
+    assert [i["status"] for i in _live(bed, "up")] == ["RUNNING"]
 
 
 class TestGCPProvisioningContract(ProvisioningContract):
@@ -250,3 +255,4 @@ class TestGCPProvisioningContract(ProvisioningContract):
     @pytest.fixture
     def offering(self) -> Offering:
         return Offering("gcp", "n2-standard-2", 2.0, 8.0, REGION, f"{REGION}-a", 0.0971, 0.0235)
+

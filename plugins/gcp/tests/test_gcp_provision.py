@@ -188,7 +188,8 @@ def test_throttling_is_retried_a_bounded_number_of_times(monkeypatch):
     monkeypatch.setattr(errors, "BACKOFF", 0.0)
     answers = [_http(403, "rateLimitExceeded"), _http(503, "backendError"), "done"]
 
-    def method(**_):
+    def method(retry, **_):
+        assert retry is None, "the client's own retries must be off"
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer

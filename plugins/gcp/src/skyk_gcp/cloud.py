@@ -219,13 +219,14 @@ class GCPCloud(SSHCloud):
         # A VM powering itself off is TERMINATED (stopped) on GCE, whatever skyk sets:
         # deleting it needs GCP credentials on the node, which skyk never puts there.
         if down:
-            raise SkykError(f"GCP cannot tear down cluster {handle.cluster} from inside: a GCE VM"
-                            " that powers itself off is stopped, not deleted",
-                            hint="use autostop without --down (the nodes stop), or run"
-                            f" 'skyk down {handle.cluster}' when done")
+            raise SkykError(f"GCP cannot tear down cluster {handle.cluster} from inside (a GCE VM"
+                            " that powers itself off is stopped, not deleted), so autostop --down"
+                            " is not set",
+                            hint=f"'skyk autostop {handle.cluster} -i MINUTES' stops it when idle;"
+                            f" 'skyk down {handle.cluster}' removes it")
         if handle.use_spot:
-            raise SkykError(f"cluster {handle.cluster} runs on spot VMs, which skyk cannot stop",
-                            hint=f"run 'skyk down {handle.cluster}' when done")
+            raise SkykError(f"cluster {handle.cluster} runs on spot VMs, which skyk cannot stop,"
+                            " so autostop is not set", hint=f"run 'skyk down {handle.cluster}' when done")
 
     def _node(self, instance, key, rank: int):
         from skyk.provision.ssh_cloud import ssh_node

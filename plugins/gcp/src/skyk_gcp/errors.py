@@ -174,13 +174,15 @@ def call(method: Callable[..., Any], /, *, timeout: float = 30.0, **params: Any)
     """Call a client method, retrying throttling and transient errors up to :data:`TRIES` times.
 
     Inserts carry a ``requestId``, so a retry after a lost answer never makes a
-    second resource; every other call skyk makes is idempotent.
+    second resource; every other call skyk makes is idempotent. The client's own
+    retries are off (``retry=None``): its defaults retry a 503 on reads for up to
+    ten minutes, which would hide an outage from failover.
     """
     from google.api_core import exceptions as api
 
     for attempt in range(TRIES):
         try:
-            return method(**params, timeout=timeout)
+            return method(**params, retry=None, timeout=timeout)
         except api.GoogleAPICallError as exc:
             if attempt + 1 >= TRIES or not retryable(exc):
                 raise
