@@ -1,7 +1,7 @@
 """The GCP test bed (tests/fakecloud/gcp.py) driven by the official google-cloud-compute client.
 
 The client is pointed at the fake with ``client_options={"api_endpoint": ...}``,
-REST transport and anonymous credentials. Operations are polled through the
+REST transport and the fake's service-account key (``FakeGCE.key_file``). Operations are polled through the
 fake's zoneOperations/globalOperations ``wait``, never through
 ``ExtendedOperation.result()``. Tests with node twins need root, ``ip``,
 sshd, ssh and sudo; without them they are skipped, except in CI (``CI``
@@ -10,6 +10,7 @@ set), where that is a failure.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -23,7 +24,7 @@ from fakecloud.twins import parse_cloud_config, require_twin_tools, ssh_to_twin
 compute_v1 = pytest.importorskip("google.cloud.compute_v1")
 import google.auth.exceptions  # noqa: E402
 from google.api_core import exceptions as gexc  # noqa: E402
-from google.auth.credentials import AnonymousCredentials  # noqa: E402
+from google.oauth2 import service_account  # noqa: E402
 
 ZONE = "us-central1-a"
 MACHINE = "n2-standard-2"
@@ -31,11 +32,19 @@ BRIDGE, SUBNET = "skykgcp0", "10.218.0.0/16"
 USER = "skyk"
 
 
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+
+
+def credentials(key_file: Path):
+    """Service-account credentials from ``key_file``, as google.auth.default() would load them."""
+    return service_account.Credentials.from_service_account_file(str(key_file), scopes=SCOPES)
+
+
 class Clients:
     """The google-cloud-compute clients of one bed."""
 
     def __init__(self, gce: FakeGCE) -> None:
-        options = dict(credentials=AnonymousCredentials(), transport="rest",
+        options = dict(credentials=credentials(gce.key_file), transport="rest",
                        client_options=gce.client_options())
         self.gce = gce
         self.project = gce.project
@@ -43,6 +52,8 @@ class Clients:
         self.zone_ops = compute_v1.ZoneOperationsClient(**options)
         self.global_ops = compute_v1.GlobalOperationsClient(**options)
         self.firewalls = compute_v1.FirewallsClient(**options)
+        self.disks = compute_v1.DisksClient(**options)
+        self.images = compute_v1.ImagesClient(**options)
 
     def wait(self, op, zone: str | None = ZONE):
         """Wait for ``op`` through the fake; returns the DONE operation."""
@@ -231,8 +242,10 @@ def test_not_found_error_shape(gce):
     import urllib.request
 
     url = f"{gce.endpoint}/compute/v1/projects/{gce.project}/zones/{ZONE}/instances/nope"
+    token = _access_token(gce)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(url, timeout=10)
+        urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 404
     error = json.loads(caught.value.read())["error"]
     assert error["code"] == 404
@@ -269,11 +282,13 @@ def test_permission_faults_are_http_errors(api, gce):
         api.insert("vm-p")
     assert denied.value.code == 403
     assert gce.calls[-1].error == "forbidden" and gce.calls[-1].fault
-    # On a 401 google-auth refreshes the credentials, which anonymous ones cannot do.
-    gce.fail("required", action="instances.list")
+    # On a 401 google-auth refreshes the credentials and tries again (a bounded number of times).
+    rule = gce.fail("required", action="instances.list", times=None)
     with pytest.raises((gexc.Unauthorized, google.auth.exceptions.GoogleAuthError)):
         api.names()
     assert (gce.calls[-1].status, gce.calls[-1].error) == (401, "required")
+    assert rule.hits > 1
+    gce.clear_faults()
     assert api.names() == []
 
 
@@ -317,6 +332,156 @@ def test_ssh_keys_become_cloud_config_users():
         ("bob", ("ssh-rsa AAAA2",))]
     assert all(u.sudo == ("ALL=(ALL:ALL) NOPASSWD:ALL",) for u in users)
     assert ssh_keys_cloud_config([{"key": "startup-script", "value": "x"}]) is None
+
+
+# -- credentials ------------------------------------------------------------------------------
+
+def _access_token(gce: FakeGCE, key_file: Path | None = None) -> str:
+    """An access token from the fake's token endpoint (the JWT-bearer grant google-auth makes)."""
+    import google.auth.transport.requests
+
+    creds = credentials(key_file or gce.key_file)
+    creds.refresh(google.auth.transport.requests.Request())
+    return creds.token
+
+
+def test_the_token_endpoint_grants_tokens_for_issued_keys_only(gce, tmp_path):
+    before = gce.token_requests
+    token = _access_token(gce)
+    assert token.startswith("ya29.") and gce.token_requests == before + 1
+    foreign = gce.write_key(tmp_path / "deleted.json", registered=False)
+    assert json.loads(foreign.read_text())["token_uri"] == gce.token_url
+    with pytest.raises(google.auth.exceptions.RefreshError) as refused:
+        _access_token(gce, foreign)
+    assert "invalid_grant" in str(refused.value)
+
+
+def test_compute_requests_need_a_token_the_fake_issued(gce, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    url = f"{gce.endpoint}/compute/v1/projects/{gce.project}/zones/{ZONE}/instances"
+    for header in ({}, {"Authorization": "Bearer ya29.made-up"}):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(urllib.request.Request(url, headers=header), timeout=10)
+        error = json.loads(caught.value.read())["error"]
+        assert error["code"] == 401 and error["status"] == "UNAUTHENTICATED"
+        assert error["errors"][0]["reason"] in ("required", "authError")
+    token = _access_token(gce)
+    with urllib.request.urlopen(urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {token}"}), timeout=10) as answer:
+        assert json.loads(answer.read())["kind"] == "compute#instanceList"
+    gce.revoke_tokens()
+    with pytest.raises(urllib.error.HTTPError) as expired:
+        urllib.request.urlopen(urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {token}"}), timeout=10)
+    assert expired.value.code == 401
+
+
+def test_the_client_library_authenticates_with_the_key_and_not_with_another(gce, tmp_path):
+    # Service-account keys go as self-signed JWTs (AIP-4111) through the client library.
+    assert Clients(gce).names() == []
+    foreign = gce.write_key(tmp_path / "deleted.json", registered=False)
+    client = compute_v1.InstancesClient(credentials=credentials(foreign), transport="rest",
+                                        client_options=gce.client_options())
+    with pytest.raises(gexc.Unauthorized):
+        list(client.list(project=gce.project, zone=ZONE))
+    assert gce.calls[-1].status == 401 and gce.calls[-1].error == "authError"
+
+
+def test_env_names_a_usable_key_file(gce):
+    env = gce.env()
+    info = json.loads(Path(env["GOOGLE_APPLICATION_CREDENTIALS"]).read_text())
+    assert info["type"] == "service_account" and info["project_id"] == gce.project
+    assert info["token_uri"] == gce.token_url
+
+
+# -- images, disks, preemption records, quota details ----------------------------------------
+
+def test_images_by_name_and_family(api, gce):
+    image = api.images.get(project="deeplearning-platform-release",
+                           image="common-cpu-v20240214-py310")  # in the catalog's images.csv
+    assert image.status == "READY" and image.self_link.startswith(gce.endpoint)
+    gce.add_image("projects/skyk-images/global/images/skyk-old", family="skyk")
+    gce.add_image("projects/skyk-images/global/images/skyk-new", family="skyk")
+    newest = api.images.get_from_family(project="skyk-images", family="skyk")
+    assert newest.name == "skyk-new"
+    with pytest.raises(gexc.NotFound) as missing:
+        api.images.get(project="skyk-images", image="nope")
+    assert "projects/skyk-images/global/images/nope" in missing.value.message
+    with pytest.raises(gexc.NotFound):
+        api.images.get_from_family(project="skyk-images", family="nope")
+
+
+def test_the_boot_disk_lives_and_dies_with_its_instance(api, gce):
+    api.wait(api.insert("vm-d"))
+    (disk,) = api.disks.list(project=api.project, zone=ZONE)
+    assert disk.name == "vm-d" and disk.size_gb == 10 and disk.users[0].endswith("/vm-d")
+    boot = api.get("vm-d").disks[0]
+    assert boot.boot and boot.auto_delete and boot.source == disk.self_link
+    with pytest.raises(gexc.BadRequest):
+        api.disks.delete(project=api.project, zone=ZONE, disk="vm-d")  # in use
+    api.wait(api.instances.delete(project=api.project, zone=ZONE, instance="vm-d"))
+    assert list(api.disks.list(project=api.project, zone=ZONE)) == []
+    with pytest.raises(gexc.NotFound):
+        api.disks.get(project=api.project, zone=ZONE, disk="vm-d")
+
+
+def test_disk_size_and_type_come_from_initialize_params(api, gce):
+    instance = compute_v1.Instance(
+        name="vm-big", machine_type=f"zones/{ZONE}/machineTypes/{MACHINE}",
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
+        disks=[compute_v1.AttachedDisk(boot=True, auto_delete=False, initialize_params=
+                                       compute_v1.AttachedDiskInitializeParams(
+                                           disk_size_gb=256, disk_type=f"zones/{ZONE}/diskTypes/pd-ssd",
+                                           source_image="projects/ubuntu-os-cloud/global/images/"
+                                                        "family/ubuntu-2204-lts"))])
+    api.wait(api.instances.insert(project=api.project, zone=ZONE, instance_resource=instance))
+    disk = api.disks.get(project=api.project, zone=ZONE, disk="vm-big")
+    assert disk.size_gb == 256 and disk.type_.endswith("/diskTypes/pd-ssd")
+    api.wait(api.instances.delete(project=api.project, zone=ZONE, instance="vm-big"))
+    kept = api.disks.get(project=api.project, zone=ZONE, disk="vm-big")  # not autoDelete
+    assert list(kept.users) == []
+    api.wait(api.disks.delete(project=api.project, zone=ZONE, disk="vm-big"))
+    assert gce.disks() == []
+
+
+def test_an_unknown_image_refuses_the_insert(api, gce):
+    instance = compute_v1.Instance(
+        name="vm-img", machine_type=f"zones/{ZONE}/machineTypes/{MACHINE}",
+        disks=[compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=
+                                       compute_v1.AttachedDiskInitializeParams(
+                                           source_image="projects/nobody/global/images/nope"))])
+    with pytest.raises(gexc.NotFound):
+        api.instances.insert(project=api.project, zone=ZONE, instance_resource=instance)
+    assert api.names() == [] and gce.disks() == []
+
+
+def test_a_preemption_is_recorded_as_a_zone_operation(api, gce):
+    api.wait(api.insert("vm-gone", spot=True, action="DELETE"))
+    api.wait(api.insert("vm-other", spot=True, action="DELETE"))
+    gce.preempt("vm-gone")
+    assert api.names() == ["vm-other"]
+    assert [d["name"] for d in gce.disks()] == ["vm-other"]
+    request = compute_v1.ListZoneOperationsRequest(
+        project=api.project, zone=ZONE, filter='operationType="compute.instances.preempted"')
+    (record,) = api.zone_ops.list(request=request)
+    assert record.status == compute_v1.Operation.Status.DONE
+    assert record.target_link.endswith(f"/zones/{ZONE}/instances/vm-gone")
+    assert len(list(api.zone_ops.list(project=api.project, zone=ZONE))) > 1
+
+
+@pytest.mark.parametrize("quota, where", [("GPUS_ALL_REGIONS", "globally"),
+                                          ("NVIDIA_T4_GPUS", "in region us-central1")])
+def test_quota_errors_name_the_metric_and_its_scope(api, gce, quota, where):
+    gce.fail("QUOTA_EXCEEDED", zone=ZONE, quota=quota)
+    (error,) = api.wait(api.insert("vm-quota")).error.errors
+    assert error.message == f"Quota '{quota}' exceeded.  Limit: 0.0 {where}."
+    (detail,) = error.error_details
+    assert detail.quota_info.metric_name == f"compute.googleapis.com/{quota.lower()}"
+    assert detail.quota_info.limit_name.startswith(quota.replace("_", "-"))
+    regional = "region" in where
+    assert dict(detail.quota_info.dimensions) == ({"region": "us-central1"} if regional else {})
 
 
 # -- node twins --------------------------------------------------------------------------------

@@ -18,6 +18,21 @@ client, pointed at :attr:`FakeGCE.endpoint` through
   operation ends ``DONE`` with ``error.errors[].code``, as GCE reports
   capacity and quota failures;
 - **firewalls** (global): insert, get, list, delete;
+- **images** (global, any image project): get, and getFromFamily
+  (``global/images/family/{family}``): the images the catalog's
+  ``gcp/images.csv`` names, a few public ones, and any :meth:`FakeGCE.add_image`
+  adds; an insert booting another image is refused (404 ``notFound``);
+- **disks** (zonal): list, get, delete; an instance's boot disk is made from
+  its ``initializeParams`` (``diskSizeGb``, ``diskType``, ``sourceImage``)
+  and deleted with it when ``autoDelete``;
+- **credentials**: every Compute request needs ``Authorization: Bearer``
+  with a token the fake issued: an access token from its OAuth2 token
+  endpoint (:attr:`FakeGCE.token_url`, the JWT-bearer grant google-auth's
+  service-account credentials post to the key file's ``token_uri``), or a
+  JWT self-signed with a key it issued (what the Google client libraries
+  send for service accounts, AIP-4111); anything else is 401 ``authError``.
+  :meth:`FakeGCE.write_key` writes a service-account key file, and
+  ``env()`` names one in ``GOOGLE_APPLICATION_CREDENTIALS``;
 - **faults by rule** (:meth:`FakeGCE.fail`, :class:`fakecloud.faults.Rule`):
   operation-level codes (``ZONE_RESOURCE_POOL_EXHAUSTED``,
   ``QUOTA_EXCEEDED``, ...) end the insert's operation with that error;
@@ -28,6 +43,13 @@ client, pointed at :attr:`FakeGCE.endpoint` through
   agent makes them (with passwordless sudo); the twin's addresses are the
   instance's ``networkIP`` and ``natIP``; stop, start, delete,
   :meth:`FakeGCE.preempt` and a shutdown run on the node act on both;
+- **preemption records**: :meth:`FakeGCE.preempt` leaves a DONE zone
+  operation ``compute.instances.preempted`` on the instance (as GCE does),
+  which zoneOperations.list (``filter``) serves;
+- **quota errors**: ``fail("QUOTA_EXCEEDED", quota=METRIC)`` ends the
+  operation with GCE's message (``Quota 'GPUS_ALL_REGIONS' exceeded.  Limit:
+  0.0 globally.``) and ``errorDetails[].quotaInfo`` (metric, limit name, and
+  the region dimension of a regional quota);
 - a record of every request (:attr:`FakeGCE.calls`).
 
 Errors have GCE's shape: ``{"error": {"code": 404, "message": ...,
@@ -45,6 +67,8 @@ import json
 import logging
 import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -113,6 +137,13 @@ _HTTP_ERRORS = {
     "backendError": (503, "UNAVAILABLE", "Internal error. Please try again."),
     "internalError": (500, "INTERNAL", "Internal error. Please try again."),
 }
+#: The grant type of a service account's token request (RFC 7523).
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: The audience google-auth puts in a service account's grant assertion.
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+#: Public images every project may boot (``project/name``, family), beside the catalog's.
+PUBLIC_IMAGES = (("debian-cloud/debian-12-bookworm-v20250101", "debian-12"),
+                 ("ubuntu-os-cloud/ubuntu-2204-jammy-v20250101", "ubuntu-2204-lts"))
 _NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 _SSH_KEY_LINE = re.compile(r"([a-z_][a-z0-9_.-]{0,31}):(\S+ \S+.*)")
 _IDS = itertools.count(int(time.time()) * 1000)
@@ -134,6 +165,12 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", r"/zones/(?P<zone>[^/]+)/operations/(?P<op>[^/]+)/wait", "zoneOperations.wait"),
         ("GET", r"/global/operations/(?P<op>[^/]+)", "globalOperations.get"),
         ("POST", r"/global/operations/(?P<op>[^/]+)/wait", "globalOperations.wait"),
+        ("GET", r"/zones/(?P<zone>[^/]+)/operations", "zoneOperations.list"),
+        ("GET", r"/zones/(?P<zone>[^/]+)/disks", "disks.list"),
+        ("GET", r"/zones/(?P<zone>[^/]+)/disks/(?P<name>[^/]+)", "disks.get"),
+        ("DELETE", r"/zones/(?P<zone>[^/]+)/disks/(?P<name>[^/]+)", "disks.delete"),
+        ("GET", r"/global/images/family/(?P<family>[^/]+)", "images.getFromFamily"),
+        ("GET", r"/global/images/(?P<name>[^/]+)", "images.get"),
         ("POST", r"/global/firewalls", "firewalls.insert"),
         ("GET", r"/global/firewalls", "firewalls.list"),
         ("GET", r"/global/firewalls/(?P<name>[^/]+)", "firewalls.get"),
@@ -189,9 +226,29 @@ class GCEError(Exception):
 
 
 class _OperationFailed(Exception):
-    def __init__(self, code: str, message: str, status: int) -> None:
+    def __init__(self, code: str, message: str, status: int,
+                 details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+        self.details = details
+
+
+def quota_failure(metric: str, region: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """GCE's message and ``errorDetails`` for quota ``metric`` (``CPUS``, ``GPUS_ALL_REGIONS``...).
+
+    Metrics named ``*_ALL_REGIONS`` are project-wide ("globally"); the rest
+    count per region, and their ``quotaInfo`` carries the region dimension.
+    """
+    project_wide = metric.endswith("_ALL_REGIONS") or region is None
+    where = "globally" if project_wide else f"in region {region}"
+    info: dict[str, Any] = {
+        "metricName": f"compute.googleapis.com/{metric.lower()}",
+        "limitName": metric.replace("_", "-") + ("-per-project" if project_wide
+                                                 else "-per-project-region"),
+        "limit": 0.0}
+    if not project_wide:
+        info["dimensions"] = {"region": region}
+    return f"Quota '{metric}' exceeded.  Limit: 0.0 {where}.", [{"quotaInfo": info}]
 
 
 def _now() -> str:
@@ -259,6 +316,24 @@ class FakeGCE:
         self._instances: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._twin_of: dict[tuple[str, str, str], Twin] = {}
         self._firewalls: dict[tuple[str, str], dict[str, Any]] = {}
+        # (project, zone, name) -> disk dict
+        self._disks: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # (image project, name) -> image dict
+        self._images: dict[tuple[str, str], dict[str, Any]] = {}
+        for path, family in PUBLIC_IMAGES:
+            self.add_image(path, family=family)
+        for path in self._catalog_images(catalog_dir):
+            self.add_image(path)
+        # Quota metric of each QUOTA_EXCEEDED rule.
+        self._quota_of: dict[Rule, str] = {}
+        # Service-account keys issued (key id -> public key PEM) and access tokens issued.
+        self._keys: dict[str, str] = {}
+        self._tokens: set[str] = set()
+        self._key_dir: Path | None = None
+        #: The key file ``env()`` names (written by :meth:`start`).
+        self.key_file: Path | None = None
+        #: How many token requests the token endpoint answered (granted or not).
+        self.token_requests = 0
         # (project, scope, name) -> operation; scope is a zone or "global"
         self._operations: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._requests: dict[tuple[str, str], dict[str, Any]] = {}
@@ -281,6 +356,10 @@ class FakeGCE:
             raise RuntimeError("FakeGCE already started")
         self._server = LoopbackServer(self._wsgi, "fakegce")
         self.endpoint = self._server.endpoint
+        for (project, name), image in self._images.items():
+            image["selfLink"] = f"{self.endpoint}/compute/v1/projects/{project}/global/images/{name}"
+        self._key_dir = Path(tempfile.mkdtemp(prefix="fakegce-"))
+        self.key_file = self.write_key(self._key_dir / "service-account.json")
         if self.twins is not None and getattr(self.twins, "on_shutdown", False) is None:
             self.twins.on_shutdown = self.twin_shut_down  # type: ignore[union-attr]
         return self
@@ -291,6 +370,9 @@ class FakeGCE:
             self._server.close()
             self._server = None
         self.settle()
+        if self._key_dir is not None:
+            shutil.rmtree(self._key_dir, ignore_errors=True)
+            self._key_dir = None
 
     def settle(self, timeout: float = 60.0) -> None:
         """Wait until every background operation and shutdown has finished."""
@@ -311,8 +393,82 @@ class FakeGCE:
         """``client_options`` that point a google-cloud-compute client at this fake."""
         return {"api_endpoint": self.endpoint}
 
+    @property
+    def token_url(self) -> str:
+        """The OAuth2 token endpoint (a key file's ``token_uri``)."""
+        return f"{self.endpoint}/token"
+
+    def write_key(self, path: Path, *, project: str | None = None,
+                  registered: bool = True) -> Path:
+        """Write a service-account key file with a fresh RSA key; returns ``path``.
+
+        Its ``token_uri`` is this fake's token endpoint and ``project_id`` the
+        project. ``registered=False`` writes a key the fake never issued (a
+        deleted key, say): well formed, but every request made with it is refused.
+        """
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        if not self.endpoint:
+            raise RuntimeError("start the FakeGCE first")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key_id = secrets.token_hex(20)
+        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode()
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        project = project or self.project
+        email = f"skyk-test@{project}.iam.gserviceaccount.com"
+        info = {"type": "service_account", "project_id": project, "private_key_id": key_id,
+                "private_key": private, "client_email": email, "client_id": str(next(_IDS)),
+                "auth_uri": f"{self.endpoint}/auth", "token_uri": self.token_url,
+                "auth_provider_x509_cert_url": f"{self.endpoint}/certs",
+                "universe_domain": "googleapis.com"}
+        if registered:
+            with self._lock:
+                self._keys[key_id] = public
+        path = Path(path)
+        path.write_text(json.dumps(info, indent=2))
+        path.chmod(0o600)
+        return path
+
+    def revoke_tokens(self) -> None:
+        """Forget every access token issued (they expired): clients must get new ones."""
+        with self._lock:
+            self._tokens.clear()
+
+    def add_image(self, path: str, *, family: str | None = None) -> dict[str, Any]:
+        """Make image ``path`` (``[projects/]PROJECT/[global/images/]NAME``) bootable; returns it."""
+        parts = [p for p in path.split("/") if p not in ("projects", "global", "images")]
+        project, name = parts[0], parts[-1]
+        image = {"kind": "compute#image", "id": str(next(_IDS)), "name": name,
+                 "creationTimestamp": _now(), "status": "READY", "diskSizeGb": "10",
+                 "sourceType": "RAW", "architecture": "X86_64",
+                 "selfLink": f"{self.endpoint or 'https://compute.invalid'}/compute/v1/projects/"
+                             f"{project}/global/images/{name}"}
+        if family:
+            image["family"] = family
+        self._images[(project, name)] = image
+        return image
+
+    def disks(self) -> list[dict[str, Any]]:
+        """Every disk of every project and zone, as GCE renders them (copies)."""
+        with self._lock:
+            return [json.loads(json.dumps(d)) for d in self._disks.values()]
+
+    def firewalls(self) -> list[dict[str, Any]]:
+        """Every firewall rule of every project, as GCE renders them (copies)."""
+        with self._lock:
+            return [json.loads(json.dumps(r)) for r in self._firewalls.values()]
+
+    def operations(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every operation (of ``operationType`` ``kind``, if given), as GCE renders them."""
+        with self._lock:
+            return [dict(op) for op in self._operations.values()
+                    if kind is None or op["operationType"] == kind]
+
     def env(self) -> dict[str, str]:
-        """Settings that name this fake to a subprocess: its project and endpoint.
+        """Settings that name this fake to a subprocess: its project, endpoint and credentials.
 
         The Python client has no endpoint variable of its own (code passes
         ``client_options``); gcloud's ``api_endpoint_overrides/compute`` property
@@ -322,6 +478,7 @@ class FakeGCE:
         if not self.endpoint:
             raise RuntimeError("start the FakeGCE first")
         return {
+            "GOOGLE_APPLICATION_CREDENTIALS": str(self.key_file),
             "GOOGLE_CLOUD_PROJECT": self.project,
             "CLOUDSDK_CORE_PROJECT": self.project,
             "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"{self.endpoint}/compute/v1/",
@@ -332,7 +489,7 @@ class FakeGCE:
              zone: str | None = None, region: str | None = None,
              machine_type: str | None = None, spot: bool | None = None,
              times: int | None = 1, message: str | None = None,
-             status: int | None = None) -> Rule:
+             status: int | None = None, quota: str | None = None) -> Rule:
         """Make matching requests fail with ``code``; returns the rule.
 
         A code of :data:`OPERATION_ERRORS` (``ZONE_RESOURCE_POOL_EXHAUSTED``,
@@ -341,6 +498,8 @@ class FakeGCE:
         (``forbidden`` 403, ``required`` 401, ``notFound`` 404...; ``status``
         overrides). ``action`` is the API method (``instances.insert``; None
         matches all); ``spot`` True matches SPOT (or preemptible) inserts.
+        ``quota`` names the metric a ``QUOTA_EXCEEDED`` reports (default
+        ``CPUS``, counted per region; ``GPUS_ALL_REGIONS`` is project-wide).
         """
         if code in OPERATION_ERRORS:
             default_status = OPERATION_ERRORS[code]
@@ -351,6 +510,8 @@ class FakeGCE:
                     status=status if status is not None else default_status)
         with self._lock:
             self._rules.append(rule)
+            if code == "QUOTA_EXCEEDED":
+                self._quota_of[rule] = quota or "CPUS"
         return rule
 
     def clear_faults(self) -> None:
@@ -394,9 +555,13 @@ class FakeGCE:
             if action == "DELETE":
                 del self._instances[key]
                 self._twin_of.pop(key, None)
+                self._drop_disks(instance)
             else:
                 self._set_stopped(instance)
-            self._changed.notify_all()
+            # GCE records the preemption as a system operation on the instance.
+            op = self._new_operation(key[0], key[1], "compute.instances.preempted", instance)
+            op.update(user="system", statusMessage="Instance was preempted.")
+            self._finish(op, None)
         if twin is not None:
             twin.terminate() if action == "DELETE" else twin.stop()
 
@@ -416,6 +581,12 @@ class FakeGCE:
         except ValueError:
             length = 0
         raw = environ["wsgi.input"].read(length) if length else b""
+        if method == "POST" and path == "/token":
+            status, out = self._token(raw)
+            start_response(f"{status} {_phrase(status)}",
+                           [("Content-Type", "application/json; charset=UTF-8"),
+                            ("Content-Length", str(len(out)))])
+            return [out]
         action, match = None, None
         for route_method, pattern, route_action in _ROUTES:
             found = pattern.match(path)
@@ -428,6 +599,7 @@ class FakeGCE:
             if action is None or match is None:
                 raise GCEError("notFound", f"The requested URL {path} was not found on this "
                                            "server.", status=404)
+            self._authenticate(environ.get("HTTP_AUTHORIZATION", ""))
             if raw:
                 try:
                     body = json.loads(raw)
@@ -468,7 +640,11 @@ class FakeGCE:
             if rule.code in OPERATION_ERRORS:
                 text = rule.message or _OPERATION_MESSAGES.get(rule.code, rule.code).format(
                     zone=zone, region=facts.region)
-                op_fault = _OperationFailed(rule.code, text, rule.status)
+                details = None
+                if rule in self._quota_of:
+                    quota_text, details = quota_failure(self._quota_of[rule], facts.region)
+                    text = rule.message or quota_text
+                op_fault = _OperationFailed(rule.code, text, rule.status, details)
             else:
                 target = f"projects/{project}" + (f"/zones/{zone}" if zone else "") + \
                     (f"/{action.split('.')[0]}/{name}" if name else "")
@@ -479,6 +655,52 @@ class FakeGCE:
         handler = getattr(self, "_" + action.replace(".", "_"))
         answer = handler(project, zone, name, match, params, body, op_fault)
         return answer, rule is not None
+
+    def _token(self, raw: bytes) -> tuple[int, bytes]:
+        """The OAuth2 token endpoint: an access token for a JWT signed with an issued key."""
+        form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
+        with self._lock:
+            self.token_requests += 1
+        if form.get("grant_type") != JWT_BEARER:
+            return 400, json.dumps({"error": "unsupported_grant_type",
+                                    "error_description": "Invalid grant_type."}).encode()
+        claims = self._verified_claims(form.get("assertion", ""))
+        # google-auth names Google's token endpoint as the audience, whatever token_uri says.
+        if claims is None or claims.get("aud") not in (self.token_url, GOOGLE_TOKEN_URL):
+            return 400, json.dumps({"error": "invalid_grant",
+                                    "error_description": "Invalid JWT Signature."}).encode()
+        token = "ya29.fake-" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens.add(token)
+        return 200, json.dumps({"access_token": token, "expires_in": 3599,
+                                "token_type": "Bearer"}).encode()
+
+    def _verified_claims(self, assertion: str) -> dict | None:
+        """The claims of a JWT signed with a key the fake issued, unexpired; else None."""
+        from google.auth import jwt
+
+        with self._lock:
+            keys = dict(self._keys)
+        try:
+            return jwt.decode(assertion, certs=keys, clock_skew_in_seconds=60)
+        except Exception:  # any malformed, unsigned, expired or foreign token  # noqa: BLE001
+            return None
+
+    def _authenticate(self, header: str) -> None:
+        """Refuse (401) a request without a token the fake issued or a JWT of an issued key."""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise GCEError("required", "Request is missing required authentication credential."
+                           " Expected OAuth 2 access token, login cookie or other valid"
+                           " authentication credential.")
+        with self._lock:
+            if token in self._tokens:
+                return
+        if token.count(".") == 2 and self._verified_claims(token) is not None:
+            return
+        raise GCEError("authError", "Request had invalid authentication credentials. Expected"
+                       " OAuth 2 access token, login cookie or other valid authentication"
+                       " credential.")
 
     def _take_rule(self, facts: RequestFacts) -> Rule | None:
         with self._lock:
@@ -514,6 +736,7 @@ class FakeGCE:
                 raise GCEError("alreadyExists",
                                target=f"projects/{project}/zones/{zone}/instances/{name}")
             instance = self._new_instance(project, zone, body)
+            self._attach_new_disks(project, zone, instance)
             self._instances[key] = instance
             op = self._new_operation(project, zone, "insert", instance)
             if request_id:
@@ -522,17 +745,95 @@ class FakeGCE:
         self._spawn(self._boot, key, instance, op, op_fault)
         return answer
 
+    def _attach_new_disks(self, project: str, zone: str, instance: dict[str, Any]) -> None:
+        """Make the disks ``instance`` asks for with ``initializeParams``, and attach them.
+
+        Checks everything first (hold the lock): an unknown image or a disk
+        name in use refuses the insert before anything is made.
+        """
+        attached, made = [], []
+        for index, disk in enumerate(instance.get("disks") or []):
+            params = disk.get("initializeParams")
+            if params is None:
+                attached.append(disk)
+                continue
+            image = self._find_image(params.get("sourceImage") or "")
+            disk_name = params.get("diskName") or (instance["name"] if index == 0
+                                                   else f"{instance['name']}-{index}")
+            if (project, zone, disk_name) in self._disks or disk_name in [d["name"] for d in made]:
+                raise GCEError("alreadyExists",
+                               target=f"projects/{project}/zones/{zone}/disks/{disk_name}")
+            size = str(params.get("diskSizeGb") or image["diskSizeGb"])
+            if int(size) < int(image["diskSizeGb"]):
+                raise GCEError("invalid", f"Invalid value for field 'resource.disks[{index}]."
+                               f"initializeParams.diskSizeGb': '{size}'. Requested disk size"
+                               f" cannot be smaller than the image size ({image['diskSizeGb']} GB)")
+            kind = _last(params.get("diskType")) or "pd-standard"
+            made.append({"kind": "compute#disk", "id": str(next(_IDS)), "name": disk_name,
+                         "creationTimestamp": _now(), "sizeGb": size, "status": "READY",
+                         "zone": self._zone_link(project, zone),
+                         "type": f"{self._zone_link(project, zone)}/diskTypes/{kind}",
+                         "sourceImage": image["selfLink"], "labels": dict(params.get("labels") or {}),
+                         "selfLink": self._link(project, zone, "disks", disk_name),
+                         "users": [instance["selfLink"]]})
+            attached.append({"kind": "compute#attachedDisk", "type": "PERSISTENT",
+                             "mode": disk.get("mode", "READ_WRITE"), "index": index,
+                             "boot": bool(disk.get("boot", index == 0)),
+                             "autoDelete": bool(disk.get("autoDelete", False)),
+                             "deviceName": disk.get("deviceName") or disk_name,
+                             "interface": "SCSI", "diskSizeGb": size,
+                             "source": made[-1]["selfLink"]})
+        for disk in made:
+            self._disks[(project, zone, disk["name"])] = disk
+        instance["disks"] = attached
+
+    def _find_image(self, link: str) -> dict[str, Any]:
+        """The image a ``sourceImage`` names (by name or family), or 404 (hold the lock)."""
+        path = link[link.find("projects/"):] if "projects/" in link else link
+        match = re.fullmatch(r"projects/([^/]+)/global/images/(?:family/([^/]+)|([^/]+))", path)
+        if match is None:
+            raise GCEError("invalid", f"Invalid value for field 'sourceImage': '{link}'.")
+        project, family, name = match.groups()
+        if family is not None:
+            found = [i for (p, _), i in self._images.items() if p == project
+                     and i.get("family") == family and i["status"] == "READY"]
+            if not found:
+                raise GCEError("notFound", target=f"projects/{project}/global/images/family/"
+                                                  f"{family}")
+            return max(found, key=lambda i: (i["creationTimestamp"], int(i["id"])))
+        image = self._images.get((project, name))
+        if image is None:
+            raise GCEError("notFound", target=f"projects/{project}/global/images/{name}")
+        return image
+
+    def _drop_disks(self, instance: dict[str, Any]) -> None:
+        """Delete ``instance``'s auto-delete disks and detach the rest (hold the lock)."""
+        for attached in instance.get("disks") or []:
+            for key, disk in list(self._disks.items()):
+                if disk["selfLink"] != attached.get("source"):
+                    continue
+                if attached.get("autoDelete"):
+                    del self._disks[key]
+                else:
+                    disk["users"] = [u for u in disk.get("users", []) if u != instance["selfLink"]]
+
     def _instances_get(self, project, zone, name, *_):
         with self._lock:
             return json.loads(json.dumps(self._instance(project, zone, name)))
 
     def _instances_list(self, project, zone, _name, _match, params, *_):
+        return self._zonal_list(self._instances, "instance", project, zone, params)
+
+    def _zonal_list(self, store: dict[tuple[str, str, str], dict[str, Any]], kind: str,
+                    project: str, zone: str, params: dict[str, str]) -> dict[str, Any]:
+        """A zonal ``list`` answer: the ``filter``-matching resources of ``store`` in ``zone``."""
         clauses = _parse_filter(params.get("filter", ""))
         with self._lock:
-            items = [json.loads(json.dumps(i)) for (p, z, _), i in sorted(self._instances.items())
-                     if p == project and z == zone and _matches(i, clauses)]
-        answer = {"kind": "compute#instanceList", "id": f"projects/{project}/zones/{zone}/instances",
-                  "selfLink": self._link(project, zone, "instances")}
+            items = [json.loads(json.dumps(r)) for (p, z, _), r in sorted(store.items())
+                     if p == project and z == zone and _matches(r, clauses)]
+        plural = "operations" if kind == "operation" else f"{kind}s"
+        answer = {"kind": f"compute#{kind}List", "id": f"projects/{project}/zones/{zone}/{plural}",
+                  "selfLink": self._link(project, zone, plural)}
         if items:
             answer["items"] = items
         return answer
@@ -627,6 +928,46 @@ class FakeGCE:
             op = self._operation(project, scope, name)
             while op["status"] != "DONE" and time.monotonic() < deadline:
                 self._changed.wait(min(1.0, deadline - time.monotonic()))
+            return dict(op)
+
+    def _zoneOperations_list(self, project, zone, _name, _match, params, *_):
+        # Operations are keyed (project, scope, name) too, a zone's scope being the zone.
+        return self._zonal_list(self._operations, "operation", project, zone, params)
+
+    # -- images and disks -----------------------------------------------------------------
+
+    def _images_get(self, project, _zone, name, *_):
+        with self._lock:
+            return dict(self._find_image(f"projects/{project}/global/images/{name}"))
+
+    def _images_getFromFamily(self, project, _zone, _name, match, *_):
+        with self._lock:
+            return dict(self._find_image(f"projects/{project}/global/images/family/"
+                                         f"{match['family']}"))
+
+    def _disks_get(self, project, zone, name, *_):
+        with self._lock:
+            disk = self._disks.get((project, zone, name))
+            if disk is None:
+                raise GCEError("notFound", target=f"projects/{project}/zones/{zone}/disks/{name}")
+            return json.loads(json.dumps(disk))
+
+    def _disks_list(self, project, zone, _name, _match, params, *_):
+        return self._zonal_list(self._disks, "disk", project, zone, params)
+
+    def _disks_delete(self, project, zone, name, _match, _params, _body, op_fault):
+        with self._lock:
+            disk = self._disks.get((project, zone, name))
+            if disk is None:
+                raise GCEError("notFound", target=f"projects/{project}/zones/{zone}/disks/{name}")
+            if disk.get("users"):
+                raise GCEError("resourceInUseByAnotherResource",
+                               f"The disk resource 'projects/{project}/zones/{zone}/disks/{name}'"
+                               f" is already being used by '{_last(disk['users'][0])}'", status=400)
+            op = self._new_operation(project, zone, "delete", disk)
+            if op_fault is None:
+                del self._disks[(project, zone, name)]
+            self._finish(op, op_fault)
             return dict(op)
 
     # -- firewalls ------------------------------------------------------------------------
@@ -771,7 +1112,10 @@ class FakeGCE:
     def _finish(self, op: dict[str, Any], failure: _OperationFailed | None) -> None:
         """Mark ``op`` DONE, with ``failure`` as its error (hold the lock)."""
         if failure is not None:
-            op["error"] = {"errors": [{"code": failure.code, "message": failure.message}]}
+            error: dict[str, Any] = {"code": failure.code, "message": failure.message}
+            if failure.details:
+                error["errorDetails"] = failure.details
+            op["error"] = {"errors": [error]}
             op["httpErrorStatusCode"] = failure.status
             op["httpErrorMessage"] = _phrase(failure.status).upper()
         op.update(status="DONE", progress=100, endTime=_now())
@@ -813,6 +1157,7 @@ class FakeGCE:
             with self._lock:
                 if self._instances.get(key) is instance:
                     del self._instances[key]
+                    self._drop_disks(instance)
                 self._finish(op, failure)
             return
         with self._lock:
@@ -828,6 +1173,7 @@ class FakeGCE:
                     self.errors.append(f"instances.insert: twin of {key[2]}: {exc!r}")
                     if self._instances.get(key) is instance:
                         del self._instances[key]
+                        self._drop_disks(instance)
                     self._finish(op, _OperationFailed(
                         "INTERNAL_ERROR", f"Internal error (node twin: {exc})", 500))
                 return
@@ -889,6 +1235,7 @@ class FakeGCE:
         with self._lock:
             if failure is None and self._instances.get(key) is instance:
                 del self._instances[key]
+                self._drop_disks(instance)
             self._finish(op, failure)
 
     def _apply_shutdown(self, twin: Twin) -> None:
@@ -903,6 +1250,15 @@ class FakeGCE:
             if self._instances.get(key) is instance:
                 self._set_stopped(instance)
                 self._changed.notify_all()
+
+    @staticmethod
+    def _catalog_images(catalog_dir: Path | None) -> list[str]:
+        """The image paths the catalog's ``gcp/images.csv`` names."""
+        path = Path(catalog_dir or "") / "gcp" / "images.csv"
+        if catalog_dir is None or not path.is_file():
+            return []
+        with path.open(newline="") as handle:
+            return [row["ImageId"] for row in csv.DictReader(handle) if row.get("ImageId")]
 
     @staticmethod
     def _load_catalog(catalog_dir: Path | None) -> dict[str, set[str]] | None:

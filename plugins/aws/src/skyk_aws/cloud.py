@@ -121,12 +121,7 @@ class AWSCloud(SSHCloud):
         extra = {"instance_ids": ids, "security_group_id": group_id, "zone_name": zone_name,
                  "vpc_id": network.vpc_id, "subnet_id": network.subnet_id,
                  "public_ips": network.public_ips, "image_id": image.image_id}
-        return ClusterHandle(cluster=request.cluster, uid=request.uid, cloud=NAME, region=region,
-                             zone=offering.zone, instance_type=offering.instance_type,
-                             use_spot=request.use_spot,
-                             hourly_price=offering.hourly_price(request.use_spot) or 0.0,
-                             accelerator=offering.accelerator,
-                             accelerator_count=offering.accelerator_count, nodes=nodes, extra=extra)
+        return ClusterHandle.of(request, nodes, extra)
 
     def query(self, handle: ClusterHandle) -> list[NodeState]:
         from skyk_aws import instances
