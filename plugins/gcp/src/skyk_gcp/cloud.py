@@ -83,6 +83,7 @@ class GCPCloud(SSHCloud):
     """Google Compute Engine."""
 
     name = NAME
+    display_name = "GCP"
     #: The user GCE's guest agent makes from the ``ssh-keys`` metadata (SkyPilot's name for it).
     ssh_user = "gcpuser"
 
