@@ -442,6 +442,11 @@ class FakeEC2:
                     raise TimeoutError(f"twin shutdowns still pending: {self._shutdowns}")
                 self._shutdowns_cv.wait(left)
 
+    def busy_spans(self) -> list[tuple[float, float]]:
+        """When the bed worked (``time.time()`` pairs): each request it answered, booting the
+        twins of RunInstances included (see :mod:`fakecloud.timing`)."""
+        return [(c.time, c.time + c.duration) for c in self.calls]
+
     def instances(self, region: str | None = None) -> list[dict[str, Any]]:
         """The bed's instances (in ``region``, or all), as plain dicts for assertions.
 

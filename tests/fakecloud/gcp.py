@@ -203,6 +203,8 @@ class GCECall:
     fault: bool = False
     #: The name of the operation the answer returned, if any.
     operation: str | None = None
+    #: Seconds the answer took.
+    duration: float = 0.0
 
 
 class GCEError(Exception):
@@ -467,6 +469,15 @@ class FakeGCE:
             return [dict(op) for op in self._operations.values()
                     if kind is None or op["operationType"] == kind]
 
+    def busy_spans(self) -> list[tuple[float, float]]:
+        """When the fake worked (``time.time()`` pairs): each request it answered and each
+        operation from its insert to its end (see :mod:`fakecloud.timing`)."""
+        with self._lock:
+            spans = [(c.time, c.time + c.duration) for c in self._calls]
+            ops = [op for op in self._operations.values() if op.get("endTime")]
+        return spans + [(datetime.fromisoformat(op["insertTime"]).timestamp(),
+                         datetime.fromisoformat(op["endTime"]).timestamp()) for op in ops]
+
     def env(self) -> dict[str, str]:
         """Settings that name this fake to a subprocess: its project, endpoint and credentials.
 
@@ -572,7 +583,7 @@ class FakeGCE:
     # -- serving --------------------------------------------------------------------------
 
     def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        started = time.time()
+        started, clock = time.time(), time.perf_counter()
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
         params = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
@@ -617,7 +628,8 @@ class FakeGCE:
             gce = GCEError("internalError", f"Internal error in FakeGCE: {exc!r}")
             status, error, out = gce.status, gce.reason, gce.body()
         call = GCECall(started, action, method, path, (match or {}).get("project"),
-                       (match or {}).get("zone"), params, body, status, error, fault, operation)
+                       (match or {}).get("zone"), params, body, status, error, fault, operation,
+                       time.perf_counter() - clock)
         with self._lock:
             self._calls.append(call)
         start_response(f"{status} {_phrase(status)}",
