@@ -8,7 +8,10 @@ root, ``ip``, ``sshd`` and ``sudo``, and skyk-router.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import testbed_helpers as tb
 from lifecycle_helpers import wait_for
 from serve_helpers import needs_router, wait_serving
 
@@ -31,13 +34,30 @@ run: |
 def aws_bed(tmp_path, shared_catalogs):
     """A fake EC2 whose instances are node twins (bridge skyksv0)."""
     from fakecloud import FakeEC2
-    from fakecloud.twins import TwinHost, require_twin_tools
 
-    require_twin_tools()
-    with TwinHost(tmp_path / "aws-twins", bridge="skyksv0", subnet="10.222.0.0/16") as twins, \
-            FakeEC2(twins=twins, catalog_dir=shared_catalogs) as ec2:
-        yield ec2
-        assert not ec2.errors, ec2.errors
+    with tb.bed_with_twins(lambda twins: FakeEC2(twins=twins, catalog_dir=shared_catalogs),
+                           tmp_path / "aws", bridge="skyksv0", subnet="10.222.0.0/16") as bed:
+        yield bed
+
+
+@pytest.fixture
+def gcp_bed(tmp_path, shared_catalogs):
+    """A fake Compute Engine whose instances are node twins (bridge skyksv1)."""
+    from fakecloud.gcp import FakeGCE
+
+    with tb.bed_with_twins(lambda twins: FakeGCE(twins=twins, catalog_dir=shared_catalogs),
+                           tmp_path / "gcp", bridge="skyksv1", subnet="10.223.0.0/16") as bed:
+        yield bed
+
+
+@pytest.fixture
+def azure_bed(tmp_path):
+    """A fake Resource Manager whose VMs are node twins (bridge skyksv2)."""
+    from fakecloud.azure import FakeARM
+
+    with tb.bed_with_twins(lambda twins: FakeARM(twins=twins), tmp_path / "azure",
+                           bridge="skyksv2", subnet="10.224.0.0/16") as bed:
+        yield bed
 
 
 def _service(skyk, env: dict, tmp_path, name: str, replicas: int, resources: str):
@@ -51,7 +71,7 @@ def _service(skyk, env: dict, tmp_path, name: str, replicas: int, resources: str
 def _replicas(skyk, env: dict, name: str) -> list[dict]:
     result = skyk("serve", "status", "-o", "json", env=env)
     assert result.returncode == 0, result.stderr
-    [service] = [s for s in __import__("json").loads(result.stdout) if s["name"] == name]
+    [service] = [s for s in json.loads(result.stdout) if s["name"] == name]
     return service["replicas"]
 
 
@@ -87,3 +107,48 @@ def test_a_preempted_spot_replica_on_aws_is_replaced(skyk, aws_bed, tmp_path):
         assert down.returncode == 0, down.stderr
     assert [i for i in aws_bed.instances() if i["state"] != "terminated"] == []
     assert aws_bed.twins.twins() == []
+
+
+def _offered(catalogs, cloud: str, instance_type: str) -> set[tuple[str, str]]:
+    """(region, zone) of every catalog row of ``instance_type`` on ``cloud``."""
+    import csv
+
+    with open(catalogs / cloud / "vms.csv", newline="") as file:
+        return {(row["Region"], row.get("AvailabilityZone") or "") for row in csv.DictReader(file)
+                if row["InstanceType"] == instance_type}
+
+
+def test_the_seed_service_spreads_over_azure_and_gcp_when_the_cheapest_are_full(
+        skyk, gcp_bed, azure_bed, tmp_path, shared_catalogs):
+    """Two replicas allowing {A100-80GB:8, L4:8}; GCP's L4 machines (the cheapest) have no
+    capacity and its A100-80GB machines room for one: one replica lands on GCP, the other on
+    Azure, the next cheapest. Both serve through the one endpoint."""
+    for _, zone in _offered(shared_catalogs, "gcp", "g2-standard-96"):
+        gcp_bed.fail("ZONE_RESOURCE_POOL_EXHAUSTED", zone=zone, machine_type="g2-standard-96", times=None)
+    a100_zones = sorted(zone for _, zone in _offered(shared_catalogs, "gcp", "a2-ultragpu-8g"))
+    cheapest = "us-central1-a"
+    assert cheapest in a100_zones
+    # Room for one: the first insert there finds none, a later one fits; elsewhere none.
+    gcp_bed.fail("ZONE_RESOURCE_POOL_EXHAUSTED", zone=cheapest, machine_type="a2-ultragpu-8g", times=1)
+    for zone in a100_zones:
+        if zone != cheapest:
+            gcp_bed.fail("ZONE_RESOURCE_POOL_EXHAUSTED", zone=zone, machine_type="a2-ultragpu-8g", times=None)
+    env = {**gcp_bed.env(), **azure_bed.env()}
+    try:
+        endpoint = _service(skyk, env, tmp_path, "qwen", 2, "  accelerators: {A100-80GB: 8, L4: 8}")
+        ready = wait_for(lambda: _ready(skyk, env, "qwen", 2), timeout=600, interval=2,
+                         what="2 READY replicas")
+        places = sorted((r["cloud"], r["region"]) for r in ready)
+        assert places == [("azure", "eastus"), ("gcp", "us-central1")], ready
+        wait_serving(endpoint, {"replica 1", "replica 2"}, "/index.html")
+        table = skyk("serve", "status", "qwen", env=env).stdout
+        rows = table.split("Service Replicas\n", 1)[1].splitlines()[1:]
+        # SkyPilot's shape: RESOURCES as '1x Azure({'A100-80GB': 8})', then STATUS and REGION.
+        shown = sorted(" ".join(row.split()[-5:]) for row in rows)
+        assert shown == ["1x Azure({'A100-80GB': 8}) READY eastus",
+                         "1x GCP({'A100-80GB': 8}) READY us-central1"], table
+    finally:
+        down = skyk("serve", "down", "-a", "-y", env=env, timeout=300)
+        assert down.returncode == 0, down.stderr
+    assert [i for i in gcp_bed.instances()] == []
+    assert azure_bed.twins.twins() == [] and gcp_bed.twins.twins() == []
