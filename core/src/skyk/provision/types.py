@@ -107,6 +107,17 @@ class ClusterHandle:
     #: cloud-specific facts the plugin needs later (instance ids, namespaces, ...)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, request: ProvisionRequest, nodes: tuple[NodeInfo, ...],
+           extra: dict[str, Any] | None = None) -> ClusterHandle:
+        """The handle of ``nodes``, made for ``request`` on its offering."""
+        offering = request.offering
+        return cls(cluster=request.cluster, uid=request.uid, cloud=offering.cloud,
+                   region=offering.region, zone=offering.zone, instance_type=offering.instance_type,
+                   use_spot=request.use_spot, hourly_price=offering.hourly_price(request.use_spot) or 0.0,
+                   accelerator=offering.accelerator, accelerator_count=offering.accelerator_count,
+                   nodes=nodes, extra=dict(extra or {}))
+
     @property
     def head(self) -> NodeInfo:
         """The head node, where the agent runs."""
