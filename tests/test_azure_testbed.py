@@ -227,7 +227,8 @@ def test_a_wrong_secret_is_one_line_and_check_stays_offline(azure, bed, tmp_path
     bad = azure("launch", "-c", "secret", _one_node(tmp_path), "-y",
                 env={"AZURE_CLIENT_SECRET": "wrong"})
     line = _one_clear_line(bad)
-    assert "credentials" in line and "invalid_client" in line, line
+    assert "after 1 attempt(s)" in line and "credentials: Azure credentials" in line, line
+    assert "Invalid client secret" in line, line
     assert {c.action for c in bed.calls} <= {"openid_configuration", "token"}, "ARM was asked"
     assert _of(bed) == [] and bed.twins.twins() == []
     assert _status(azure, "secret", refresh=False) is None

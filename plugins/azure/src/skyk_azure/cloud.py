@@ -91,6 +91,7 @@ class AzureCloud(SSHCloud):
         # Everything that can be checked is, before anything is created.
         try:
             clients = session.clients()
+            session.authenticate(clients)
             image = images.reference(request)
         except AzureError as exc:
             raise errors.classify(exc, region, offering.zone) from exc

@@ -43,6 +43,7 @@ class Clients:
     """The three ARM clients skyk uses, for one subscription."""
 
     subscription_id: str
+    credential: Any
     resource: Any
     network: Any
     compute: Any
@@ -111,6 +112,15 @@ def _clients_for(key: tuple) -> Clients:
                "connection_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT,
                "user_agent": "skyk"}
     shared = credential()
-    return Clients(subscription, ResourceManagementClient(shared, subscription, **options),
+    return Clients(subscription, shared, ResourceManagementClient(shared, subscription, **options),
                    NetworkManagementClient(shared, subscription, **options),
                    ComputeManagementClient(shared, subscription, **options))
+
+
+def authenticate(found: Clients) -> None:
+    """Get a token for ARM now (it is cached for the calls that follow).
+
+    Wrong credentials then fail before anything is created, with the
+    authority's own reason, and there is nothing to clean up.
+    """
+    found.credential.get_token(f"{endpoint()}/.default")
