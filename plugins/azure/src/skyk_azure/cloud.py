@@ -93,9 +93,11 @@ class AzureCloud(SSHCloud):
             clients = session.clients()
             session.authenticate(clients)
             image = images.reference(request)
+            group = resource_groups.group_name(request.cluster, region, request.uid)
+            # A read first: an endpoint that does not answer fails with nothing made.
+            _group_exists(clients, group)
         except AzureError as exc:
             raise errors.classify(exc, region, offering.zone) from exc
-        group = resource_groups.group_name(request.cluster, region, request.uid)
         names = [vms.vm_name(request.cluster, rank) for rank in range(request.num_nodes)]
         labels = tags.attempt_tags(request.cluster, request.uid)
 

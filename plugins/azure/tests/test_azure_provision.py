@@ -1,0 +1,230 @@
+"""The Azure plugin against the fake Resource Manager (no node twins): what it asks ARM for,
+how ARM's errors steer failover, the retries it makes in place, and that nothing is left.
+
+The plugin is pointed at the fake only as a user would point it at another ARM
+endpoint (:meth:`fakecloud.azure.FakeARM.env`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("azure.mgmt.compute")
+
+from fakecloud.azure import FakeARM  # noqa: E402
+from skyk.catalog.offering import Offering  # noqa: E402
+from skyk.plugins.manager import Kernel  # noqa: E402
+from skyk.provision.types import ProvisionAttempt, ProvisionError, ProvisionRequest  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "catalogs"
+REGION = "eastus"
+CPU = Offering("azure", "Standard_D2s_v5", 2.0, 8.0, REGION, None, 0.096, 0.020362)
+GPU = Offering("azure", "Standard_NC4as_T4_v3", 4.0, 28.0, REGION, None, 0.526, 0.2, "T4", 1.0)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    with FakeARM() as arm:
+        for key, value in {**arm.env(), "SKYK_CATALOG_DIR": str(SHARED)}.items():
+            monkeypatch.setenv(key, value)
+        yield arm
+    assert arm.errors == []
+
+
+@pytest.fixture
+def cloud(fake):
+    return Kernel.load(("cloud",), ["azure"]).clouds()["azure"]
+
+
+def _request(offering: Offering = CPU, num_nodes: int = 1, **fields) -> ProvisionRequest:
+    return ProvisionRequest(cluster="c1", uid=secrets.token_hex(4), num_nodes=num_nodes,
+                            offering=offering, **fields)
+
+
+def _of_type(fake: FakeARM, kind: str) -> list[dict]:
+    return [r for r in fake.resources() if r["type"].endswith(kind)]
+
+
+def test_what_a_two_node_launch_asks_for_and_terminate_removes(cloud, fake):
+    request = _request(num_nodes=2, ports=(8080, 8081, 9000), disk_size=100, disk_tier="high")
+    handle = cloud.provision(request)
+    (group,) = _of_type(fake, "resourceGroups")
+    assert group["name"] == f"skyk-c1-{REGION}-{request.uid}"
+    assert group["tags"] == {"skyk-cluster": "c1", "skyk-attempt": request.uid}
+    vms = sorted(_of_type(fake, "virtualMachines"), key=lambda r: r["name"])
+    assert [vm["tags"]["skyk-node-rank"] for vm in vms] == ["0", "1"]
+    props = vms[0]["properties"]
+    assert props["hardwareProfile"]["vmSize"] == "Standard_D2s_v5"
+    assert props["storageProfile"]["imageReference"] == {
+        "publisher": "microsoft-dsvm", "offer": "ubuntu-2004", "sku": "2004", "version": "21.11.04"}
+    disk = props["storageProfile"]["osDisk"]
+    assert (disk["diskSizeGB"], disk["managedDisk"]["storageAccountType"]) == (100, "Premium_LRS")
+    ssh = props["osProfile"]["linuxConfiguration"]
+    assert ssh["disablePasswordAuthentication"] is True
+    assert ssh["ssh"]["publicKeys"][0]["path"] == "/home/azureuser/.ssh/authorized_keys"
+    assert "priority" not in props
+    (nsg,) = _of_type(fake, "networkSecurityGroups")
+    assert nsg["properties"]["securityRules"][0]["properties"]["destinationPortRanges"] == \
+        ["22", "8080-8081", "9000"]
+    ips = _of_type(fake, "publicIPAddresses")
+    assert {(ip["sku"]["name"], ip["properties"]["publicIPAllocationMethod"]) for ip in ips} == \
+        {("Standard", "Static")}
+    assert len(_of_type(fake, "disks")) == 2
+    assert [n.node_id for n in handle.nodes] == ["skyk-c1-0", "skyk-c1-1"]
+    assert handle.nodes[0].runner["user"] == "azureuser"
+    assert cloud.query(handle) == ["running", "running"]
+
+    cloud.terminate(handle)
+    assert fake.resources() == []
+    assert cloud.query(handle) == ["missing", "missing"]
+    cloud.terminate(handle)  # idempotent
+
+
+def test_spot_gpu_and_image_overrides(cloud, fake):
+    handle = cloud.provision(_request(GPU, use_spot=True))
+    (vm,) = _of_type(fake, "virtualMachines")
+    props = vm["properties"]
+    assert (props["priority"], props["evictionPolicy"], props["billingProfile"]) == \
+        ("Spot", "Delete", {"maxPrice": -1})
+    assert props["storageProfile"]["imageReference"]["offer"] == "ubuntu-hpc"
+    cloud.terminate(handle)
+
+    urn = cloud.provision(_request(image_id="Canonical:ubuntu-24_04-lts:server:latest"))
+    (vm,) = _of_type(fake, "virtualMachines")
+    assert vm["properties"]["storageProfile"]["imageReference"]["offer"] == "ubuntu-24_04-lts"
+    cloud.terminate(urn)
+    image = f"/subscriptions/{fake.subscription_id}/resourceGroups/img/providers" \
+            "/Microsoft.Compute/images/mine"
+    by_id = cloud.provision(_request(image_id=image))
+    (vm,) = _of_type(fake, "virtualMachines")
+    assert vm["properties"]["storageProfile"]["imageReference"] == {"id": image}
+    cloud.terminate(by_id)
+
+
+@pytest.mark.parametrize("image", ["ubuntu", "docker:ubuntu:22.04", "skypilot:nonesuch"])
+def test_an_unusable_image_id_fails_before_anything_is_made(cloud, fake, image):
+    with pytest.raises(ProvisionError) as info:
+        cloud.provision(_request(image_id=image))
+    assert image in info.value.reason
+    assert fake.resources() == [] and not [c for c in fake.calls if c.method == "PUT"]
+
+
+@pytest.mark.parametrize(("code", "action", "kind", "scope"), [
+    ("AllocationFailed", "vm_create", "capacity", "region"),
+    ("OverconstrainedAllocationRequest", "vm_create", "capacity", "region"),
+    ("ZonalAllocationFailed", "vm_create", "capacity", "region"),  # no zone asked for
+    ("SkuNotAvailable", "vm_create", "capacity", "region"),
+    ("QuotaExceeded", "vm_create", "quota", "region"),
+    ("OperationNotAllowed", "vm_create", "quota", "region"),
+    ("AuthorizationFailed", "group_create", "credentials", "cloud"),
+    ("SubscriptionNotFound", "group_create", "credentials", "cloud"),
+    ("ReadOnlyDisabledSubscription", "nsg_create", "credentials", "cloud"),
+    ("InvalidAuthenticationToken", "vnet_create", "credentials", "cloud"),
+    ("InvalidParameter", "vm_create", "other", "region"),
+])
+def test_arm_errors_steer_failover_and_the_attempt_is_removed(cloud, fake, code, action, kind,
+                                                               scope):
+    fake.fail(code, action=action, times=None if kind == "credentials" else 1)
+    request = _request(num_nodes=2)
+    with pytest.raises(ProvisionError) as info:
+        cloud.provision(request)
+    assert (info.value.kind, info.value.scope) == (kind, scope), info.value.reason
+    assert code in info.value.reason and "\n" not in info.value.reason
+    fake.clear_faults()
+    assert fake.resources() == []
+    assert cloud.find_attempt(ProvisionAttempt.of(request)) == []
+
+
+def test_a_zonal_capacity_failure_blocks_the_zone():
+    from skyk_azure import errors
+
+    class Failed(Exception):
+        pass
+
+    zonal = _arm_error("ZonalAllocationFailed")
+    assert (errors.classify(zonal, REGION, "eastus-2").scope,
+            errors.classify(zonal, REGION).scope) == ("zone", "region")
+    assert errors.classify(_arm_error("AllocationFailed"), REGION, "eastus-2").scope == "region"
+    assert errors.classify(Failed("boom"), REGION).kind == "other"
+
+
+def _arm_error(code: str, status: int = 409, retry_after: str | None = None):
+    """An azure-core HttpResponseError with ARM's error (as the SDK parses it) and headers."""
+    from types import SimpleNamespace
+
+    from azure.core.exceptions import HttpResponseError, ODataV4Format
+
+    exc = HttpResponseError(message=f"{code} happened.")
+    exc.status_code = status
+    exc.error = ODataV4Format({"code": code, "message": f"{code} happened."})
+    exc.response = SimpleNamespace(headers={"Retry-After": retry_after} if retry_after else {})
+    return exc
+
+
+def test_throttling_and_a_group_being_deleted_are_retried_in_place(cloud, fake, monkeypatch):
+    from skyk_azure import errors
+
+    monkeypatch.setattr(errors, "BACKOFF", 0.01)
+    fake.fail("TooManyRequests", action="group_create", times=2)
+    fake.fail("ResourceGroupBeingDeleted", action="nsg_create", times=1, status=409)
+    fake.fail("InternalServerError", action="nic_create", times=1)
+    handle = cloud.provision(_request())
+    faults = [(c.action, c.status) for c in fake.calls if c.fault]
+    assert faults == [("group_create", 429), ("group_create", 429), ("nsg_create", 409),
+                      ("nic_create", 500)]
+    cloud.terminate(handle)
+    fake.fail("TooManyRequests", action="group_create", times=None)
+    with pytest.raises(ProvisionError) as info:
+        cloud.provision(_request())
+    assert (info.value.kind, info.value.scope) == ("outage", "region")
+    assert len([c for c in fake.calls if c.fault]) == 4 + errors.TRIES
+
+
+def test_retry_after_is_honoured_but_capped():
+    from skyk_azure import errors
+
+    assert errors._pause(_arm_error("TooManyRequests", 429, "3"), 0) == 3.0
+    assert errors._pause(_arm_error("TooManyRequests", 429, "3600"), 0) == errors.MAX_PAUSE
+    assert errors.retryable(_arm_error("TooManyRequests", 429))
+    assert not errors.retryable(_arm_error("SkuNotAvailable"))
+
+
+def test_an_unreachable_endpoint_is_an_outage_of_the_region(cloud, fake, monkeypatch):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("AZURE_RESOURCE_MANAGER_ENDPOINT", f"https://127.0.0.1:{port}")
+    with pytest.raises(ProvisionError) as info:
+        cloud.provision(_request())
+    assert (info.value.kind, info.value.scope) == ("outage", "region"), info.value.reason
+
+
+def test_a_private_authority_turns_instance_discovery_off(monkeypatch):
+    from skyk_azure import session
+
+    monkeypatch.delenv("AZURE_AUTHORITY_HOST", raising=False)
+    assert not session.private_authority()
+    for host in ("login.microsoftonline.com", "https://login.microsoftonline.us/",
+                 "login.chinacloudapi.cn"):
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", host)
+        assert not session.private_authority(), host
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://adfs.local.azurestack.external/adfs")
+    assert session.private_authority()
+    monkeypatch.delenv("AZURE_RESOURCE_MANAGER_ENDPOINT", raising=False)
+    assert session.endpoint() == "https://management.azure.com"
+    monkeypatch.setenv("AZURE_RESOURCE_MANAGER_ENDPOINT", "https://management.local.azurestack.external/")
+    assert session.endpoint() == "https://management.local.azurestack.external"
+
+
+def test_an_attempt_is_found_by_its_tag_and_removed(cloud, fake):
+    request = _request(num_nodes=2)
+    cloud.provision(request)
+    attempt = ProvisionAttempt.of(request)
+    (found,) = cloud.find_attempt(attempt)
+    assert request.uid in found and "skyk-c1-0, skyk-c1-1" in found
+    cloud.remove_attempt(attempt)
+    assert cloud.find_attempt(attempt) == [] and fake.resources() == []
