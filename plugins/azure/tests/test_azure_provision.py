@@ -228,3 +228,18 @@ def test_an_attempt_is_found_by_its_tag_and_removed(cloud, fake):
     assert request.uid in found and "skyk-c1-0, skyk-c1-1" in found
     cloud.remove_attempt(attempt)
     assert cloud.find_attempt(attempt) == [] and fake.resources() == []
+
+
+@pytest.mark.parametrize(("size", "accelerator", "tag"), [
+    ("Standard_D2s_v5", None, "skypilot:v1-ubuntu-2004"),        # V1 and V2: the CPU image
+    ("Standard_D128ads_v7", None, "skypilot:gpu-ubuntu-2204"),   # V2 only: the generation 2 image
+    ("Standard_A1_v2", None, "skypilot:v1-ubuntu-2004"),         # V1 only
+    ("Standard_NC24ads_A100_v4", "A100", "skypilot:gpu-ubuntu-2204"),
+    ("Standard_NC6", "K80", "skypilot:k80-ubuntu-2004"),
+])
+def test_the_default_image_fits_the_size_generations(size, accelerator, tag):
+    from skyk_azure import images
+
+    offering = Offering("azure", size, 2.0, 8.0, REGION, None, 1.0, None, accelerator,
+                        1.0 if accelerator else 0.0)
+    assert images.default_tag(offering, SHARED) == tag

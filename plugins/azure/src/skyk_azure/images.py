@@ -2,7 +2,8 @@
 
 By default the image comes from the catalog's ``azure/images.csv`` (SkyPilot's
 images: Ubuntu with Python, and for GPU sizes the NVIDIA driver and CUDA): the
-newest row of the tag that fits the VM size, for the region or for every
+newest row of the tag that fits the VM size (its accelerator, and the Hyper-V
+generations it boots, from ``azure/vms.csv``), for the region or for every
 region (an empty Region). A task's ``image_id`` overrides it: a marketplace
 URN ``publisher:offer:sku:version``, an image resource id
 (``/subscriptions/.../images/...`` or a gallery image version), or a
@@ -11,6 +12,8 @@ URN ``publisher:offer:sku:version``, an image resource id
 
 from __future__ import annotations
 
+import csv
+import functools
 from pathlib import Path
 
 from skyk.catalog.csvfile import read_rows
@@ -24,12 +27,44 @@ GPU_TAG = "skypilot:gpu-ubuntu-2204"
 #: K80s need the older driver of the Ubuntu 20.04 image.
 K80_TAG = "skypilot:k80-ubuntu-2004"
 IMAGES_FILE = ("azure", "images.csv")
+VMS_FILE = ("azure", "vms.csv")
 
 
-def default_tag(offering: Offering) -> str:
-    """The catalog tag of the image for ``offering``'s VM size."""
+def generations(instance_type: str, directory: Path | None = None) -> frozenset[str]:
+    """The Hyper-V generations (``V1``, ``V2``) VM size ``instance_type`` boots, per the catalog.
+
+    The Generation column is the row's last, and holds ``V1``, ``V2`` or an
+    unquoted ``V1,V2`` that spills into one more field; empty if the size is unknown.
+    """
+    return _generations(directory or catalog_dir()).get(instance_type, frozenset())
+
+
+@functools.lru_cache(maxsize=2)
+def _generations(directory: Path) -> dict[str, frozenset[str]]:
+    path = directory / VMS_FILE[0] / VMS_FILE[1]
+    found: dict[str, frozenset[str]] = {}
+    with open(path, newline="", encoding="utf-8") as rows:
+        reader = csv.reader(rows)
+        column = next(reader).index("Generation")
+        for row in reader:
+            if row and row[0] not in found:
+                found[row[0]] = frozenset(g.strip() for g in row[column:] if g.strip())
+    return found
+
+
+def default_tag(offering: Offering, directory: Path | None = None) -> str:
+    """The catalog tag of the image for ``offering``'s VM size.
+
+    The CPU image is a generation 1 image and the GPU one a generation 2
+    image: a size that boots only one generation gets the image of that one.
+    """
     if offering.accelerator == "K80":
         return K80_TAG
+    booted = generations(offering.instance_type, directory)
+    if booted == {"V1"}:
+        return CPU_TAG
+    if booted == {"V2"}:
+        return GPU_TAG
     return GPU_TAG if offering.accelerator else CPU_TAG
 
 
