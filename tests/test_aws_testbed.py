@@ -9,17 +9,25 @@ credentials); the product code does not know it is being tested. Needs root, ``i
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from lifecycle_helpers import status_json, wait_for
-from skyk.builtin.local_network import namespace_inode
 from skyk.builtin.local_sandbox import find_processes
 from skyk.catalog.offering import Offering
-from skyk.testing import ProvisioningContract
+from testbed_helpers import (
+    BedContract,
+    assert_pair_ran,
+    assert_pair_runs_again,
+    cli_on_bed,
+    cluster_status,
+    kill_launch_waiting_for_ssh,
+    launch_pair,
+    one_clear_line,
+    shown_in_init_then_downed,
+    twin_bed,
+    write_task,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,24 +40,16 @@ REGION = "us-east-1"
 def bed(tmp_path, shared_catalogs):
     """A fake EC2 whose instances are node twins; checks nothing is left when the test ends."""
     from fakecloud import FakeEC2
-    from fakecloud.twins import TwinHost, require_twin_tools
 
-    require_twin_tools()
-    with TwinHost(tmp_path / "twins", subnet=SUBNET) as twins, \
-            FakeEC2(twins=twins, catalog_dir=shared_catalogs) as ec2:
-        yield ec2
-        assert not ec2.errors, ec2.errors
+    with twin_bed(tmp_path, lambda twins: FakeEC2(twins=twins, catalog_dir=shared_catalogs), subnet=SUBNET) as fake:
+        yield fake
 
 
 @pytest.fixture
 def aws(skyk, bed, isolated_home):
     """Run the CLI pointed at the bed; ``down -a`` afterwards."""
 
-    def run(*args: str, env: dict | None = None, timeout: float = 180):
-        return skyk(*args, env={**bed.env(), **(env or {})}, timeout=timeout)
-
-    yield run
-    run("down", "-a", "-y", "--purge")
+    yield from cli_on_bed(skyk, bed.env())
 
 
 def _live(bed, cluster: str | None = None) -> list[dict]:
@@ -67,12 +67,6 @@ def _cluster_groups(bed, cluster: str) -> list[dict]:
     return [g for g in bed.security_groups() if g["tags"].get("skyk-cluster") == cluster]
 
 
-def _task(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "task.yaml"
-    path.write_text(text)
-    return str(path)
-
-
 def _assert_nothing_left(bed, cluster: str) -> None:
     assert _live(bed, cluster) == [], "instances left running"
     assert _cluster_groups(bed, cluster) == [], "security groups left"
@@ -81,41 +75,15 @@ def _assert_nothing_left(bed, cluster: str) -> None:
 
 
 def test_a_two_node_cluster_lives_its_whole_life_on_aws(aws, bed, tmp_path):
-    workdir = tmp_path / "code"
-    workdir.mkdir()
-    (workdir / "train.py").write_text("print('synced')\n")
-    task = _task(tmp_path, f"""\
-name: pair
-num_nodes: 2
-workdir: {workdir}
-resources:
-  infra: aws/{REGION}
-  cpus: 2+
-setup: echo "setup on $SKYK_NODE_RANK as $(whoami)"
-run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr ' ' ,) $(python3 train.py)"
-""")
-    launched = aws("launch", "-c", "pair", task, "-y")
-    assert launched.returncode == 0, launched.stderr
-    namespaces = [namespace_inode(t.netns) for t in bed.twins.twins()]
-    assert len(namespaces) == 2 and find_processes([], namespaces), "no node processes found"
+    launched, namespaces = launch_pair(aws, tmp_path, bed.twins, f"  infra: aws/{REGION}\n  cpus: 2+")
     nodes = _nodes(bed, "pair")
     assert [i["tags"]["skyk-node-rank"] for i in nodes] == ["0", "1"]
     private = [i["private_ip"] for i in nodes]
     assert all(ip.startswith("10.214.") for ip in private)
-    ips = ",".join(private)
-    assert f"(head, rank=0) rank=0 ip={private[0]} of {ips} synced" in launched.stdout
-    assert f"(worker1, rank=1) rank=1 ip={private[1]} of {ips} synced" in launched.stdout
-    assert "(worker1, rank=1) setup on 1 as ubuntu" in launched.stdout
+    assert_pair_ran(aws, launched, private, "ubuntu")
 
     head_ip = aws("status", "--ip", "pair").stdout.strip()
     assert head_ip == nodes[0]["public_ip"] and head_ip != nodes[0]["private_ip"]
-
-    ran = aws("exec", "pair", "echo exec on $SKYK_NODE_RANK")
-    assert ran.returncode == 0, ran.stderr
-    assert "(worker1, rank=1) exec on 1" in ran.stdout
-
-    logs = aws("logs", "pair", "1", "--no-follow")
-    assert logs.returncode == 0 and "setup on 0 as ubuntu" in logs.stdout
 
     assert aws("stop", "pair", "-y").returncode == 0
     assert {i["state"] for i in _live(bed, "pair")} == {"stopped"}
@@ -125,9 +93,7 @@ run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr '
     assert started.returncode == 0, started.stderr
     new_ip = aws("status", "--ip", "pair").stdout.strip()
     assert new_ip == _nodes(bed, "pair")[0]["public_ip"] != head_ip
-    again = aws("exec", "pair", "echo back on $SKYK_NODE_RANK")
-    assert again.returncode == 0, again.stderr
-    assert "(worker1, rank=1) back on 1" in again.stdout
+    assert_pair_runs_again(aws)
 
     down = aws("down", "pair", "-y")
     assert down.returncode == 0, down.stderr
@@ -136,7 +102,7 @@ run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr '
 
 
 def _one_node(tmp_path: Path, infra: str = f"aws/{REGION}", extra: str = "") -> str:
-    return _task(tmp_path, f"""\
+    return write_task(tmp_path, f"""\
 resources:
   infra: {infra}
   cpus: 2+
@@ -200,7 +166,7 @@ def test_a_vcpu_quota_skips_the_rest_of_the_region(aws, bed, tmp_path):
 
 def test_bad_credentials_skip_aws_for_the_next_cloud(aws, bed, tmp_path):
     # More CPUs than this machine has: the local cloud cannot take it, AWS is cheapest.
-    task = _task(tmp_path, f"resources:\n  cpus: {(os.cpu_count() or 1) + 2}+\nrun: echo hi\n")
+    task = write_task(tmp_path, f"resources:\n  cpus: {(os.cpu_count() or 1) + 2}+\nrun: echo hi\n")
     bad = aws("launch", "-c", "creds", task, "-y",
               env={"AWS_ACCESS_KEY_ID": "AKIANOTAREALKEY00000", "AWS_SECRET_ACCESS_KEY": "wrong"})
     assert bad.returncode != 0
@@ -212,84 +178,41 @@ def test_bad_credentials_skip_aws_for_the_next_cloud(aws, bed, tmp_path):
     assert _live(bed) == []
 
 
-def _status(aws, name: str, refresh: bool = True) -> dict | None:
-    result = aws("status", *(["-r"] if refresh else []), "-o", "json")
-    assert result.returncode == 0, result.stderr
-    return next((c for c in __import__("json").loads(result.stdout) if c["name"] == name), None)
-
-
 def test_a_preempted_spot_cluster_shows_so_and_down_cleans_it(aws, bed, tmp_path):
     launched = aws("launch", "-c", "spot", _one_node(tmp_path), "--use-spot", "-y")
     assert launched.returncode == 0, launched.stderr
     (node,) = _live(bed, "spot")
     assert node["spot"] and node["shutdown_behavior"] == "terminate"
     bed.preempt(node["id"])
-    shown = _status(aws, "spot")
-    assert shown["status"] == "INIT" and "preempted" in shown["note"], shown
-    down = aws("down", "spot", "-y")
-    assert down.returncode == 0, down.stderr
+    shown_in_init_then_downed(aws, "spot", "preempted")
     _assert_nothing_left(bed, "spot")
 
 
 def test_a_launch_killed_before_the_agent_started_is_cleaned_up_by_tag(aws, bed, tmp_path,
                                                                       shared_catalogs):
-    # The node boots but its sshd is gone at once, as on a VM still booting:
-    # the launch surely waits for SSH, with its instances made and recorded.
-    boot = bed.twins.create
-
-    def boot_without_sshd(name, user_data):
-        twin = boot(name, user_data)
-        for pid in twin.pids():
-            os.kill(pid, signal.SIGKILL)
-        return twin
-
-    bed.twins.create = boot_without_sshd
-    env = {**os.environ, **bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)}
-    launch = subprocess.Popen([sys.executable, "-m", "skyk", "launch", "-c", "killed",
-                               _one_node(tmp_path), "-y"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in launch.stderr:
-            if "waiting for SSH" in line:
-                break
-        launch.send_signal(signal.SIGKILL)
-        launch.wait(30)
-    finally:
-        if launch.poll() is None:
-            launch.kill()
-            launch.wait()
+    kill_launch_waiting_for_ssh(bed.twins, {**bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)},
+                                _one_node(tmp_path), "killed")
     assert len(_live(bed, "killed")) == 1, "the instance should still exist"
-    shown = _status(aws, "killed")
-    assert shown["status"] == "INIT" and "interrupted before the node agent started" in shown["note"], shown
-    down = aws("down", "killed", "-y")
-    assert down.returncode == 0, down.stderr
+    shown_in_init_then_downed(aws, "killed", "interrupted before the node agent started")
     assert _live(bed, "killed") == [] and _cluster_groups(bed, "killed") == []
 
 
 def test_autostop_powers_the_nodes_off_and_aws_stops_them(aws, bed, tmp_path):
-    task = _task(tmp_path, f"num_nodes: 2\nresources:\n  infra: aws/{REGION}\n  cpus: 2+\nrun: echo hi\n")
+    task = write_task(tmp_path, f"num_nodes: 2\nresources:\n  infra: aws/{REGION}\n  cpus: 2+\nrun: echo hi\n")
     launched = aws("launch", "-c", "idle", task, "-y", "-i", "0")
     assert launched.returncode == 0, launched.stderr
     wait_for(lambda: {i["state"] for i in _live(bed, "idle")} == {"stopped"}, timeout=120,
              what="autostop to stop both instances")
     assert {i["state_reason"] for i in _live(bed, "idle")} == {"Client.InstanceInitiatedShutdown"}
-    assert _status(aws, "idle")["status"] == "STOPPED"
+    assert cluster_status(aws, "idle")["status"] == "STOPPED"
 
 
 def test_autostop_down_powers_off_and_aws_terminates_then_status_forgets_it(aws, bed, tmp_path):
     launched = aws("launch", "-c", "gone", _one_node(tmp_path), "-y", "--down")
     assert launched.returncode == 0, launched.stderr
     wait_for(lambda: not _live(bed, "gone"), timeout=120, what="autostop --down to terminate it")
-    assert _status(aws, "gone") is None
+    assert cluster_status(aws, "gone") is None
     _assert_nothing_left(bed, "gone")
-
-
-def _one_clear_line(result) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr.lower()
-    errors = [line for line in result.stderr.splitlines() if line.startswith("skyk: error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 @pytest.mark.parametrize("case", ["unknown AMI", "region not enabled", "no default VPC", "bad ports"])
@@ -301,27 +224,21 @@ def test_bad_input_gets_one_clear_line_and_leaves_nothing(aws, bed, tmp_path, ca
         bed.fail("OptInRequired", region=region, action=None, times=None)
     if case == "no default VPC":
         bed.remove_default_vpc(region)
-    task = _task(tmp_path, f"resources:\n  infra: aws/{region}\n  cpus: 2+\n{resources}run: echo hi\n")
-    line = _one_clear_line(aws("launch", "-c", "bad", task, "-y"))
+    task = write_task(tmp_path, f"resources:\n  infra: aws/{region}\n  cpus: 2+\n{resources}run: echo hi\n")
+    line = one_clear_line(aws("launch", "-c", "bad", task, "-y"))
     expected = {"unknown AMI": "ami-0123456789abcdef0", "region not enabled": "OptInRequired",
                 "no default VPC": "default VPC", "bad ports": "70000"}[case]
     assert expected in line, line
     assert _live(bed) == [] and [g for g in bed.security_groups() if "skyk-cluster" in g["tags"]] == []
-    assert _status(aws, "bad", refresh=False) is None
+    assert cluster_status(aws, "bad", refresh=False) is None
     if case == "bad ports":
         assert bed.calls == [], "a task with bad ports reached AWS"
 
 
-class TestAWSProvisioningContract(ProvisioningContract):
+class TestAWSProvisioningContract(BedContract):
     """AWS passes the contract kit's provisioning tests on the test bed."""
 
     cloud_name = "aws"
-
-    @pytest.fixture
-    def cloud_env(self, bed, monkeypatch, shared_catalogs):
-        for key, value in {**bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)}.items():
-            monkeypatch.setenv(key, value)
-        yield bed
 
     @pytest.fixture
     def offering(self) -> Offering:

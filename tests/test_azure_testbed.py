@@ -9,19 +9,13 @@ otherwise, failed in CI).
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import testbed_helpers as tb
 from lifecycle_helpers import status_json
-from skyk.builtin.local_network import namespace_inode
 from skyk.builtin.local_sandbox import find_processes
 from skyk.catalog.offering import Offering
-from skyk.testing import ProvisioningContract
 
 pytestmark = pytest.mark.slow
 
@@ -37,24 +31,16 @@ VM = "Microsoft.Compute/virtualMachines"
 def bed(tmp_path, shared_catalogs):
     """A fake ARM whose VMs are node twins; checks the fake had no error of its own."""
     from fakecloud.azure import FakeARM
-    from fakecloud.twins import TwinHost, require_twin_tools
 
-    require_twin_tools()
-    with TwinHost(tmp_path / "twins", bridge=BRIDGE, subnet=SUBNET) as twins, \
-            FakeARM(twins=twins) as arm:
-        yield arm
-        assert not arm.errors, arm.errors
+    with tb.twin_bed(tmp_path, lambda twins: FakeARM(twins=twins), bridge=BRIDGE, subnet=SUBNET) as fake:
+        yield fake
 
 
 @pytest.fixture
 def azure(skyk, bed, isolated_home):
     """Run the CLI pointed at the bed; ``down -a`` afterwards."""
 
-    def run(*args: str, env: dict | None = None, timeout: float = 180):
-        return skyk(*args, env={**bed.env(), **(env or {})}, timeout=timeout)
-
-    yield run
-    run("down", "-a", "-y", "--purge")
+    yield from tb.cli_on_bed(skyk, bed.env())
 
 
 def _of(bed, cluster: str | None = None) -> list[dict]:
@@ -78,14 +64,8 @@ def _addresses(bed, vm: dict) -> tuple[str, str | None]:
     return config["privateIPAddress"], public
 
 
-def _task(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "task.yaml"
-    path.write_text(text)
-    return str(path)
-
-
 def _one_node(tmp_path: Path, infra: str = f"azure/{REGION}") -> str:
-    return _task(tmp_path, f"resources:\n  infra: {infra}\n  cpus: 2+\nrun: echo hi\n")
+    return tb.write_task(tmp_path, f"resources:\n  infra: {infra}\n  cpus: 2+\nrun: echo hi\n")
 
 
 def _assert_nothing_left(bed, cluster: str) -> None:
@@ -97,39 +77,9 @@ def _assert_nothing_left(bed, cluster: str) -> None:
     assert not [p for p in bed.twins.root.iterdir() if p.is_dir()], "twin directories left"
 
 
-def _one_clear_line(result) -> str:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr.lower()
-    errors = [line for line in result.stderr.splitlines() if line.startswith("skyk: error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
-def _status(azure, name: str, refresh: bool = True) -> dict | None:
-    result = azure("status", *(["-r"] if refresh else []), "-o", "json")
-    assert result.returncode == 0, result.stderr
-    return next((c for c in json.loads(result.stdout) if c["name"] == name), None)
-
-
 def test_a_two_node_cluster_lives_its_whole_life_on_azure(azure, bed, tmp_path):
-    workdir = tmp_path / "code"
-    workdir.mkdir()
-    (workdir / "train.py").write_text("print('synced')\n")
-    task = _task(tmp_path, f"""\
-name: pair
-num_nodes: 2
-workdir: {workdir}
-resources:
-  infra: azure/{REGION}
-  cpus: 2+
-  ports: 8080
-setup: echo "setup on $SKYK_NODE_RANK as $(whoami)"
-run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr ' ' ,) $(python3 train.py)"
-""")
-    launched = azure("launch", "-c", "pair", task, "-y")
-    assert launched.returncode == 0, launched.stderr
-    namespaces = [namespace_inode(t.netns) for t in bed.twins.twins()]
-    assert len(namespaces) == 2 and find_processes([], namespaces), "no node processes found"
+    launched, namespaces = tb.launch_pair(azure, tmp_path, bed.twins,
+                                       f"  infra: azure/{REGION}\n  cpus: 2+\n  ports: 8080")
     vms = _vms(bed, "pair")
     assert [vm["tags"]["skyk-node-rank"] for vm in vms] == ["0", "1"]
     assert {vm["tags"]["skyk-attempt"] for vm in vms} == {vms[0]["tags"]["skyk-attempt"]}
@@ -146,22 +96,13 @@ run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr '
     addresses = [_addresses(bed, vm) for vm in vms]
     private = [a[0] for a in addresses]
     assert all(ip.startswith("10.221.") for ip in private)
-    ips = ",".join(private)
-    assert f"(head, rank=0) rank=0 ip={private[0]} of {ips} synced" in launched.stdout
-    assert f"(worker1, rank=1) rank=1 ip={private[1]} of {ips} synced" in launched.stdout
-    assert "(worker1, rank=1) setup on 1 as azureuser" in launched.stdout
+    tb.assert_pair_ran(azure, launched, private, "azureuser")
 
     head_ip = azure("status", "--ip", "pair").stdout.strip()
     assert head_ip == addresses[0][1] and head_ip != private[0]
 
-    ran = azure("exec", "pair", "echo exec on $SKYK_NODE_RANK")
-    assert ran.returncode == 0, ran.stderr
-    assert "(worker1, rank=1) exec on 1" in ran.stdout
-    logs = azure("logs", "pair", "1", "--no-follow")
-    assert logs.returncode == 0 and "setup on 0 as azureuser" in logs.stdout
-
     # A powered-off Azure VM stays allocated and billed: autostop is refused, in one line.
-    line = _one_clear_line(azure("autostop", "pair", "-i", "5"))
+    line = tb.one_clear_line(azure("autostop", "pair", "-i", "5"))
     assert "autostop" in line and "azure" in line
 
     assert azure("stop", "pair", "-y").returncode == 0
@@ -172,9 +113,7 @@ run: echo "rank=$SKYK_NODE_RANK ip=$SKYK_NODE_IP of $(echo $SKYK_NODE_IPS | tr '
     assert started.returncode == 0, started.stderr
     assert {vm["_power"] for vm in _vms(bed, "pair")} == {"running"}
     assert azure("status", "--ip", "pair").stdout.strip() == _addresses(bed, _vms(bed, "pair")[0])[1]
-    again = azure("exec", "pair", "echo back on $SKYK_NODE_RANK")
-    assert again.returncode == 0, again.stderr
-    assert "(worker1, rank=1) back on 1" in again.stdout
+    tb.assert_pair_runs_again(azure)
 
     down = azure("down", "pair", "-y")
     assert down.returncode == 0, down.stderr
@@ -214,7 +153,7 @@ def test_a_region_that_cannot_place_the_vm_is_left_for_the_next(azure, bed, tmp_
 
 def test_authorization_failed_blocks_azure_and_leaves_nothing(azure, bed, tmp_path):
     bed.fail("AuthorizationFailed", action="group_create", times=None)
-    line = _one_clear_line(azure("launch", "-c", "denied", _one_node(tmp_path, infra="azure"), "-y"))
+    line = tb.one_clear_line(azure("launch", "-c", "denied", _one_node(tmp_path, infra="azure"), "-y"))
     assert "after 1 attempt(s)" in line and "credentials" in line and "AuthorizationFailed" in line
     assert _of(bed) == [] and bed.twins.twins() == []
 
@@ -226,12 +165,12 @@ def test_a_wrong_secret_is_one_line_and_check_stays_offline(azure, bed, tmp_path
 
     bad = azure("launch", "-c", "secret", _one_node(tmp_path), "-y",
                 env={"AZURE_CLIENT_SECRET": "wrong"})
-    line = _one_clear_line(bad)
+    line = tb.one_clear_line(bad)
     assert "after 1 attempt(s)" in line and "credentials: Azure credentials" in line, line
     assert "Invalid client secret" in line, line
     assert {c.action for c in bed.calls} <= {"openid_configuration", "token"}, "ARM was asked"
     assert _of(bed) == [] and bed.twins.twins() == []
-    assert _status(azure, "secret", refresh=False) is None
+    assert tb.cluster_status(azure, "secret", refresh=False) is None
 
 
 def test_an_evicted_spot_cluster_shows_preempted_and_down_cleans_it(azure, bed, tmp_path):
@@ -242,60 +181,25 @@ def test_an_evicted_spot_cluster_shows_preempted_and_down_cleans_it(azure, bed, 
     assert (props["priority"], props["evictionPolicy"], props["billingProfile"]["maxPrice"]) == \
         ("Spot", "Delete", -1)
     stop = azure("stop", "spot", "-y")
-    assert "spot" in _one_clear_line(stop)
+    assert "spot" in tb.one_clear_line(stop)
     bed.evict(vm["id"])
-    shown = _status(azure, "spot")
-    assert shown["status"] == "INIT" and "preempted" in shown["note"], shown
-    down = azure("down", "spot", "-y")
-    assert down.returncode == 0, down.stderr
+    tb.shown_in_init_then_downed(azure, "spot", "preempted")
     _assert_nothing_left(bed, "spot")
 
 
 def test_a_launch_killed_while_waiting_for_ssh_is_cleaned_up_by_tag(azure, bed, tmp_path,
                                                                    shared_catalogs):
-    # The node boots but its sshd is gone at once, as on a VM still booting:
-    # the launch surely waits for SSH, with its VMs made and recorded.
-    boot = bed.twins.create
-
-    def boot_without_sshd(name, user_data):
-        twin = boot(name, user_data)
-        for pid in twin.pids():
-            os.kill(pid, signal.SIGKILL)
-        return twin
-
-    bed.twins.create = boot_without_sshd
-    env = {**os.environ, **bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)}
-    launch = subprocess.Popen([sys.executable, "-m", "skyk", "launch", "-c", "killed",
-                               _one_node(tmp_path), "-y"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in launch.stderr:
-            if "waiting for SSH" in line:
-                break
-        launch.send_signal(signal.SIGKILL)
-        launch.wait(30)
-    finally:
-        if launch.poll() is None:
-            launch.kill()
-            launch.wait()
+    tb.kill_launch_waiting_for_ssh(bed.twins, {**bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)},
+                                _one_node(tmp_path), "killed")
     assert len(_vms(bed, "killed")) == 1, "the VM should still exist"
-    shown = _status(azure, "killed")
-    assert shown["status"] == "INIT" and "interrupted before the node agent started" in shown["note"], shown
-    down = azure("down", "killed", "-y")
-    assert down.returncode == 0, down.stderr
+    tb.shown_in_init_then_downed(azure, "killed", "interrupted before the node agent started")
     _assert_nothing_left(bed, "killed")
 
 
-class TestAzureProvisioningContract(ProvisioningContract):
+class TestAzureProvisioningContract(tb.BedContract):
     """Azure passes the contract kit's provisioning tests on the test bed."""
 
     cloud_name = "azure"
-
-    @pytest.fixture
-    def cloud_env(self, bed, monkeypatch, shared_catalogs):
-        for key, value in {**bed.env(), "SKYK_CATALOG_DIR": str(shared_catalogs)}.items():
-            monkeypatch.setenv(key, value)
-        yield bed
 
     @pytest.fixture
     def offering(self) -> Offering:
