@@ -243,3 +243,23 @@ def test_the_default_image_fits_the_size_generations(size, accelerator, tag):
     offering = Offering("azure", size, 2.0, 8.0, REGION, None, 1.0, None, accelerator,
                         1.0 if accelerator else 0.0)
     assert images.default_tag(offering, SHARED) == tag
+
+
+def test_a_verb_that_azure_refuses_is_one_line_with_a_hint(cloud, fake, monkeypatch):
+    from skyk.errors import SkykError
+
+    handle = cloud.provision(_request())
+    fake.fail("AuthorizationFailed", action="vm_get", times=None)
+    with pytest.raises(SkykError) as info:
+        cloud.query(handle)
+    assert "Azure could not look up cluster c1's VMs" in str(info.value)
+    assert "AuthorizationFailed" in str(info.value) and "\n" not in str(info.value)
+    assert "az account show" in info.value.hint
+    fake.clear_faults()
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "wrong")
+    with pytest.raises(SkykError) as info:
+        cloud.stop(handle)
+    assert "Azure could not stop cluster c1" in str(info.value) and "Invalid client secret" in str(info.value)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", fake.client_secret)
+    cloud.terminate(handle)
+    assert fake.resources() == []
