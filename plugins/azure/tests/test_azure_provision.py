@@ -263,3 +263,23 @@ def test_a_verb_that_azure_refuses_is_one_line_with_a_hint(cloud, fake, monkeypa
     monkeypatch.setenv("AZURE_CLIENT_SECRET", fake.client_secret)
     cloud.terminate(handle)
     assert fake.resources() == []
+
+
+@pytest.mark.parametrize(("power", "spot", "state"), [
+    ("running", False, "running"), ("starting", True, "running"), (None, False, "running"),
+    ("deallocated", False, "stopped"), ("stopped", False, "stopped"),
+    ("deallocating", False, "stopped"),
+    # skyk never stops spot clusters: a deallocated Spot VM is one Azure evicted.
+    ("deallocated", True, "preempted"), ("stopped", True, "stopped"),
+    ("gone", True, "preempted"), ("gone", False, "missing"),
+])
+def test_power_states_are_node_states(power, spot, state):
+    from types import SimpleNamespace
+
+    from skyk_azure import vms
+
+    statuses = [SimpleNamespace(code="ProvisioningState/succeeded")]
+    if power not in (None, "gone"):
+        statuses.append(SimpleNamespace(code=f"PowerState/{power}"))
+    vm = None if power == "gone" else SimpleNamespace(instance_view=SimpleNamespace(statuses=statuses))
+    assert vms.node_state(vm, spot) == state
