@@ -74,7 +74,7 @@ def test_what_a_two_node_launch_asks_for_and_terminate_removes(cloud, fake):
     assert {(ip["sku"]["name"], ip["properties"]["publicIPAllocationMethod"]) for ip in ips} == \
         {("Standard", "Static")}
     assert len(_of_type(fake, "disks")) == 2
-    assert [n.node_id for n in handle.nodes] == ["skyk-c1-0", "skyk-c1-1"]
+    assert [n.node_id for n in handle.nodes] == [f"skyk-c1-{request.uid}-0", f"skyk-c1-{request.uid}-1"]
     assert handle.nodes[0].runner["user"] == "azureuser"
     assert cloud.query(handle) == ["running", "running"]
 
@@ -225,7 +225,8 @@ def test_an_attempt_is_found_by_its_tag_and_removed(cloud, fake):
     cloud.provision(request)
     attempt = ProvisionAttempt.of(request)
     (found,) = cloud.find_attempt(attempt)
-    assert request.uid in found and "skyk-c1-0, skyk-c1-1" in found
+    assert found == f"resource group skyk-c1-{REGION}-{request.uid} (VMs skyk-c1-{request.uid}-0," \
+        f" skyk-c1-{request.uid}-1)"
     cloud.remove_attempt(attempt)
     assert cloud.find_attempt(attempt) == [] and fake.resources() == []
 
@@ -283,3 +284,63 @@ def test_power_states_are_node_states(power, spot, state):
         statuses.append(SimpleNamespace(code=f"PowerState/{power}"))
     vm = None if power == "gone" else SimpleNamespace(instance_view=SimpleNamespace(statuses=statuses))
     assert vms.node_state(vm, spot) == state
+
+
+@pytest.fixture
+def named_group(cloud, fake, monkeypatch):
+    """A resource group of the user's, named by SKYK_AZURE_RESOURCE_GROUP."""
+    from skyk_azure import session
+
+    session.clients().resource.resource_groups.create_or_update("mine", {"location": "westus2"})
+    monkeypatch.setenv("SKYK_AZURE_RESOURCE_GROUP", "mine")
+    return "mine"
+
+
+def _in_group(fake: FakeARM, group: str) -> list[str]:
+    return sorted(f"{r['type'].rsplit('/', 1)[1]} {r['name']}" for r in fake.resources()
+                  if f"/resourcegroups/{group}/providers/" in r["id"].lower())
+
+
+def test_a_named_resource_group_holds_the_cluster_and_keeps_nothing_after(cloud, fake, named_group):
+    request = _request(num_nodes=2)
+    handle = cloud.provision(request)
+    assert [g["name"] for g in _of_type(fake, "resourceGroups")] == ["mine"]
+    prefix = f"skyk-c1-{request.uid}"
+    assert _in_group(fake, "mine") == sorted(
+        [f"networkSecurityGroups {prefix}-nsg", f"virtualNetworks {prefix}-vnet"]
+        + [f"{kind} {prefix}-{rank}{suffix}" for rank in (0, 1) for kind, suffix in (
+            ("virtualMachines", ""), ("networkInterfaces", "-nic"), ("publicIPAddresses", "-ip"),
+            ("disks", "-osdisk"))])
+    found = cloud.find_attempt(ProvisionAttempt.of(request))
+    assert found[:2] == [f"VM {prefix}-0", f"VM {prefix}-1"] and len(found) == 10
+    assert cloud.query(handle) == ["running", "running"]
+
+    cloud.terminate(handle)
+    assert _in_group(fake, "mine") == [] and [g["name"] for g in _of_type(fake, "resourceGroups")] == ["mine"]
+    # Azure's order: a NIC only once its VM is gone, a public IP only once its NIC is.
+    deletes = [c.action for c in fake.calls if c.method == "DELETE"]
+    assert deletes.index("nic_delete") > max(i for i, a in enumerate(deletes) if a == "vm_delete")
+    assert deletes.index("publicip_delete") > max(i for i, a in enumerate(deletes) if a == "nic_delete")
+    assert "group_delete" not in deletes
+    assert not [c for c in fake.calls if c.status >= 400 and c.action.endswith("_delete")]
+    assert cloud.query(handle) == ["missing", "missing"]
+    cloud.terminate(handle)
+
+
+def test_a_failed_attempt_in_a_named_group_removes_only_its_own(cloud, fake, named_group):
+    fake.fail("AllocationFailed", times=1)
+    request = _request(num_nodes=2)
+    with pytest.raises(ProvisionError) as info:
+        cloud.provision(request)
+    assert info.value.kind == "capacity"
+    assert _in_group(fake, "mine") == []
+    assert cloud.find_attempt(ProvisionAttempt.of(request)) == []
+    cloud.remove_attempt(ProvisionAttempt.of(request))
+
+
+def test_a_named_group_that_does_not_exist_is_one_line_and_nothing_is_made(cloud, fake, monkeypatch):
+    monkeypatch.setenv("SKYK_AZURE_RESOURCE_GROUP", "nonesuch")
+    with pytest.raises(ProvisionError) as info:
+        cloud.provision(_request())
+    assert "nonesuch" in info.value.reason and "SKYK_AZURE_RESOURCE_GROUP" in info.value.reason
+    assert fake.resources() == []

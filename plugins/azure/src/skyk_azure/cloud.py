@@ -7,7 +7,9 @@ imported inside the methods that provision, which only ``launch``, ``stop``,
 
 Everything a launch attempt makes lives in one resource group of its own,
 tagged with the attempt from the moment it exists, so removing an attempt is
-deleting its group, and a killed launch's group is found by that tag.
+deleting its group, and a killed launch's group is found by that tag. In a
+group the user names (:mod:`skyk_azure.shared_group`) its resources carry the
+tag and are deleted one kind after the other.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class AzureCloud(SSHCloud):
         from skyk.provision.cleanup import removed_on_failure
         from skyk.provision.ssh_keys import user_key
 
-        from skyk_azure import errors, images, network, resource_groups, session, tags, vms
+        from skyk_azure import errors, images, names, network, session, shared_group, tags, vms
 
         offering = request.offering
         region = offering.region
@@ -93,12 +95,15 @@ class AzureCloud(SSHCloud):
             clients = session.clients()
             session.authenticate(clients)
             image = images.reference(request)
-            group = resource_groups.group_name(request.cluster, region, request.uid)
+            shared = shared_group.named()
+            group = shared or _own_group(request.cluster, region, request.uid)
             # A read first: an endpoint that does not answer fails with nothing made.
-            _group_exists(clients, group)
+            if not _group_exists(clients, group) and shared:
+                raise ProvisionError("other", "cloud", f"resource group {shared} (named by"
+                                     f" {shared_group.ENV}) does not exist in this subscription")
         except AzureError as exc:
             raise errors.classify(exc, region, offering.zone) from exc
-        names = [vms.vm_name(request.cluster, rank) for rank in range(request.num_nodes)]
+        vm_names = [names.vm(request.cluster, request.uid, rank) for rank in range(request.num_nodes)]
         labels = tags.attempt_tags(request.cluster, request.uid)
 
         # From here on something may exist: any failure removes all the attempt made.
@@ -106,25 +111,30 @@ class AzureCloud(SSHCloud):
             return errors.classify(exc, region, offering.zone) if isinstance(exc, AzureError) else exc
 
         def remove() -> None:
-            resource_groups.delete(clients, [group, *resource_groups.find(clients, request.uid)])
+            _remove(clients, request.cluster, request.uid, shared, None if shared else group)
 
         with removed_on_failure(request.uid, remove, classify,
                                 lambda exc: errors.classify(exc, region).reason):
-            resource_groups.create(clients, group, region, labels)
-            subnet_id = network.create_shared(clients, group, region, labels, request.ports)
+            if not shared:
+                from skyk_azure import resource_groups
+
+                resource_groups.create(clients, group, region, labels)
+            subnet_id, nsg_id = network.create_shared(clients, group, region, request.cluster,
+                                                      request.uid, labels, request.ports)
 
             def make(rank: int) -> tuple[str, str | None]:
-                nic_id = network.create_interface(clients, group, region, names[rank],
+                nic_id = network.create_interface(clients, group, region, vm_names[rank],
                                                   tags.attempt_tags(request.cluster, request.uid, rank),
-                                                  subnet_id)
-                vms.create(clients, group, names[rank],
+                                                  subnet_id, nsg_id)
+                vms.create(clients, group, vm_names[rank],
                            vms.body(request, rank, image, self.ssh_user, key, nic_id))
-                return network.addresses(clients, group, names[rank])
+                return network.addresses(clients, group, vm_names[rank])
 
             found = _each(make, range(request.num_nodes))
         nodes = tuple(self._node(name, private, public, key, rank)
-                      for rank, (name, (private, public)) in enumerate(zip(names, found, strict=True)))
-        return ClusterHandle.of(request, nodes, {"resource_group": group, "vms": names})
+                      for rank, (name, (private, public)) in enumerate(zip(vm_names, found, strict=True)))
+        return ClusterHandle.of(request, nodes, {"resource_group": group, "own_group": not shared,
+                                                 "vms": vm_names})
 
     def query(self, handle: ClusterHandle) -> list[NodeState]:
         from skyk_azure import vms
@@ -181,32 +191,35 @@ class AzureCloud(SSHCloud):
         return dataclasses.replace(handle, nodes=nodes)
 
     def terminate(self, handle: ClusterHandle) -> None:
-        from skyk_azure import resource_groups
-
         with _user_errors(f"remove cluster {handle.cluster}", handle.region):
-            clients = _clients()
-            resource_groups.delete(clients, [_group_of(handle),
-                                             *resource_groups.find(clients, handle.uid)])
+            group = _group_of(handle)
+            if handle.extra.get("own_group", True):
+                _remove(_clients(), handle.cluster, handle.uid, own=group)
+            else:
+                _remove(_clients(), handle.cluster, handle.uid, shared=group)
 
     def find_attempt(self, attempt: ProvisionAttempt) -> list[str]:
-        from skyk_azure import errors, resource_groups
+        from skyk_azure import errors, names, resource_groups, shared_group
 
         with _user_errors(f"look up what launch attempt {attempt.uid} made", attempt.region):
             clients = _clients()
             found = []
             for group in resource_groups.find(clients, attempt.uid):
-                names = [vm.name for vm in errors.call(
+                vm_names = [vm.name for vm in errors.call(
                     lambda g=group: list(clients.compute.virtual_machines.list(g)))]
                 found.append(f"resource group {group}"
-                             + (f" (VMs {', '.join(sorted(names))})" if names else ""))
+                             + (f" (VMs {', '.join(sorted(vm_names))})" if vm_names else ""))
+            # The group the user names now, where the attempt may have been made.
+            if (shared := shared_group.named()) is not None:
+                found += shared_group.find(clients, shared, attempt.uid,
+                                           names.prefix(attempt.cluster, attempt.uid))
             return found
 
     def remove_attempt(self, attempt: ProvisionAttempt) -> None:
-        from skyk_azure import resource_groups
+        from skyk_azure import shared_group
 
         with _user_errors(f"remove what launch attempt {attempt.uid} made", attempt.region):
-            clients = _clients()
-            resource_groups.delete(clients, resource_groups.find(clients, attempt.uid))
+            _remove(_clients(), attempt.cluster, attempt.uid, shared_group.named())
 
     def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:
         # A VM that powers itself off stays allocated and billed in Azure, and
@@ -226,11 +239,24 @@ def _clients():
     return session.clients()
 
 
-def _group_of(handle: ClusterHandle) -> str:
+def _own_group(cluster: str, region: str, uid: str) -> str:
     from skyk_azure import resource_groups
 
-    return handle.extra.get("resource_group") or resource_groups.group_name(
-        handle.cluster, handle.region, handle.uid)
+    return resource_groups.group_name(cluster, region, uid)
+
+
+def _group_of(handle: ClusterHandle) -> str:
+    return handle.extra.get("resource_group") or _own_group(handle.cluster, handle.region, handle.uid)
+
+
+def _remove(clients, cluster: str, uid: str, shared: str | None = None, own: str | None = None) -> None:
+    """Delete what attempt ``uid`` made: its own resource groups (``own``, and any found by
+    tag), and in the group ``shared`` the user named, if any, its resources there."""
+    from skyk_azure import names, resource_groups, shared_group
+
+    if shared is not None:
+        shared_group.remove(clients, shared, uid, names.prefix(cluster, uid))
+    resource_groups.delete(clients, [*([own] if own else []), *resource_groups.find(clients, uid)])
 
 
 def _group_exists(clients, group: str) -> bool:

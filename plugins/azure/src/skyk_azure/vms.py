@@ -1,6 +1,6 @@
 """The cluster's virtual machines: what skyk asks ARM for, and what their states mean.
 
-One VM per node, ``skyk-<cluster>-<rank>`` in the attempt's resource group,
+One VM per node, ``skyk-<cluster>-<uid>-<rank>`` in the attempt's resource group,
 each with its own NIC (see :mod:`skyk_azure.network`) and a managed OS disk
 that is deleted with it. The user's SSH key goes in ``osProfile`` for the
 image's admin user; password login is off.
@@ -15,7 +15,7 @@ from skyk.provision.cloud import NodeState
 from skyk.provision.ssh_keys import UserKey
 from skyk.provision.types import ProvisionRequest
 
-from skyk_azure import errors, tags
+from skyk_azure import errors, names, tags
 from skyk_azure.session import Clients
 
 #: GiB of the OS disk when the task names none (SkyPilot's default).
@@ -32,11 +32,6 @@ RUNNING = ("running", "starting")
 STOPPED = ("deallocated", "deallocating", "stopped", "stopping")
 
 
-def vm_name(cluster: str, rank: int) -> str:
-    """Node ``rank``'s VM name (also its host name; Linux allows 64 characters)."""
-    return f"skyk-{cluster}-{rank}"[:64]
-
-
 def zone_of(zone: str | None) -> str | None:
     """Azure's zone number ("1", "2", "3") of a catalog zone (``eastus-1`` or ``1``)."""
     return zone.rsplit("-", 1)[-1] if zone else None
@@ -46,13 +41,13 @@ def body(request: ProvisionRequest, rank: int, image: dict[str, str], user: str,
          nic_id: str) -> dict[str, Any]:
     """The ARM JSON of node ``rank``'s VM."""
     offering = request.offering
-    name = vm_name(request.cluster, rank)
+    name = names.vm(request.cluster, request.uid, rank)
     disk_type = DISK_TYPES.get(request.disk_tier or DEFAULT_TIER, DISK_TYPES[DEFAULT_TIER])
     properties: dict[str, Any] = {
         "hardwareProfile": {"vmSize": offering.instance_type},
         "storageProfile": {
             "imageReference": image,
-            "osDisk": {"name": f"{name}-osdisk", "createOption": "FromImage",
+            "osDisk": {"name": names.os_disk(name), "createOption": "FromImage",
                        "diskSizeGB": request.disk_size or DEFAULT_DISK_GB,
                        "managedDisk": {"storageAccountType": disk_type},
                        "deleteOption": "Delete"}},
