@@ -85,7 +85,17 @@ class AzureCloud(SSHCloud):
         from skyk.provision.cleanup import removed_on_failure
         from skyk.provision.ssh_keys import user_key
 
-        from skyk_azure import errors, images, names, network, session, shared_group, tags, vms
+        from skyk_azure import (
+            errors,
+            images,
+            names,
+            network,
+            resource_groups,
+            session,
+            shared_group,
+            tags,
+            vms,
+        )
 
         offering = request.offering
         region = offering.region
@@ -116,8 +126,6 @@ class AzureCloud(SSHCloud):
         with removed_on_failure(request.uid, remove, classify,
                                 lambda exc: errors.classify(exc, region).reason):
             if not shared:
-                from skyk_azure import resource_groups
-
                 resource_groups.create(clients, group, region, labels)
             subnet_id, nsg_id = network.create_shared(clients, group, region, request.cluster,
                                                       request.uid, labels, request.ports)
