@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from fakecloud.azure import FakeARM
 from fakecloud.twins import require_twin_tools, ssh_to_twin
+from lifecycle_helpers import wait_for
 
 pytest.importorskip("azure.mgmt.compute")
 
@@ -395,3 +396,101 @@ def test_async_operation_reports_in_progress_first(clients, fake):
         statuses.append(requests.get(url, headers={"Authorization": f"Bearer {token}"},
                                      verify=str(fake.ca_file), timeout=10).json()["status"])
     assert statuses[0] == "InProgress" and statuses[-1] == "Succeeded"
+
+
+# -- managed disks, tag filters, guest shutdown ------------------------------------------
+
+def _disks(clients: Clients, group: str = "rg1") -> dict[str, object]:
+    return {d.name: d for d in clients.compute.disks.list_by_resource_group(group)}
+
+
+@pytest.mark.parametrize("option", ["Delete", "Detach"])
+def test_the_os_disk_is_a_managed_disk_deleted_or_detached_with_its_vm(clients, option):
+    from azure.mgmt.compute import models as c
+
+    _group(clients)
+    nic_id = clients.network_for("rg1")
+    body = clients.vm_body(nic_id, "k")
+    body.storage_profile.os_disk = c.OSDisk(
+        name="head-osdisk", create_option="FromImage", disk_size_gb=256, delete_option=option,
+        managed_disk=c.ManagedDiskParameters(storage_account_type="Premium_LRS"))
+    vms = clients.compute.virtual_machines
+    vm = vms.begin_create_or_update("rg1", "head", body).result()
+    assert vm.storage_profile.os_disk.managed_disk.id.endswith("/disks/head-osdisk")
+    disk = clients.compute.disks.get("rg1", "head-osdisk")
+    assert (disk.disk_size_gb, disk.sku.name, disk.managed_by, disk.disk_state) == \
+        (256, "Premium_LRS", vm.id, "Attached")
+    with pytest.raises(HttpResponseError) as info:  # still the VM's
+        clients.compute.disks.begin_delete("rg1", "head-osdisk").result()
+    assert info.value.error.code == "OperationNotAllowed"
+
+    vms.begin_delete("rg1", "head").result()
+    if option == "Delete":
+        assert _disks(clients) == {}
+    else:
+        left = clients.compute.disks.get("rg1", "head-osdisk")
+        assert (left.managed_by, left.disk_state) == (None, "Unattached")
+        clients.compute.disks.begin_delete("rg1", "head-osdisk").result()
+        assert _disks(clients) == {}
+
+
+def test_a_vm_without_disk_name_gets_one_and_the_group_delete_takes_it(clients, fake):
+    _group(clients)
+    nic_id = clients.network_for("rg1")
+    clients.compute.virtual_machines.begin_create_or_update(
+        "rg1", "head", clients.vm_body(nic_id, "k")).result()
+    (name,) = _disks(clients)
+    assert name.startswith("head_OsDisk_1_")
+    clients.resource.resource_groups.begin_delete("rg1").result()
+    assert fake.resources() == []
+
+
+def test_an_image_reference_must_name_an_image(clients):
+    from azure.mgmt.compute import models as c
+
+    _group(clients)
+    nic_id = clients.network_for("rg1")
+    body = clients.vm_body(nic_id, "k")
+    body.storage_profile.image_reference = c.ImageReference(publisher="Canonical")
+    with pytest.raises(HttpResponseError) as info:
+        clients.compute.virtual_machines.begin_create_or_update("rg1", "bad", body).result()
+    assert info.value.error.code == "InvalidParameter"
+
+
+def test_resource_groups_are_listed_by_tag(clients):
+    groups = clients.resource.resource_groups
+    groups.create_or_update("a", {"location": LOCATION, "tags": {"skyk-attempt": "u1"}})
+    groups.create_or_update("b", {"location": LOCATION, "tags": {"skyk-attempt": "u2"}})
+    groups.create_or_update("c", {"location": LOCATION})
+    assert [g.name for g in groups.list(filter="tagName eq 'skyk-attempt' and tagValue eq 'u2'")] \
+        == ["b"]
+    assert sorted(g.name for g in groups.list(filter="tagName eq 'skyk-attempt'")) == ["a", "b"]
+
+
+def test_a_public_ip_on_a_nic_cannot_be_deleted(clients):
+    _group(clients)
+    clients.network_for("rg1")
+    with pytest.raises(HttpResponseError) as info:
+        clients.network.public_ip_addresses.begin_delete("rg1", "pip").result()
+    assert info.value.error.code == "PublicIPAddressCannotBeDeleted"
+    clients.network.network_interfaces.begin_delete("rg1", "nic").result()
+    clients.network.public_ip_addresses.begin_delete("rg1", "pip").result()
+
+
+def test_a_guest_poweroff_leaves_the_vm_stopped_but_allocated(twin_bed):
+    fake, clients, key, host = twin_bed
+    _group(clients)
+    nic_id = clients.network_for("rg1", static_ip=True)
+    public_key = key.with_suffix(".pub").read_text().strip()
+    vm = clients.compute.virtual_machines.begin_create_or_update(
+        "rg1", "head", clients.vm_body(nic_id, public_key)).result()
+    twin = fake.twin(vm.id)
+    # The connection may drop as the node goes down: the state is what counts.
+    _ssh(key, twin.public_ip, "sudo -n poweroff")
+    wait_for(lambda: clients.power("rg1", "head") == "PowerState/stopped", timeout=60,
+             what="the VM to be stopped")
+    assert twin.state == "stopped"
+    clients.compute.virtual_machines.begin_deallocate("rg1", "head").result()
+    assert clients.power("rg1", "head") == "PowerState/deallocated"
+    clients.compute.virtual_machines.begin_start("rg1", "head").result()
+    assert twin.state == "running" and clients.power("rg1", "head") == "PowerState/running"

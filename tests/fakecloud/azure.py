@@ -19,8 +19,9 @@ and otherwise ignored:
 - the token endpoint (OpenID configuration and ``oauth2/v2.0/token``, client
   credentials only); ARM requests need one of its bearer tokens (401
   ``InvalidAuthenticationToken`` otherwise);
-- resource groups: PUT (tags), GET, HEAD, list, DELETE (202 and an
-  ``Azure-AsyncOperation``; everything inside goes);
+- resource groups: PUT (tags), GET, HEAD, list (``$filter`` by ``tagName``
+  and ``tagValue``), DELETE (202 and an ``Azure-AsyncOperation``; everything
+  inside goes);
 - Microsoft.Network networkSecurityGroups (securityRules), virtualNetworks
   (subnets, also as child resources), publicIPAddresses, networkInterfaces:
   PUT/GET/list/DELETE, provisioned at once;
@@ -28,7 +29,19 @@ and otherwise ignored:
   that is InProgress at least once, then Succeeded or Failed with
   ``error.code``; a failed create leaves the VM in provisioningState Failed, as
   Azure does), GET (``$expand=instanceView``), ``/instanceView``, DELETE, POST
-  ``deallocate``, ``start``, ``powerOff``;
+  ``deallocate``, ``start``, ``powerOff``; ``imageReference`` must have an
+  ``id`` or ``publisher``, ``offer`` and ``sku``;
+- Microsoft.Compute disks: each VM's OS disk, made with it from
+  ``storageProfile.osDisk`` (name, ``diskSizeGB``, ``managedDisk.storageAccountType``;
+  the name and the disk's id written back into the VM as Azure does); GET,
+  list, DELETE (``OperationNotAllowed`` while its VM exists). Deleting the VM
+  deletes it with ``deleteOption: Delete``, else (``Detach``, the default)
+  leaves it ``Unattached``; a spot eviction with policy Delete deletes it;
+- a NIC still attached to a VM cannot be deleted (``NicInUse``), nor a public
+  IP still on a NIC (``PublicIPAddressCannotBeDeleted``);
+- a twin's own shutdown (the guest powers off): the VM is ``stopped``, still
+  allocated, as in Azure (:meth:`FakeARM.twin_shut_down`, attached as the twin
+  host's ``on_shutdown`` unless the host has one);
 - faults by rule (:meth:`FakeARM.fail`): capacity codes end the request's
   async operation Failed, every other code answers the request itself with
   ARM's error body and status;
@@ -119,6 +132,7 @@ _TYPES = {
     ("microsoft.network", "publicipaddresses"): "Microsoft.Network/publicIPAddresses",
     ("microsoft.network", "networkinterfaces"): "Microsoft.Network/networkInterfaces",
     ("microsoft.compute", "virtualmachines"): "Microsoft.Compute/virtualMachines",
+    ("microsoft.compute", "disks"): "Microsoft.Compute/disks",
 }
 # Short names used in calls' and rules' actions.
 _KINDS = {
@@ -127,6 +141,7 @@ _KINDS = {
     "Microsoft.Network/publicIPAddresses": "publicip",
     "Microsoft.Network/networkInterfaces": "nic",
     "Microsoft.Compute/virtualMachines": "vm",
+    "Microsoft.Compute/disks": "disk",
 }
 _VERBS = {"PUT": "create", "GET": "get", "HEAD": "get", "DELETE": "delete", "PATCH": "update"}
 _POWER_TEXT = {"running": "VM running", "deallocated": "VM deallocated",
@@ -277,6 +292,8 @@ class FakeARM:
         """Make the certificate, start serving on a free loopback port; returns self."""
         if self._server is not None:
             raise RuntimeError("FakeARM already started")
+        if self.twins is not None and self.twins.on_shutdown is None:
+            self.twins.on_shutdown = self.twin_shut_down
         self._dir = Path(tempfile.mkdtemp(prefix="fakearm-"))
         self.ca_file, key_file = _make_certificate(self._dir)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -364,6 +381,20 @@ class FakeARM:
         with self._lock:
             return self._twins_by_vm.get(vm_id.lower())
 
+    def twin_shut_down(self, twin: Twin) -> None:
+        """The twin host's ``on_shutdown``: the guest powered itself off.
+
+        As in Azure, the VM is then ``stopped``: off, but still allocated (and
+        billed), with its addresses; only ARM can deallocate it.
+        """
+        with self._lock:
+            key = next((k for k, t in self._twins_by_vm.items() if t is twin), None)
+        twin.stop()
+        with self._lock:
+            vm = self._resources.get(key or "")
+            if vm is not None and vm["_power"] in ("running", "starting", "stopping"):
+                vm["_power"] = "stopped"
+
     def evict(self, vm_id: str) -> None:
         """Azure evicts Spot VM ``vm_id``: deallocated or deleted per its evictionPolicy.
 
@@ -381,8 +412,8 @@ class FakeARM:
         if twin is not None:
             (twin.terminate if delete else twin.stop)()
         with self._lock:
-            if delete:
-                self._remove_vm(key)
+            if delete:  # the VM and its disks (Azure's Delete eviction policy)
+                self._remove_vm(key, delete_disks=True)
             else:
                 vm["_power"] = "deallocated"
                 self._sync_addresses(key)
@@ -559,6 +590,8 @@ class FakeARM:
             return self._operation(low[7])
         if action == "group_list":
             groups = [r for k, r in self._resources.items() if k.count("/") == 4]
+            if query.get("$filter"):
+                groups = [g for g in groups if _tag_filter(query["$filter"])(g)]
             return _Answer(200, {"value": [self._public(g) for g in groups]})
         group_key = "/" + "/".join(low[:4])
         group_id = "/" + "/".join(parts[:4])
@@ -601,6 +634,8 @@ class FakeARM:
                 return _Answer(204)
             if rtype == "Microsoft.Compute/virtualMachines":
                 return self._vm_delete(key, parts)
+            if rtype == "Microsoft.Compute/disks":
+                return self._disk_delete(key)
             self._delete_network(key, rtype)
             return _Answer(200)
         if method == "PUT":
@@ -885,12 +920,13 @@ class FakeARM:
         if not nic_keys:
             raise ARMError(400, "InvalidParameter", "At least one network interface is required.")
         props.update(provisioningState="Creating", vmId=str(uuid.uuid4()), timeCreated=_now())
+        disk_key = self._os_disk(parts, rid, body, props)
         osp = props.setdefault("osProfile", {})
         osp.pop("adminPassword", None)
         osp.pop("customData", None)
         vm = {"id": rid, "name": parts[7], "type": "Microsoft.Compute/virtualMachines",
               "location": body["location"], "tags": body.get("tags") or {}, "properties": props,
-              "_power": "starting", "_nics": nic_keys}
+              "_power": "starting", "_nics": nic_keys, "_disk": disk_key}
         if "zones" in body:
             vm["zones"] = body["zones"]
         self._resources[key] = vm
@@ -1016,11 +1052,19 @@ class FakeARM:
         return self._async(vm["location"], "Microsoft.Compute",
                            (twin.terminate if twin is not None else (lambda: None)), status=202)
 
-    def _remove_vm(self, key: str) -> None:
+    def _remove_vm(self, key: str, delete_disks: bool = False) -> None:
         vm = self._resources.pop(key, None)
         self._twins_by_vm.pop(key, None)
         if vm is None:
             return
+        disk = self._resources.get(vm.get("_disk") or "")
+        if disk is not None:
+            os_disk = vm["properties"]["storageProfile"]["osDisk"]
+            if delete_disks or os_disk.get("deleteOption") == "Delete":
+                del self._resources[vm["_disk"]]
+            else:  # Detach, the default: the disk stays, unattached
+                disk.pop("managedBy", None)
+                disk["properties"]["diskState"] = "Unattached"
         for nic_key in vm["_nics"]:
             nic = self._resources.get(nic_key)
             if nic is not None:
@@ -1034,6 +1078,66 @@ class FakeARM:
                 if pip is not None and \
                         pip["properties"].get("publicIPAllocationMethod") != "Static":
                     pip["properties"].pop("ipAddress", None)
+
+
+    def _os_disk(self, parts: list[str], vm_id: str, body: dict[str, Any],
+                 props: dict[str, Any]) -> str:
+        """Create the VM's managed OS disk from ``storageProfile.osDisk``; return its key.
+
+        Written back into the VM's osDisk as Azure does (name, size, the disk's id).
+        """
+        storage = props.setdefault("storageProfile", {})
+        os_disk = storage.setdefault("osDisk", {})
+        image = storage.get("imageReference") or {}
+        if not (image.get("id") or all(image.get(k) for k in ("publisher", "offer", "sku"))):
+            raise ARMError(400, "InvalidParameter", "The value of parameter imageReference is"
+                                                    " invalid: give an id, or publisher, offer and"
+                                                    " sku.")
+        name = os_disk.get("name") or f"{parts[7]}_OsDisk_1_{secrets.token_hex(16)}"
+        managed = os_disk.setdefault("managedDisk", {})
+        sku = managed.get("storageAccountType") or "Standard_LRS"
+        disk_id = "/" + "/".join([*parts[:4], "providers", "Microsoft.Compute", "disks", name])
+        key = disk_id.lower()
+        if key in self._resources:
+            raise ARMError(409, "ConflictingUserInput", f"Disk {name} already exists in resource"
+                                                        f" group {parts[3].upper()}.")
+        size = int(os_disk.get("diskSizeGB") or 30)
+        os_disk.update(name=name, diskSizeGB=size, createOption=os_disk.get("createOption")
+                       or "FromImage", deleteOption=os_disk.get("deleteOption") or "Detach",
+                       osType="Linux")
+        managed.update(id=disk_id, storageAccountType=sku)
+        self._resources[key] = {
+            "id": disk_id, "name": name, "type": "Microsoft.Compute/disks",
+            "location": body["location"], "tags": body.get("tags") or {}, "managedBy": vm_id,
+            "sku": {"name": sku, "tier": sku.split("_")[0]},
+            **({"zones": body["zones"]} if "zones" in body else {}),
+            "properties": {"osType": "Linux", "diskSizeGB": size, "diskState": "Attached",
+                           "provisioningState": "Succeeded", "timeCreated": _now(),
+                           "creationData": {"createOption": "FromImage",
+                                            "imageReference": dict(image)}}}
+        return key
+
+    def _disk_delete(self, key: str) -> _Answer:
+        disk = self._resources[key]
+        if disk.get("managedBy") and disk["managedBy"].lower() in self._resources:
+            raise ARMError(409, "OperationNotAllowed", f"Disk {disk['name']} is attached to VM"
+                                                       f" {disk['managedBy']}.")
+        del self._resources[key]
+        return self._async(disk["location"], "Microsoft.Compute", lambda: None, status=202)
+
+
+def _tag_filter(text: str) -> Callable[[dict[str, Any]], bool]:
+    """ARM's resource group ``$filter``: ``tagName eq 'k' and tagValue eq 'v'`` (or the name alone)."""
+    found = dict(re.findall(r"(tagName|tagValue)\s+eq\s+'([^']*)'", text))
+    if "tagName" not in found:
+        raise ARMError(400, "InvalidFilterInQueryString", f"Invalid $filter '{text}'.")
+    name, value = found["tagName"], found.get("tagValue")
+
+    def matches(group: dict[str, Any]) -> bool:
+        tags = group.get("tags") or {}
+        return name in tags and (value is None or tags[name] == value)
+
+    return matches
 
 
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")

@@ -40,7 +40,14 @@ def test_unquoted_generation_does_not_shift_columns(offerings):
 
 def test_regions_without_zones(offerings):
     assert all(o.zone is None for o in offerings)
-    assert len(offerings) == 56671
+    assert len(offerings) == 53767
+
+
+def test_arm_sizes_are_not_offered(offerings):
+    # The catalog's images are all x86-64: an Arm size (a "p" feature letter) could not boot.
+    sizes = {o.instance_type for o in offerings}
+    assert "Standard_D2s_v5" in sizes and "Standard_NC24ads_A100_v4" in sizes
+    assert not {"Standard_D2ps_v5", "Standard_B2pts_v2", "Standard_E2pds_v5"} & sizes
 
 
 def test_fractional_gpus(offerings):

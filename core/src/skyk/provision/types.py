@@ -109,14 +109,14 @@ class ClusterHandle:
 
     @classmethod
     def of(cls, request: ProvisionRequest, nodes: tuple[NodeInfo, ...],
-           extra: dict[str, Any]) -> ClusterHandle:
-        """The handle of ``nodes``, made for ``request`` where its offering is."""
+           extra: dict[str, Any] | None = None) -> ClusterHandle:
+        """The handle of ``nodes``, made for ``request`` on its offering."""
         offering = request.offering
         return cls(cluster=request.cluster, uid=request.uid, cloud=offering.cloud,
                    region=offering.region, zone=offering.zone, instance_type=offering.instance_type,
                    use_spot=request.use_spot, hourly_price=offering.hourly_price(request.use_spot) or 0.0,
                    accelerator=offering.accelerator, accelerator_count=offering.accelerator_count,
-                   nodes=nodes, extra=extra)
+                   nodes=nodes, extra=dict(extra or {}))
 
     @property
     def head(self) -> NodeInfo:

@@ -75,6 +75,7 @@ class AWSCloud(SSHCloud):
 
     def provision(self, request: ProvisionRequest) -> ClusterHandle:
         from botocore.exceptions import BotoCoreError, ClientError
+        from skyk.provision.cleanup import removed_on_failure
         from skyk.provision.ssh_cloud import cloud_config
         from skyk.provision.ssh_keys import user_key
 
@@ -94,7 +95,12 @@ class AWSCloud(SSHCloud):
         except (ClientError, BotoCoreError) as exc:
             raise errors.classify(exc, region, offering.zone) from exc
         # From here on something may exist: any failure removes all the attempt made.
-        try:
+        def classify(exc: BaseException) -> BaseException:
+            if isinstance(exc, (ClientError, BotoCoreError)):
+                return errors.classify(exc, region, offering.zone)
+            return exc
+
+        with removed_on_failure(request.uid, lambda: _remove(ec2, request.uid), classify, errors.reason):
             group_id = security_groups.create(ec2, network.vpc_id, request.cluster, request.uid,
                                               request.ports)
             params["SecurityGroupIds"] = [group_id]
@@ -103,20 +109,6 @@ class AWSCloud(SSHCloud):
             running = instances.wait_running(ec2, ids, network.public_ips, RUNNING_TIMEOUT, offering.zone)
             # Once EC2 lists them: tagging an instance it does not list yet fails.
             instances.tag_ranks(ec2, running)
-        except BaseException as exc:
-            failure = (errors.classify(exc, region, offering.zone)
-                       if isinstance(exc, (ClientError, BotoCoreError)) else exc)
-            try:
-                _remove(ec2, request.uid)
-            except Exception as cleanup:  # noqa: BLE001 - reported with the failure
-                # Kept as unsettled (a timeout), so 'status -r' shows it and 'down' retries.
-                why = cleanup.reason if isinstance(cleanup, ProvisionError) else errors.reason(cleanup)
-                first = failure.reason if isinstance(failure, ProvisionError) else str(failure)
-                raise ProvisionError("timeout", "region", f"{first}; then could not remove what"
-                                     f" attempt {request.uid} made: {why}") from exc
-            if failure is exc:
-                raise
-            raise failure from exc
         nodes = tuple(self._node(i, key, rank) for rank, i in enumerate(running))
         extra = {"instance_ids": ids, "security_group_id": group_id, "zone_name": zone_name,
                  "vpc_id": network.vpc_id, "subnet_id": network.subnet_id,

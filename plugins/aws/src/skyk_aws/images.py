@@ -16,6 +16,7 @@ from pathlib import Path
 from skyk.catalog.csvfile import read_rows
 from skyk.catalog.offering import Offering
 from skyk.catalog.store import catalog_dir
+from skyk.provision.images import chosen_image
 from skyk.provision.types import ProvisionError, ProvisionRequest
 
 from skyk_aws import errors
@@ -69,19 +70,8 @@ def catalog_image(tag: str, region: str, directory: Path | None = None) -> str |
 
 def chosen_image_id(request: ProvisionRequest) -> str:
     """The AMI ID ``request`` boots: its own ``image_id``, or the catalog's for its offering."""
-    offering = request.offering
-    wanted = request.image_id
-    if wanted and wanted.startswith("docker:"):
-        raise ProvisionError("unsupported", "cloud", f"image_id {wanted}: the aws plugin runs tasks"
-                             " on the VM's own image, not in containers")
-    if wanted and not wanted.startswith("skypilot:"):
-        return wanted
-    tag = wanted or default_tag(offering)
-    image = catalog_image(tag, offering.region)
-    if image is None:
-        raise ProvisionError("unsupported", "region", f"the catalog's {'/'.join(IMAGES_FILE)} has no"
-                             f" {tag} image for {offering.region}; set image_id to an AMI there")
-    return image
+    return chosen_image(request, default_tag(request.offering), catalog_image, "/".join(IMAGES_FILE),
+                        "an AMI")
 
 
 def describe(ec2, image_id: str, region: str) -> Image:

@@ -10,27 +10,16 @@ tries again while it is.
 from __future__ import annotations
 
 from botocore.exceptions import ClientError
+from skyk.provision.ports import port_ranges
 
 from skyk_aws import errors, tags
 
-SSH_PORT = 22
 ANYWHERE = "0.0.0.0/0"
 
 
 def group_name(cluster: str, uid: str) -> str:
     """The group's name (cluster names are at most 63 safe characters, well within EC2's 255)."""
     return f"skyk-{cluster}-{uid}"
-
-
-def port_ranges(ports: tuple[int, ...] | list[int]) -> list[tuple[int, int]]:
-    """Merge ports (SSH included) into as few (first, last) TCP ranges as they allow."""
-    ranges: list[tuple[int, int]] = []
-    for port in sorted({SSH_PORT, *ports}):
-        if ranges and port == ranges[-1][1] + 1:
-            ranges[-1] = (ranges[-1][0], port)
-        else:
-            ranges.append((port, port))
-    return ranges
 
 
 def create(ec2, vpc_id: str, cluster: str, uid: str, ports: tuple[int, ...]) -> str:
