@@ -72,10 +72,11 @@ def test_every_zone_failing_lists_every_attempt_in_one_line(skyk, tmp_path):
     lines = result.stderr.strip().splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("#  INFRA"))
     assert lines[header].split() == ["#", "INFRA", "INSTANCE_TYPE", "FAILURE", "BLOCKED", "REASON"]
-    rows = [line.split(maxsplit=6) for line in lines[header + 1:header + 5]]
+    rows = [line.split(maxsplit=8) for line in lines[header + 1:header + 5]]
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
-    assert {(r[3], r[4]) for r in rows} == {("capacity", "zone")}
-    assert [r[5] for r in rows] == [r[1] for r in rows], "each failure blocked its own zone"
+    # No capacity rules out the instance type in that zone, not the zone.
+    assert {tuple(r[2:7]) for r in rows} == {("flaky.cpu", "capacity", "flaky.cpu", "in", "zone")}
+    assert [r[7] for r in rows] == [r[1] for r in rows], "each failure blocked its own zone"
     assert lines[header + 5] == error
     assert status_json(skyk) == []
 
@@ -157,3 +158,24 @@ def test_a_launch_plans_over_enabled_clouds_only(skyk, tmp_path):
     assert planned.returncode == 0
     assert all(f"\n{cloud}/" in planned.stdout for cloud in ("aws", "gcp", "azure")), planned.stdout
     assert status_json(skyk) == []
+
+
+def test_no_capacity_rules_out_the_instance_type_and_other_failures_the_place():
+    from skyk.catalog.offering import Offering
+    from skyk.optimizer.ranking import Candidate, is_blocked
+    from skyk.provision.failover import blocked_location
+    from skyk.provision.types import ProvisionError
+    from skyk.spec.resources import Requirement
+
+    def offer(kind: str, zone: str = "us-east4-a") -> Offering:
+        return Offering("gcp", kind, 96, 384, "us-east4", zone, 8.0, 3.0)
+
+    l4 = Candidate(offer("g2-standard-96"), Requirement(), 0, 8.0)
+    full = blocked_location(l4, ProvisionError("capacity", "zone", "ZONE_RESOURCE_POOL_EXHAUSTED"))
+    assert is_blocked(offer("g2-standard-96"), {full})
+    assert not is_blocked(offer("a2-ultragpu-8g"), {full}), "an A100 machine in the zone is other hardware"
+    assert not is_blocked(offer("g2-standard-96", "us-east4-c"), {full})
+    quota = blocked_location(l4, ProvisionError("quota", "region", "QUOTA_EXCEEDED"))
+    assert is_blocked(offer("a2-ultragpu-8g", "us-east4-c"), {quota})
+    denied = blocked_location(l4, ProvisionError("credentials", "cloud", "forbidden"))
+    assert denied == ("gcp", None, None, None)

@@ -78,12 +78,12 @@ def test_max_hourly_cost_applies_to_all_nodes():
 
 
 def test_blocked_locations_fail_over_to_the_next_cheapest():
-    plan = rank(CATALOG, [A100_8], blocked={("a", "r2", "r2-z1")})
+    plan = rank(CATALOG, [A100_8], blocked={("a", "r2", "r2-z1", None)})
     assert plan.best.offering.zone == "r1-z1"
-    plan = rank(CATALOG, [A100_8], blocked={("a", None, None)})
+    plan = rank(CATALOG, [A100_8], blocked={("a", None, None, None)})
     assert plan.best.offering.cloud == "b"
     with pytest.raises(NoFeasibleResources, match="failed to provision"):
-        rank(CATALOG, [A100_8], blocked={("a", None, None), ("b", None, None)})
+        rank(CATALOG, [A100_8], blocked={("a", None, None, None), ("b", None, None, None)})
 
 
 def test_cpu_requests_and_cloud_defaults():

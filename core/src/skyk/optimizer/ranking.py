@@ -12,9 +12,9 @@ from skyk.errors import NoFeasibleResources
 from skyk.spec.resources import Requirement
 from skyk.spec.values import Quantity
 
-#: A place provisioning failed: (cloud, region, zone); region or zone None
-#: blocks the whole cloud or region.
-Location = tuple[str, str | None, str | None]
+#: A place provisioning failed: (cloud, region, zone, instance type); region or
+#: zone None blocks the whole cloud or region, instance type None every type there.
+Location = tuple[str, str | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def canonicalize(requirements: Sequence[Requirement], names: AcceleratorNames,
 def is_blocked(offering: Offering, blocked: Collection[Location]) -> bool:
     """Whether provisioning already failed at this offering's cloud, region or zone."""
     return any(cloud == offering.cloud and region in (None, offering.region)
-               and zone in (None, offering.zone) for cloud, region, zone in blocked)
+               and zone in (None, offering.zone) and kind in (None, offering.instance_type)
+               for cloud, region, zone, kind in blocked)
 
 
 def _pool(catalog: Catalog, req: Requirement, cloud: str | None = None) -> list[Offering]:

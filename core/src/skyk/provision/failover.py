@@ -66,13 +66,26 @@ class ProvisionFailed(SkykError):
 
 
 def blocked_location(candidate: Candidate, error: ProvisionError) -> Location:
-    """Return what a failure rules out: the zone, the region or the whole cloud."""
+    """Return what a failure rules out: the zone, the region or the whole cloud.
+
+    No capacity rules out only the instance type that lacked it: another type
+    in the same zone is other hardware (an L4 shortage says nothing of A100s).
+    Every other failure (quota, outage, credentials) rules out the place.
+    """
     offering = candidate.offering
+    kind = offering.instance_type if error.kind == "capacity" else None
     if error.scope == "cloud":
-        return (offering.cloud, None, None)
+        return (offering.cloud, None, None, kind)
     if error.scope == "region" or offering.zone is None:
-        return (offering.cloud, offering.region, None)
-    return (offering.cloud, offering.region, offering.zone)
+        return (offering.cloud, offering.region, None, kind)
+    return (offering.cloud, offering.region, offering.zone, kind)
+
+
+def describe_location(scope: str, location: Location) -> str:
+    """``zone gcp/us-east4/us-east4-a`` (with ``g2-standard-96 in`` before it for one type)."""
+    cloud, region, zone, kind = location
+    where = f"{scope} {'/'.join(p for p in (cloud, region, zone) if p)}"
+    return f"{kind} in {where}" if kind else where
 
 
 def _attempt(cloud: Cloud, request: ProvisionRequest, timeout: float,
@@ -207,11 +220,10 @@ def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_u
                 if error.kind != "timeout":
                     on_settled(attempt)
                 location = blocked_location(candidate, error)
-                where = "/".join(p for p in location if p)
-                attempts.append(Attempt(offering.infra, offering.instance_type, error.kind, error.reason,
-                                        f"{error.scope} {where}"))
+                where = describe_location(error.scope, location)
+                attempts.append(Attempt(offering.infra, offering.instance_type, error.kind, error.reason, where))
                 blocked.add(location)
-                progress(f"  failed ({error.kind}: {error.reason}); blocking {error.scope} {where}")
+                progress(f"  failed ({error.kind}: {error.reason}); blocking {where}")
         if not retry_until_up:
             raise ProvisionFailed(cluster, attempts)
         progress(f"All {len(blocked)} places failed in round {rounds}; retrying in {backoff:g}s"
