@@ -142,6 +142,7 @@ def test_the_seed_service_spreads_over_azure_and_gcp_when_the_cheapest_are_full(
         assert places == [("azure", "eastus"), ("gcp", "us-central1")], ready
         wait_serving(endpoint, {"replica 1", "replica 2"}, "/index.html")
         table = skyk("serve", "status", "qwen", env=env).stdout
+        print(table)
         rows = table.split("Service Replicas\n", 1)[1].splitlines()[1:]
         # SkyPilot's shape: RESOURCES as '1x Azure({'A100-80GB': 8})', then STATUS and REGION.
         shown = sorted(" ".join(row.split()[-5:]) for row in rows)

@@ -196,6 +196,9 @@ class _Operation:
         self.future = future
         self.polls = 0
         self.started = _now()
+        #: when its work began and ended (``time.time()``), for :meth:`FakeARM.busy_spans`
+        self.span = (time.time(), None)
+        future.add_done_callback(lambda _: setattr(self, "span", (self.span[0], time.time())))
 
 
 def _now() -> str:
@@ -375,6 +378,14 @@ class FakeARM:
         """Every resource group and resource (copies)."""
         with self._lock:
             return json.loads(json.dumps(list(self._resources.values())))
+
+    def busy_spans(self) -> list[tuple[float, float]]:
+        """When the fake worked (``time.time()`` pairs): each request it answered and each
+        long-running operation's work, a VM's boot included (see :mod:`fakecloud.timing`)."""
+        with self._lock:
+            spans = [(c.time, c.time + c.duration) for c in self._calls]
+            ops = [op.span for op in self._ops.values()]
+        return spans + [(start, end) for start, end in ops if end is not None]
 
     def twin(self, vm_id: str) -> Twin | None:
         """The twin behind the VM with ARM id ``vm_id``."""

@@ -58,6 +58,7 @@ class AzureCloud(SSHCloud):
     """Microsoft Azure virtual machines."""
 
     name = NAME
+    display_name = "Azure"
     #: the admin user Azure makes on the VM (``adminUsername``) with the user's key
     ssh_user = "azureuser"
 
