@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -61,6 +62,19 @@ class Requirement:
     def where(self, origin: str, source: str) -> str:
         """Return ``origin`` prefixed by the task file, unless it is a flag."""
         return origin if origin.startswith("--") or not source else f"{source}: {origin}"
+
+    def admits_count(self, offered: float) -> bool:
+        """Whether a node with ``offered`` of the accelerator gives this request its count.
+
+        A whole count must match exactly (A100:8 is an 8-GPU machine). A
+        fraction (T4:0.5: half a GPU, shared with other jobs on the cluster)
+        fits any node holding at least that share, up to the next whole
+        count: Azure's half-A10 machines and 1-GPU machines alike.
+        """
+        want = self.accelerator_count
+        if float(want).is_integer():
+            return abs(offered - want) < 1e-6
+        return want - 1e-6 <= offered <= math.ceil(want) + 1e-6
 
     @property
     def wants_defaults(self) -> bool:
