@@ -142,6 +142,14 @@ CASES = [
               "both key and value", "resources.accelerators"),
     yaml_case("acc-unknown-name", "resources:\n  accelerators: A1OO:8\n",
               "did you mean A100", "resources.accelerators"),
+    # A real accelerator (SkyPilot knows it) that no installed cloud sells is not a typo.
+    yaml_case("acc-offered-nowhere", "resources:\n  accelerators: L40:2\n",
+              "no installed cloud offers L40", "resources.accelerators"),
+    yaml_case("acc-offered-nowhere-in-any-of",
+              "resources:\n  any_of:\n    - accelerators: l40\n    - accelerators: A40\n",
+              "no installed cloud offers L40, A40", "resources.any_of[0].accelerators"),
+    flag_case("acc-not-on-local", ("--cloud", "local", "--gpus", "A100"),
+              "--gpus: the local cloud offers no A100"),
 
     # --- negative or zero counts -----------------------------------------------
     yaml_case("count-num-nodes-zero", "num_nodes: 0\nrun: echo\n",
@@ -293,6 +301,7 @@ CASES = [
 
     # --- other commands ---------------------------------------------------------------
     cmd_case("show-gpus-unknown", ("show-gpus", "A1OO"), "did you mean A100"),
+    cmd_case("show-gpus-offered-nowhere", ("show-gpus", "L40"), "no installed cloud offers L40"),
     cmd_case("show-gpus-bad-count", ("show-gpus", "A100:x"), "bad accelerator count"),
     cmd_case("show-gpus-count-not-offered", ("show-gpus", "A100:3"), "no cloud offers A100:3"),
     cmd_case("show-gpus-cloud-typo", ("show-gpus", "--cloud", "awz"), "did you mean aws"),

@@ -26,6 +26,7 @@ def _best(prices: list[float | None]) -> float | None:
 
 def run(args) -> int:
     """Print the accelerator list or a price table."""
+    from skyk.catalog.accelerators import not_offered
     from skyk.catalog.offering import format_count
     from skyk.catalog.store import Catalog
     from skyk.cli.output import warn_plugin_failures
@@ -62,7 +63,10 @@ def run(args) -> int:
     except ValueError as exc:
         message, _, hint = str(exc).partition(" | hint: ")
         raise SpecError(f"show-gpus: {message}", hint=hint or None) from None
-    name = catalog.accelerator_names().canonical(wanted.name, "show-gpus")
+    offered = catalog.accelerator_names()
+    name = offered.canonical(wanted.name, "show-gpus")
+    if name not in offered:
+        raise not_offered([name], [args.cloud.lower()] if args.cloud else None, "show-gpus")
     exact_count = ":" in args.accelerator
     groups: dict[tuple, list] = {}
     for offering in catalog.with_accelerator(name):
