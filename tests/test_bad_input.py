@@ -151,6 +151,12 @@ CASES = [
     flag_case("acc-not-on-local", ("--cloud", "local", "--gpus", "A100"),
               "--gpus: the local cloud offers no A100"),
 
+    # --- SkyPilot's per-task config overrides -----------------------------------
+    yaml_case("config-not-a-mapping", "config: 5\nrun: echo\n",
+              "expected a mapping of sections", "config"),
+    yaml_case("config-section-not-a-mapping", "config:\n  docker: --cpus 2\nrun: echo\n",
+              "section docker must be a mapping", "config"),
+
     # --- negative or zero counts -----------------------------------------------
     yaml_case("count-num-nodes-zero", "num_nodes: 0\nrun: echo\n",
               "greater than or equal to 1", "num_nodes"),

@@ -101,7 +101,9 @@ def task_or_command(text: str):
     from skyk.spec.task import load_task, task_from_mapping
 
     if os.path.exists(text) or text.endswith((".yaml", ".yml")):
-        return load_task(text)
+        task = load_task(text)
+        task.warn_ignored()
+        return task
     return task_from_mapping({"run": text}, "<command>")
 
 

@@ -109,6 +109,7 @@ def load_service_task(path: str, envs, secrets) -> dict:
     mapping = load_yaml_mapping(path, "task")
     task = task_from_mapping(mapping, path).with_overrides(envs, secrets)
     task.check_ready()
+    task.warn_ignored()
     if task.service is None:
         raise SpecError(f"{path}: has no service section, so it cannot be served",
                         hint="add e.g. 'service: {readiness_probe: /health, replicas: 2}',"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from skyk.spec.errors import spec_error
 from skyk.spec.resources import Resources
 from skyk.spec.runtime import RuntimeSection
 from skyk.spec.service import Service
+from skyk.spec.task_config import ignored_warning, parse_config
 from skyk.spec.values import check_env_name, check_path, check_safe_name
 from skyk.spec.yamlfile import load_yaml_mapping
 
@@ -70,6 +72,8 @@ class Task(SpecModel):
     run: str | None = None
     service: Service | None = None
     runtime: RuntimeSection | None = None
+    #: SkyPilot's per-task config overrides (see :mod:`skyk.spec.task_config`).
+    config: Any = None
 
     _source: str = PrivateAttr(default="<task>")
 
@@ -82,6 +86,11 @@ class Task(SpecModel):
     @classmethod
     def _commands(cls, value: str | None, info) -> str | None:
         return None if value is None else _check_text(value, info.field_name)
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _config(cls, value: Any) -> dict[str, Any] | None:
+        return parse_config(value)
 
     @field_validator("workdir")
     @classmethod
@@ -104,6 +113,12 @@ class Task(SpecModel):
             if isinstance(src, str):
                 check_path(src, f"file_mounts source for {dest}", local=not src.startswith(_URL_SCHEMES))
         return value
+
+    def warn_ignored(self) -> None:
+        """Print, on stderr, one line naming what the task sets that skyk does not act on."""
+        line = ignored_warning(self.config, self.source)
+        if line:
+            print(line, file=sys.stderr)
 
     @property
     def source(self) -> str:
