@@ -151,6 +151,15 @@ CASES = [
     flag_case("acc-not-on-local", ("--cloud", "local", "--gpus", "A100"),
               "--gpus: the local cloud offers no A100"),
 
+    # --- git workdir: (case, workdir value, expected text), all about the workdir field ---
+    *(yaml_case(f"workdir-{name}", f"workdir: {value}\n", expect, "workdir") for name, value, expect in (
+        ("git-no-url", "{ref: main}", "needs url"),
+        ("git-bad-url", "{url: not-a-url}", "is not a git URL"),
+        ("git-option-ref", "{url: 'https://h/r.git', ref: --upload-pack=x}", "cannot start with '-'"),
+        ("git-unknown-field", "{url: 'https://h/r.git', branch: main}", "unknown workdir field 'branch'"),
+        ("number", "5", "expected a local path or a git repository"),
+    )),
+
     # --- SkyPilot's per-task config overrides -----------------------------------
     yaml_case("config-not-a-mapping", "config: 5\nrun: echo\n",
               "expected a mapping of sections", "config"),

@@ -122,8 +122,8 @@ def load_service_task(path: str, envs, secrets) -> dict:
 
         mapping = resolve_mapping(mapping, task)
     # The controller runs elsewhere (its own directory): pin local paths now.
-    if task.workdir:
-        mapping["workdir"] = os.path.abspath(os.path.expanduser(task.workdir))
+    if task.local_workdir:
+        mapping["workdir"] = os.path.abspath(os.path.expanduser(task.local_workdir))
     tls = (mapping.get("service") or {}).get("tls")
     if tls:
         mapping["service"] = dict(mapping["service"], tls={key: _existing_file(path, tls[key], f"service.tls.{key}")

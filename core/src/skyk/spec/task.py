@@ -20,6 +20,7 @@ from skyk.spec.runtime import RuntimeSection
 from skyk.spec.service import Service
 from skyk.spec.task_config import ignored_warning, parse_config
 from skyk.spec.values import check_env_name, check_path, check_safe_name
+from skyk.spec.workdir import GitWorkdir, parse_git_workdir
 from skyk.spec.yamlfile import load_yaml_mapping
 
 #: Fields that ``envs`` are filled into (secrets never are: they stay off the records).
@@ -62,7 +63,8 @@ class Task(SpecModel):
     """
 
     name: str | None = None
-    workdir: str | None = None
+    #: A local folder, or a git repository the nodes clone (:class:`GitWorkdir`).
+    workdir: Any = None
     num_nodes: int = Field(default=1, ge=1, le=MAX_NODES)
     resources: Resources = Field(default_factory=Resources)
     envs: dict[str, str | None] = Field(default_factory=dict)
@@ -92,10 +94,27 @@ class Task(SpecModel):
     def _config(cls, value: Any) -> dict[str, Any] | None:
         return parse_config(value)
 
-    @field_validator("workdir")
+    @field_validator("workdir", mode="before")
     @classmethod
-    def _workdir(cls, value: str | None) -> str | None:
-        return None if value is None else check_path(value, "workdir", local=True)
+    def _workdir(cls, value: Any) -> str | GitWorkdir | None:
+        if value is None or isinstance(value, GitWorkdir):
+            return value
+        if isinstance(value, str):
+            return check_path(value, "workdir", local=True)
+        if isinstance(value, dict):
+            return parse_git_workdir(value)
+        raise ValueError(f"expected a local path or a git repository, got {value!r}"
+                         " | hint: write workdir: ./src or workdir: {url: https://github.com/ORG/REPO, ref: main}")
+
+    @property
+    def local_workdir(self) -> str | None:
+        """The local folder synced to the nodes as workdir, or None (none, or a git workdir)."""
+        return self.workdir if isinstance(self.workdir, str) else None
+
+    @property
+    def git_workdir(self) -> GitWorkdir | None:
+        """The git repository the nodes clone as workdir, or None."""
+        return self.workdir if isinstance(self.workdir, GitWorkdir) else None
 
     @field_validator("envs", "secrets", mode="before")
     @classmethod
@@ -167,9 +186,9 @@ class Task(SpecModel):
                 if value is None:
                     raise SpecError(f"{self.source}: {field}.{key} has no value",
                                     hint=f"pass {flag} {key}=VALUE, or export {key} and pass {flag} {key}")
-        if self.workdir is not None:
-            if not _is_dir(self.workdir, f"{self.source}: workdir"):
-                raise SpecError(f"{self.source}: workdir: {self.workdir} is not a directory",
+        if self.local_workdir is not None:
+            if not _is_dir(self.local_workdir, f"{self.source}: workdir"):
+                raise SpecError(f"{self.source}: workdir: {self.local_workdir} is not a directory",
                                 hint="workdir is relative to where you run skyk; create it or fix the path")
         for dest, src in self.file_mounts.items():
             if isinstance(src, str) and not src.startswith(_URL_SCHEMES):
