@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from skyk.spec.base import SpecModel
+from skyk.spec.disk import parse_disk_size
 from skyk.spec.values import (
     AcceleratorChoice,
     Quantity,
@@ -115,7 +116,8 @@ class ResourceFields(SpecModel):
     memory: Any = None
     instance_type: str | None = None
     use_spot: bool | None = None
-    disk_size: int | None = Field(default=None, gt=0)
+    #: Whole GB; the YAML may give units (1TB), see :mod:`skyk.spec.disk`.
+    disk_size: Any = None
     disk_tier: Literal["low", "medium", "high", "ultra", "best"] | None = None
     network_tier: Literal["standard", "best"] | None = None
     ports: Any = None
@@ -134,6 +136,11 @@ class ResourceFields(SpecModel):
     @classmethod
     def _quantity(cls, value: Any, info) -> Quantity | None:
         return value if isinstance(value, Quantity) else parse_quantity(value, info.field_name)
+
+    @field_validator("disk_size", mode="before")
+    @classmethod
+    def _disk_size(cls, value: Any) -> int | None:
+        return parse_disk_size(value)
 
     @field_validator("ports", mode="before")
     @classmethod
