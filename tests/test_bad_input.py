@@ -162,6 +162,21 @@ CASES = [
         ("number", "5", "expected a local path or a git repository"),
     )),
 
+    # --- fields accepted, not acted on yet: (case, YAML, expected text, field) ---------
+    *(yaml_case(name, text, expect, field) for name, text, expect, field in (
+        ("spot-recovery-and-job-recovery", "resources:\n  job_recovery: x\n  spot_recovery: y\n",
+         "either job_recovery or spot_recovery", "resources"),
+        ("inputs-two-entries", "inputs: {a: 1, b: 2}\n", "takes one mapping", "inputs"),
+        ("outputs-size-word", "outputs: {s3://b/o: big}\n", "must be a size in GB", "outputs"),
+        ("volumes-relative-path", "volumes: {data: v}\n", "must be an absolute path", "volumes"),
+        ("volume-mounts-unknown", "volume_mounts: [{path: /d, volume: v}]\n",
+         "unknown volume_mounts[0] field 'volume'", "volume_mounts"),
+        ("resource-volumes-mode", "resources:\n  volumes: [{path: /d, attach_mode: rw}]\n",
+         "attach_mode must be read_write or read_only", "resources.volumes"),
+        ("pool-with-run", "pool: {workers: 2}\nrun: echo\n", "a pool task has no run", None),
+        ("pool-zero-workers", "pool: {workers: 0}\n", "greater than or equal to 1", "pool.workers"),
+    )),
+
     # --- SkyPilot's per-task config overrides -----------------------------------
     yaml_case("config-not-a-mapping", "config: 5\nrun: echo\n",
               "expected a mapping of sections", "config"),

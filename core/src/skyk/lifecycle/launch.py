@@ -36,6 +36,10 @@ class LaunchOptions:
 
 def launch(task: Task, options: LaunchOptions) -> int:
     """Provision (or reuse) the cluster, run ``setup`` then ``run`` as a job; return the exit code."""
+    if task.pool is not None:
+        raise SkykError(f"{task.source}: pool: worker pools are not supported yet",
+                        hint="'skyk launch --dryrun' plans one worker; launch workers as clusters"
+                             " with 'skyk launch -c NAME' (without pool:)")
     conn = db.connect()
     name = options.cluster
     with cluster_lock(name):

@@ -62,7 +62,15 @@ def close_connections(handle: ClusterHandle) -> None:
 
 
 def check_mounts(task: Task, cloud: str) -> None:
-    """Refuse file mounts this version cannot make on ``cloud``, before anything is provisioned."""
+    """Refuse file mounts and volumes this version cannot make on ``cloud``, before anything is provisioned."""
+    alternatives = [task.resources, *(task.resources.any_of or task.resources.ordered or [])]
+    named = [field for field, used in (("volumes", task.volumes), ("volume_mounts", task.volume_mounts),
+                                       ("resources.volumes", any(r.volumes for r in alternatives)))
+             if used]
+    if named:
+        raise SkykError(f"{task.source}: {named[0]}: volumes are not supported yet",
+                        hint="copy the data with file_mounts, or fetch it in setup; 'skyk launch --dryrun'"
+                             " still plans the task")
     for dest, src in task.file_mounts.items():
         if not isinstance(src, str) or "://" in src:
             raise SkykError(f"{task.source}: file_mounts.{dest}: bucket mounts are not supported yet",

@@ -19,6 +19,7 @@ from skyk.spec.values import (
     parse_ports,
     parse_quantity,
 )
+from skyk.spec.volumes import parse_resource_volumes
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,10 @@ class ResourceFields(SpecModel):
     labels: dict[str, str] | None = None
     image_id: Any = None
     job_recovery: Any = None
+    #: SkyPilot's former name of job_recovery, still read (see _legacy_names).
+    spot_recovery: Any = None
+    #: Disks to attach (SkyPilot's resources.volumes); checked, not made yet.
+    volumes: Any = None
     autostop: Any = None
     max_hourly_cost: float | None = Field(default=None, gt=0)
 
@@ -188,7 +193,12 @@ class ResourceFields(SpecModel):
             return Autostop(parse_minutes(value.get("idle_minutes", 5), "autostop.idle_minutes"), down)
         return Autostop(parse_minutes(value, "autostop"))
 
-    @field_validator("job_recovery", mode="before")
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volumes(cls, value: Any) -> list[dict[str, Any]]:
+        return parse_resource_volumes(value)
+
+    @field_validator("job_recovery", "spot_recovery", mode="before")
     @classmethod
     def _job_recovery(cls, value: Any) -> JobRecovery | None:
         if value is None or isinstance(value, JobRecovery):
@@ -209,6 +219,20 @@ class ResourceFields(SpecModel):
             return JobRecovery(strategy.upper() if strategy else None, restarts)
         raise ValueError("expected a strategy name or a mapping"
                          " | hint: write job_recovery: EAGER_NEXT_REGION")
+
+    @model_validator(mode="after")
+    def _legacy_names(self) -> ResourceFields:
+        # spot_recovery is read as job_recovery, so the rest of skyk (and
+        # merging with any_of entries) sees one field.
+        if "spot_recovery" in self.model_fields_set:
+            if "job_recovery" in self.model_fields_set:
+                raise ValueError("give either job_recovery or spot_recovery, not both"
+                                 " | hint: spot_recovery is job_recovery's former name; keep job_recovery")
+            object.__setattr__(self, "job_recovery", self.spot_recovery)
+            object.__setattr__(self, "spot_recovery", None)
+            self.model_fields_set.discard("spot_recovery")
+            self.model_fields_set.add("job_recovery")
+        return self
 
     @model_validator(mode="after")
     def _pins(self) -> ResourceFields:

@@ -9,17 +9,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from skyk.errors import SpecError
 from skyk.spec.base import SpecModel
 from skyk.spec.envfill import fill
 from skyk.spec.errors import spec_error
+from skyk.spec.pool import Pool
 from skyk.spec.resources import Resources
 from skyk.spec.runtime import RuntimeSection
 from skyk.spec.service import Service
 from skyk.spec.task_config import ignored_warning, parse_config
-from skyk.spec.values import check_env_name, check_path, check_safe_name
+from skyk.spec.values import check_env_name, check_path, check_safe_name, parse_data_sizes
+from skyk.spec.volumes import parse_task_volumes, parse_volume_mounts
 from skyk.spec.workdir import GitWorkdir, parse_git_workdir
 from skyk.spec.yamlfile import load_yaml_mapping
 
@@ -76,6 +78,15 @@ class Task(SpecModel):
     runtime: RuntimeSection | None = None
     #: SkyPilot's per-task config overrides (see :mod:`skyk.spec.task_config`).
     config: Any = None
+    #: Data the task reads and writes ({PATH_OR_URL: GB}); SkyPilot's optimizer
+    #: weighs their egress, skyk accepts them and plans without them.
+    inputs: Any = None
+    outputs: Any = None
+    #: Volumes to mount (see :mod:`skyk.spec.volumes`); checked, not made yet.
+    volumes: Any = None
+    volume_mounts: Any = None
+    #: A pool of workers for managed jobs (see :mod:`skyk.spec.pool`).
+    pool: Pool | None = None
 
     _source: str = PrivateAttr(default="<task>")
 
@@ -93,6 +104,31 @@ class Task(SpecModel):
     @classmethod
     def _config(cls, value: Any) -> dict[str, Any] | None:
         return parse_config(value)
+
+    @field_validator("inputs", "outputs", mode="before")
+    @classmethod
+    def _data_sizes(cls, value: Any, info) -> dict[str, float]:
+        return parse_data_sizes(value, info.field_name)
+
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volumes(cls, value: Any) -> dict[str, Any]:
+        return parse_task_volumes(value)
+
+    @field_validator("volume_mounts", mode="before")
+    @classmethod
+    def _volume_mounts(cls, value: Any) -> list[dict[str, Any]]:
+        return parse_volume_mounts(value)
+
+    @model_validator(mode="after")
+    def _pool_task(self) -> Task:
+        if self.pool is not None and self.run:
+            raise ValueError("a pool task has no run; jobs sent to the pool bring their own"
+                             " | hint: remove run (keep setup for the workers), or remove pool")
+        if self.pool is not None and self.service is not None:
+            raise ValueError("give either pool or service, not both"
+                             " | hint: a pool runs managed jobs, a service serves requests")
+        return self
 
     @field_validator("workdir", mode="before")
     @classmethod

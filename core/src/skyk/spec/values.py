@@ -185,6 +185,26 @@ def _from_mapping_item(key: object, count: object) -> Accelerator:
     return Accelerator(accelerator.name, _accelerator_count(count, f"{key}: {count}"))
 
 
+def parse_data_sizes(value: object, what: str) -> dict[str, float]:
+    """Parse SkyPilot's ``inputs``/``outputs``: at most one ``PATH_OR_URL: GB`` pair."""
+    if value is None:
+        return {}
+    hint = f"write {what}: {{s3://bucket/data: 100}} (its size in GB)"
+    if not isinstance(value, dict) or len(value) > 1:
+        raise ValueError(f"{what} takes one mapping of a path or URL to its size in GB | hint: {hint}")
+    out = {}
+    for key, size in value.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"{what} key {key!r} must be a path or URL | hint: {hint}")
+        if not _is_number(size):
+            raise ValueError(f"{what}.{key} must be a size in GB, got {size!r} | hint: {hint}")
+        number = bounded_number(size, f"{what}.{key}", MAX_QUANTITY, hint)
+        if number < 0:
+            raise ValueError(f"{what}.{key} must be 0 or more GB | hint: {hint}")
+        out[key] = number
+    return out
+
+
 def parse_ports(value: object) -> tuple[tuple[int, int], ...]:
     """Parse ``8000``, ``"8000"``, ``"10000-10010"`` or a list of those into ranges."""
     if value is None:
