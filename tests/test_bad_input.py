@@ -276,9 +276,11 @@ CASES = [
     yaml_case("service-probe-mapping-path-no-slash",
               "service:\n  readiness_probe:\n    path: v1/models\n",
               "must start with '/'", "service.readiness_probe.path"),
-    yaml_case("service-autoscaling-without-qps",
-              "service:\n  replica_policy:\n    min_replicas: 1\n    max_replicas: 3\n",
-              "target_qps_per_replica", "service.replica_policy"),
+    # (min_replicas and max_replicas without a target is valid: a fixed count, as in SkyServe.)
+    yaml_case("service-qps-per-accelerator-zero",
+              "service:\n  replica_policy:\n    min_replicas: 1\n    max_replicas: 3\n"
+              "    target_qps_per_replica: {H100: 0}\n",
+              "target_qps_per_replica.H100 must be greater than 0", "service.replica_policy.target_qps_per_replica"),
     yaml_case("service-policy-missing-min",
               "service:\n  replica_policy:\n    max_replicas: 3\n",
               "is required", "service.replica_policy.min_replicas"),
