@@ -261,8 +261,11 @@ CASES = [
               "is not a directory", "workdir"),
     yaml_case("file-mounts-source-missing", "file_mounts:\n  /data: ./no-such-file\nrun: echo\n",
               "does not exist", "file_mounts"),
-    yaml_case("file-mounts-relative-dest", "file_mounts:\n  data: s3://bucket\nrun: echo\n",
-              "must be an absolute path", "file_mounts"),
+    # A relative destination is in the workdir on the node (as in SkyPilot), but cannot climb out.
+    yaml_case("file-mounts-relative-dest-escapes", "file_mounts:\n  ../data: s3://bucket\nrun: echo\n",
+              "must be a path inside the workdir, or absolute", "file_mounts"),
+    yaml_case("file-mounts-dest-var-unset", "file_mounts:\n  $DEST/data: /tmp\nrun: echo\n",
+              "the destination names $DEST, which envs does not set", "file_mounts"),
 
     # --- service -------------------------------------------------------------------
     yaml_case("service-replicas-and-policy",

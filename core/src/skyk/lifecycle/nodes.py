@@ -61,6 +61,11 @@ def close_connections(handle: ClusterHandle) -> None:
             pass  # nothing was open, or it is dying anyway
 
 
+def node_path(dest: str) -> str:
+    """Where a file mount destination is on a node: a relative one is in the workdir, as in SkyPilot."""
+    return dest if dest.startswith(("/", "~")) else f"{WORKDIR}/{dest}"
+
+
 def check_mounts(task: Task, cloud: str) -> None:
     """Refuse file mounts and volumes this version cannot make on ``cloud``, before anything is provisioned."""
     alternatives = [task.resources, *(task.resources.any_of or task.resources.ordered or [])]
@@ -75,7 +80,7 @@ def check_mounts(task: Task, cloud: str) -> None:
         if not isinstance(src, str) or "://" in src:
             raise SkykError(f"{task.source}: file_mounts.{dest}: bucket mounts are not supported yet",
                             hint="copy the data from a local path, or fetch it in setup")
-        if cloud == "local" and not dest.startswith("~"):
+        if cloud == "local" and (not node_path(dest).startswith("~") or ".." in dest.split("/")):
             # A local node is a sandbox on this machine; an absolute path would
             # write outside it, into the user's own filesystem.
             raise SkykError(f"{task.source}: file_mounts.{dest}: the local cloud will not write"
@@ -106,7 +111,7 @@ def sync_files(handle: ClusterHandle, task: Task) -> None:
         copies.append((Path(task.local_workdir).expanduser(), WORKDIR))
     for dest, src in task.file_mounts.items():
         if isinstance(src, str):
-            copies.append((Path(src).expanduser(), dest))
+            copies.append((Path(src).expanduser(), node_path(dest)))
     repo = task.git_workdir
     if not copies and repo is None:
         return

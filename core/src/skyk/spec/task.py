@@ -13,7 +13,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 
 from skyk.errors import SpecError
 from skyk.spec.base import SpecModel
-from skyk.spec.envfill import fill
+from skyk.spec.envfill import fill, references
 from skyk.spec.errors import spec_error
 from skyk.spec.pool import Pool
 from skyk.spec.resources import Resources
@@ -161,10 +161,7 @@ class Task(SpecModel):
     @classmethod
     def _mounts(cls, value: dict[str, Any]) -> dict[str, Any]:
         for dest, src in value.items():
-            if not dest.startswith(("/", "~")):
-                raise ValueError(f"file_mounts destination {dest!r} must be an absolute path"
-                                 " | hint: write /data or ~/data")
-            check_path(dest, "file_mounts destination", local=False)
+            _check_destination(dest)
             if isinstance(src, str):
                 check_path(src, f"file_mounts source for {dest}", local=not src.startswith(_URL_SCHEMES))
         return value
@@ -227,10 +224,30 @@ class Task(SpecModel):
                 raise SpecError(f"{self.source}: workdir: {self.local_workdir} is not a directory",
                                 hint="workdir is relative to where you run skyk; create it or fix the path")
         for dest, src in self.file_mounts.items():
+            unset = references(dest)
+            if unset:
+                raise SpecError(f"{self.source}: file_mounts.{dest}: the destination names ${unset[0]},"
+                                " which envs does not set",
+                                hint=f"add {unset[0]} to envs, or pass --env {unset[0]}=VALUE")
+            try:
+                _check_destination(dest)  # again: envs may have filled in what was not checked
+            except ValueError as exc:
+                message, _, hint = str(exc).partition(" | hint: ")
+                raise SpecError(f"{self.source}: file_mounts.{dest}: {message}", hint=hint) from None
             if isinstance(src, str) and not src.startswith(_URL_SCHEMES):
                 if _is_dir(src, f"{self.source}: file_mounts.{dest}") is None:
                     raise SpecError(f"{self.source}: file_mounts.{dest}: {src} does not exist",
                                     hint="local sources are relative to where you run skyk")
+
+
+def _check_destination(dest: str) -> None:
+    """Check a file mount destination (before and after envs fill it); raise ValueError."""
+    # A relative destination lands in the workdir on the node, as in SkyPilot;
+    # '..' would climb out of it.
+    if not dest.strip() or (not dest.startswith(("/", "~")) and ".." in dest.split("/")):
+        raise ValueError(f"file_mounts destination {dest!r} must be a path inside the workdir,"
+                         " or absolute | hint: write data (in ~/sky_workdir), /data or ~/data")
+    check_path(dest, "file_mounts destination", local=False)
 
 
 def _is_dir(path: str, where: str) -> bool | None:
