@@ -41,6 +41,7 @@ from skyk.serve.policies import LoadSample
 from skyk.serve.probe import probe
 from skyk.serve.replica_job import save_log, server_ended
 from skyk.serve.routing import Routing
+from skyk.spec.service import qps_for
 from skyk.spec.task import Task, task_from_mapping
 from skyk.state import clusters, db
 
@@ -383,6 +384,14 @@ class Controller:
                           replica_accelerators=tuple(self.accelerator(r) for r in alive),
                           ready_accelerators=tuple(self.accelerator(r) for r in ready))
 
+    def share(self, task: Task):
+        """Each replica's share of the load by its GPU, when the target is per accelerator; else None."""
+        spec = task.service.replica_policy
+        targets = spec.target_qps_per_replica if spec is not None else None
+        if not isinstance(targets, dict):
+            return None
+        return lambda replica: qps_for(targets, self.accelerator(replica))
+
     def accelerator(self, replica: state.ReplicaRecord) -> str | None:
         """The accelerator of a replica's nodes; None until they exist (or for CPU-only nodes)."""
         if replica.id not in self.accelerators:
@@ -425,7 +434,7 @@ class Controller:
         new = [r for r in alive if r.version == record.version]
         old = [r for r in alive if r.version != record.version]
         target = self.target(record, task, alive)
-        plan = plan_version(new, target, spot_policy(task))
+        plan = plan_version(new, target, spot_policy(task), self.share(task))
         for is_spot, count in ((True, plan.launch_spot), (False, plan.launch_ondemand)):
             if count and self.backoff[is_spot].ready():
                 for _ in range(count):
