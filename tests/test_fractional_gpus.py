@@ -90,3 +90,9 @@ def test_two_half_gpu_jobs_share_one_gpu_node(one_t4, tmp_path):
     gate.touch()
     wait_for(lambda: set(_statuses(one_t4, "shared").values()) == {"SUCCEEDED"},
              what="every job done")
+
+
+def test_show_gpus_lists_what_a_share_would_launch_on(skyk):
+    result = skyk("show-gpus", "A10:0.5", "--cloud", "azure", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert {row["accelerator_count"] for row in json.loads(result.stdout)} == {0.5, 1.0}

@@ -32,7 +32,7 @@ def run(args) -> int:
     from skyk.cli.output import warn_plugin_failures
     from skyk.errors import SpecError
     from skyk.optimizer.planner import load_clouds
-    from skyk.spec.values import parse_accelerator
+    from skyk.spec.values import count_fits, parse_accelerator
 
     kernel = load_clouds([args.cloud] if args.cloud else None, "--cloud")
     warn_plugin_failures(kernel)
@@ -67,10 +67,11 @@ def run(args) -> int:
     name = offered.canonical(wanted.name, "show-gpus")
     if name not in offered:
         raise not_offered([name], [args.cloud.lower()] if args.cloud else None, "show-gpus")
+    # With a count, the offerings a launch would take for it (T4:0.5 fits a one-T4 machine).
     exact_count = ":" in args.accelerator
     groups: dict[tuple, list] = {}
     for offering in catalog.with_accelerator(name):
-        if exact_count and abs(offering.accelerator_count - wanted.count) > 1e-6:
+        if exact_count and not count_fits(wanted.count, offering.accelerator_count):
             continue
         key = (offering.cloud, offering.instance_type, offering.accelerator_count)
         if args.all_regions:

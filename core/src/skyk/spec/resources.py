@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -13,6 +12,7 @@ from skyk.spec.disk import parse_disk_size
 from skyk.spec.values import (
     AcceleratorChoice,
     Quantity,
+    count_fits,
     parse_accelerators,
     parse_infra,
     parse_minutes,
@@ -66,17 +66,8 @@ class Requirement:
         return origin if origin.startswith("--") or not source else f"{source}: {origin}"
 
     def admits_count(self, offered: float) -> bool:
-        """Whether a node with ``offered`` of the accelerator gives this request its count.
-
-        A whole count must match exactly (A100:8 is an 8-GPU machine). A
-        fraction (T4:0.5: half a GPU, shared with other jobs on the cluster)
-        fits any node holding at least that share, up to the next whole
-        count: Azure's half-A10 machines and 1-GPU machines alike.
-        """
-        want = self.accelerator_count
-        if float(want).is_integer():
-            return abs(offered - want) < 1e-6
-        return want - 1e-6 <= offered <= math.ceil(want) + 1e-6
+        """Whether a node with ``offered`` of the accelerator gives this request its count (see count_fits)."""
+        return count_fits(self.accelerator_count, offered)
 
     @property
     def wants_defaults(self) -> bool:

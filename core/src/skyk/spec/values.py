@@ -67,6 +67,19 @@ class AcceleratorChoice:
     ordered: bool = False
 
 
+def count_fits(wanted: float, offered: float) -> bool:
+    """Whether a node with ``offered`` of an accelerator gives a request for ``wanted`` of it.
+
+    A whole count must match exactly (A100:8 is an 8-GPU machine). A
+    fraction (T4:0.5: half a GPU, shared with other jobs on the cluster)
+    fits any node holding at least that share, up to the next whole count:
+    Azure's half-A10 machines and 1-GPU machines alike.
+    """
+    if float(wanted).is_integer():
+        return abs(offered - wanted) < 1e-6
+    return wanted - 1e-6 <= offered <= math.ceil(wanted) + 1e-6
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
