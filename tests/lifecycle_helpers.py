@@ -75,6 +75,13 @@ def sandboxes(home: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
+def down_everything(skyk, home: Path) -> None:
+    """Tear every cluster down and check that no node process or sandbox is left."""
+    skyk("down", "-a", "-y", "--purge")
+    assert node_processes() == {}, "node processes left behind"
+    assert sandboxes(home) == [], "sandbox directories left behind"
+
+
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout

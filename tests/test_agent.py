@@ -261,6 +261,36 @@ def test_jobs_run_one_at_a_time_in_order(cluster):
     assert done["started_at"] >= cluster.client.job(first)["ended_at"]
 
 
+def test_jobs_share_the_nodes_accelerators_while_their_counts_fit(make_cluster):
+    cluster = make_cluster(start=False)
+    cluster.info["num_gpus_per_node"] = 1
+    cluster.up()
+    gate = cluster.head / "go"
+    wait = f"while [ ! -e {gate} ]; do sleep 0.02; done"
+    halves = [cluster.client.submit({"run": wait, "gpus": 0.5}) for _ in range(2)]
+    whole = cluster.client.submit({"run": "echo whole", "gpus": 1})
+    unsized = cluster.client.submit({"run": "echo unsized"})
+    for job_id in halves:
+        cluster.wait(job_id, {"RUNNING"})
+    # In order: the whole-GPU job waits for the halves, and the job that names no
+    # accelerators (the whole node) waits behind it.
+    assert [cluster.client.job(j)["status"] for j in (whole, unsized)] == ["PENDING", "PENDING"]
+    gate.touch()
+    assert [cluster.wait(j)["status"] for j in (*halves, whole, unsized)] == ["SUCCEEDED"] * 4
+    assert cluster.client.job(unsized)["started_at"] >= cluster.client.job(whole)["ended_at"]
+
+
+def test_a_job_asking_more_than_the_node_has_runs_alone(cluster):
+    # This node has no GPU: a job asking for some still runs (it must not wait forever), but alone.
+    gate = cluster.head / "go"
+    first = cluster.client.submit({"run": f"while [ ! -e {gate} ]; do sleep 0.02; done", "gpus": 0.5})
+    second = cluster.client.submit({"run": "echo second", "gpus": 0.5})
+    cluster.wait(first, {"RUNNING"})
+    assert cluster.client.job(second)["status"] == "PENDING"
+    gate.touch()
+    assert cluster.wait(second)["status"] == "SUCCEEDED"
+
+
 def test_concurrent_submits_get_distinct_ids(cluster):
     ids: list[int] = []
     threads = [threading.Thread(target=lambda i=i: ids.append(cluster.client.submit({"run": f"echo {i}"})))
@@ -279,6 +309,8 @@ def test_bad_submissions_are_refused(cluster):
     assert result.returncode == 1 and "not JSON" in result.stderr
     with pytest.raises(AgentError, match="not a valid environment variable name"):
         cluster.client.submit({"run": "true", "envs": {"A B": "1"}})
+    with pytest.raises(AgentError, match="gpus must be a positive number"):
+        cluster.client.submit({"run": "true", "gpus": -1})
     assert cluster.client.queue() == []
 
 

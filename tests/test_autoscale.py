@@ -124,10 +124,15 @@ def test_a_fixed_count_needs_no_target(fields, upper):
     assert spec.scaling_policy_name == "request_rate"
 
 
+def test_bounds_without_a_target_stay_at_min_replicas():
+    # As in SkyServe: min_replicas and max_replicas with no target is a fixed count of min_replicas.
+    spec = replica_policy(min_replicas=1, max_replicas=3)
+    assert not spec.autoscales
+    load = sample(current=1, rps=100.0)
+    assert RequestRateScaling().desired_replicas(load, spec) == 1
+
+
 @pytest.mark.parametrize("fields, expected, path", [
-    ({"min_replicas": 1, "max_replicas": 3},
-     "needs target_qps_per_replica, target_queue_length_per_replica or a policy",
-     "service.replica_policy"),
     ({"min_replicas": 1, "max_replicas": 3, "policy": "queue_length"},
      "policy queue_length needs target_queue_length_per_replica", "service.replica_policy"),
     ({"min_replicas": 1, "max_replicas": 3, "policy": "request_rate",
@@ -143,7 +148,7 @@ def test_a_fixed_count_needs_no_target(fields, upper):
      "did you mean 'target_queue_length_per_replica'", "service.replica_policy"),
     ({"min_replicas": 3, "max_replicas": 1, "target_qps_per_replica": 1},
      "below min_replicas", "service.replica_policy"),
-], ids=["no-target", "queue-policy-without-target", "rate-policy-without-target",
+], ids=["queue-policy-without-target", "rate-policy-without-target",
         "queue-target-zero", "queue-target-word", "empty-policy", "typo", "max-below-min"])
 def test_bad_replica_policy_is_one_line_with_a_hint(fields, expected, path):
     with pytest.raises(SpecError) as caught:
@@ -647,3 +652,46 @@ def test_router_load_is_none_for_an_error_answer(http_server):
 def test_router_load_needs_a_positive_window():
     with pytest.raises(ValueError):
         router_load("http://127.0.0.1:1", 0)
+
+
+# ------------------------------------------------- target_qps_per_replica per accelerator
+
+
+def gpu_sample(rps: float, alive: tuple[str | None, ...], ready: tuple[str | None, ...] | None = None):
+    """A load sample of replicas on the given accelerators (None: still provisioning)."""
+    ready = alive if ready is None else ready
+    return LoadSample(current_replicas=len(alive), ready_replicas=len(ready), requests_per_second=rps,
+                      queue_lengths=(), replica_accelerators=alive, ready_accelerators=ready)
+
+
+@pytest.mark.parametrize("rps, alive, ready, wanted", [
+    (25.0, ("H100",), None, 2),               # 20 covered by the H100; 5 more needs one (at 20)
+    (15.0, ("H100", "A100"), None, 1),        # the H100 alone covers 15: the A100 may go
+    (25.0, ("H100", "A100"), None, 2),        # 30 of capacity, both needed
+    (0.0, ("H100", "A100"), None, 0),         # no traffic, no replica wished (min_replicas clamps)
+    (35.0, ("H100", "A100"), None, 3),        # 5 over 30: one more
+    (8.0, ("a100",), None, 1),                # names match case-insensitively
+    (25.0, ("T4",), None, 2),                 # unlisted: the smallest target (10); 15 more at 20: one
+    (15.0, ("H100", None), ("H100",), 1),     # the ready H100 covers it
+    (25.0, ("H100", None), ("H100",), 2),     # ready ones fall short: keep the launching one too
+    (5.0, (), (), 1),                         # nothing alive: min_replicas
+])
+def test_request_rate_per_accelerator_counts_each_replicas_capacity(rps, alive, ready, wanted):
+    spec = autoscaling(target_qps_per_replica={"H100": 20, "A100:1": 10})
+    assert spec.target_qps_per_replica == {"H100": 20.0, "A100": 10.0}
+    assert RequestRateScaling().desired_replicas(gpu_sample(rps, alive, ready), spec) == wanted
+
+
+@pytest.mark.parametrize("target, expected", [
+    ({}, "target_qps_per_replica is an empty mapping"),
+    ({"H100": 0}, "target_qps_per_replica.H100 must be greater than 0"),
+    ({"H100": "fast"}, "must be a number of requests per second"),
+    ({"H 100": 5}, "bad accelerator 'H 100'"),
+    ("fast", "must be a number of requests per second"),
+])
+def test_bad_per_accelerator_targets_are_one_line(target, expected):
+    with pytest.raises(SpecError) as caught:
+        autoscaling(target_qps_per_replica=target)
+    line = caught.value.one_line()
+    assert expected in line and "service.replica_policy.target_qps_per_replica" in line
+    assert "hint:" in line

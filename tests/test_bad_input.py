@@ -115,7 +115,9 @@ CASES = [
     yaml_case("type-env-value-list", "envs:\n  FOO: [1, 2]\nrun: echo\n",
               "must be a string or number", "envs"),
     yaml_case("type-disk-size-negative", "resources:\n  disk_size: -5\n",
-              "greater than 0", "resources.disk_size"),
+              "must be at least 1 GB", "resources.disk_size"),
+    yaml_case("type-disk-size-gib", "resources:\n  disk_size: 256GiB\n",
+              "bad disk_size '256GiB'", "resources.disk_size"),
     yaml_case("type-ports-word", "resources:\n  ports: abc\n", "bad port", "resources.ports"),
     yaml_case("type-resources-list", "resources: [A100]\nrun: echo\n",
               "expected a mapping", "resources"),
@@ -143,6 +145,44 @@ CASES = [
               "both key and value", "resources.accelerators"),
     yaml_case("acc-unknown-name", "resources:\n  accelerators: A1OO:8\n",
               "did you mean A100", "resources.accelerators"),
+    # A real accelerator (SkyPilot knows it) that no installed cloud sells is not a typo.
+    yaml_case("acc-offered-nowhere", "resources:\n  accelerators: L40:2\n",
+              "no installed cloud offers L40", "resources.accelerators"),
+    yaml_case("acc-offered-nowhere-in-any-of",
+              "resources:\n  any_of:\n    - accelerators: l40\n    - accelerators: A40\n",
+              "no installed cloud offers L40, A40", "resources.any_of[0].accelerators"),
+    flag_case("acc-not-on-local", ("--cloud", "local", "--gpus", "A100"),
+              "--gpus: the local cloud offers no A100"),
+
+    # --- git workdir: (case, workdir value, expected text), all about the workdir field ---
+    *(yaml_case(f"workdir-{name}", f"workdir: {value}\n", expect, "workdir") for name, value, expect in (
+        ("git-no-url", "{ref: main}", "needs url"),
+        ("git-bad-url", "{url: not-a-url}", "is not a git URL"),
+        ("git-option-ref", "{url: 'https://h/r.git', ref: --upload-pack=x}", "cannot start with '-'"),
+        ("git-unknown-field", "{url: 'https://h/r.git', branch: main}", "unknown workdir field 'branch'"),
+        ("number", "5", "expected a local path or a git repository"),
+    )),
+
+    # --- fields accepted, not acted on yet: (case, YAML, expected text, field) ---------
+    *(yaml_case(name, text, expect, field) for name, text, expect, field in (
+        ("spot-recovery-and-job-recovery", "resources:\n  job_recovery: x\n  spot_recovery: y\n",
+         "either job_recovery or spot_recovery", "resources"),
+        ("inputs-two-entries", "inputs: {a: 1, b: 2}\n", "takes one mapping", "inputs"),
+        ("outputs-size-word", "outputs: {s3://b/o: big}\n", "must be a size in GB", "outputs"),
+        ("volumes-relative-path", "volumes: {data: v}\n", "must be an absolute path", "volumes"),
+        ("volume-mounts-unknown", "volume_mounts: [{path: /d, volume: v}]\n",
+         "unknown volume_mounts[0] field 'volume'", "volume_mounts"),
+        ("resource-volumes-mode", "resources:\n  volumes: [{path: /d, attach_mode: rw}]\n",
+         "attach_mode must be read_write or read_only", "resources.volumes"),
+        ("pool-with-run", "pool: {workers: 2}\nrun: echo\n", "a pool task has no run", None),
+        ("pool-zero-workers", "pool: {workers: 0}\n", "greater than or equal to 1", "pool.workers"),
+    )),
+
+    # --- SkyPilot's per-task config overrides -----------------------------------
+    yaml_case("config-not-a-mapping", "config: 5\nrun: echo\n",
+              "expected a mapping of sections", "config"),
+    yaml_case("config-section-not-a-mapping", "config:\n  docker: --cpus 2\nrun: echo\n",
+              "section docker must be a mapping", "config"),
 
     # --- negative or zero counts -----------------------------------------------
     yaml_case("count-num-nodes-zero", "num_nodes: 0\nrun: echo\n",
@@ -226,8 +266,11 @@ CASES = [
               "is not a directory", "workdir"),
     yaml_case("file-mounts-source-missing", "file_mounts:\n  /data: ./no-such-file\nrun: echo\n",
               "does not exist", "file_mounts"),
-    yaml_case("file-mounts-relative-dest", "file_mounts:\n  data: s3://bucket\nrun: echo\n",
-              "must be an absolute path", "file_mounts"),
+    # A relative destination is in the workdir on the node (as in SkyPilot), but cannot climb out.
+    yaml_case("file-mounts-relative-dest-escapes", "file_mounts:\n  ../data: s3://bucket\nrun: echo\n",
+              "must be a path inside the workdir, or absolute", "file_mounts"),
+    yaml_case("file-mounts-dest-var-unset", "file_mounts:\n  $DEST/data: /tmp\nrun: echo\n",
+              "the destination names $DEST, which envs does not set", "file_mounts"),
 
     # --- service -------------------------------------------------------------------
     yaml_case("service-replicas-and-policy",
@@ -241,9 +284,11 @@ CASES = [
     yaml_case("service-probe-mapping-path-no-slash",
               "service:\n  readiness_probe:\n    path: v1/models\n",
               "must start with '/'", "service.readiness_probe.path"),
-    yaml_case("service-autoscaling-without-qps",
-              "service:\n  replica_policy:\n    min_replicas: 1\n    max_replicas: 3\n",
-              "target_qps_per_replica", "service.replica_policy"),
+    # (min_replicas and max_replicas without a target is valid: a fixed count, as in SkyServe.)
+    yaml_case("service-qps-per-accelerator-zero",
+              "service:\n  replica_policy:\n    min_replicas: 1\n    max_replicas: 3\n"
+              "    target_qps_per_replica: {H100: 0}\n",
+              "target_qps_per_replica.H100 must be greater than 0", "service.replica_policy.target_qps_per_replica"),
     yaml_case("service-policy-missing-min",
               "service:\n  replica_policy:\n    max_replicas: 3\n",
               "is required", "service.replica_policy.min_replicas"),
@@ -300,6 +345,7 @@ CASES = [
 
     # --- other commands ---------------------------------------------------------------
     cmd_case("show-gpus-unknown", ("show-gpus", "A1OO"), "did you mean A100"),
+    cmd_case("show-gpus-offered-nowhere", ("show-gpus", "L40"), "no installed cloud offers L40"),
     cmd_case("show-gpus-bad-count", ("show-gpus", "A100:x"), "bad accelerator count"),
     cmd_case("show-gpus-count-not-offered", ("show-gpus", "A100:3"), "no cloud offers A100:3"),
     cmd_case("show-gpus-cloud-typo", ("show-gpus", "--cloud", "awz"), "did you mean aws"),

@@ -34,16 +34,18 @@ def test_launch_lands_in_the_third_cheapest_zone_and_lists_attempts(skyk, tmp_pa
         skyk("down", "ft", "-y")
 
 
-def test_the_request_carries_the_tasks_disk_and_ports(skyk, tmp_path):
+# disk_size in GB, or with a unit as SkyPilot's schema allows (1TB is 1024 GB).
+@pytest.mark.parametrize(("disk_size", "gb"), [("120", 120), ("1TB", 1024)])
+def test_the_request_carries_the_tasks_disk_and_ports(skyk, tmp_path, disk_size, gb):
     requests = tmp_path / "requests"
     task = tmp_path / "task.yaml"
-    task.write_text("resources:\n  disk_size: 120\n  disk_tier: high\n  ports: [8000-8001]\nrun: echo hi\n")
+    task.write_text(f"resources:\n  disk_size: {disk_size}\n  disk_tier: high\n  ports: [8000-8001]\nrun: echo hi\n")
     result = skyk("launch", "-c", "fd", "--cloud", "flaky", "-d", str(task), "-y",
                   env={"FLAKY_REQUESTS": str(requests)})
     try:
         assert result.returncode == 0, result.stderr
         [request] = [json.loads(line) for line in requests.read_text().splitlines()]
-        assert request == {"disk_size": 120, "disk_tier": "high", "image_id": None, "ports": [8000, 8001]}
+        assert request == {"disk_size": gb, "disk_tier": "high", "image_id": None, "ports": [8000, 8001]}
     finally:
         skyk("down", "fd", "-y")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from lifecycle_helpers import (
     cmdlines,
+    down_everything,
     netns_available,
     node_processes,
     sandboxes,
@@ -27,9 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 def cli(skyk, isolated_home):
     """The skyk CLI; tears every cluster down afterwards and checks nothing is left."""
     yield skyk
-    skyk("down", "-a", "-y", "--purge")
-    assert node_processes() == {}, "node processes left behind"
-    assert sandboxes(isolated_home) == [], "sandbox directories left behind"
+    down_everything(skyk, isolated_home)
 
 
 def _jobs(cli, cluster: str) -> dict[int, dict]:

@@ -19,6 +19,14 @@ def test_on_demand_only_launches_the_missing_and_retires_the_least_useful():
     assert [r.id for r in plan_version(alive, 2, SpotPolicy()).retire] == [2, 4]
 
 
+def test_with_targets_per_accelerator_the_smallest_shares_retire_first():
+    # Replicas 1 and 3 on an H100 (target 20), 2 and 4 on an A100 (10): two must go.
+    share = {1: 20.0, 2: 10.0, 3: 20.0, 4: 10.0}
+    alive = [replica(1), replica(2), replica(3), replica(4)]
+    plan = plan_version(alive, 2, SpotPolicy(), share=lambda r: share[r.id])
+    assert sorted(r.id for r in plan.retire) == [2, 4]
+
+
 def test_spot_with_base_on_demand_replicas():
     spot = SpotPolicy(use_spot=True, base_ondemand=1)
     plan = plan_version([], 3, spot)

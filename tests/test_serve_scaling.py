@@ -4,6 +4,7 @@ endpoint's TLS and API keys."""
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import time
@@ -65,6 +66,26 @@ def test_request_rate_scales_up_and_down_within_the_delays(skyk, serve):
     quiet = time.time()
     down = _wait_alive(skyk, 1, timeout=40)
     assert 5 - 0.5 <= down - quiet <= 5 + 2 + 10, down - quiet
+
+
+def test_a_per_accelerator_target_reads_each_replicas_gpu(skyk, serve, tmp_path):
+    # The local node offers one T4 (a fake nvidia-smi); at ~20 requests/s a T4 replica's
+    # target of 100 holds the load, so the count stays at 1. Were the replica's GPU not
+    # known, it would count at the smallest target (L4's 1) and the service would grow.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'Tesla T4'\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    endpoint = serve(engine_task(
+        "  readiness_probe: /health\n"
+        "  replica_policy: {min_replicas: 1, max_replicas: 3, target_qps_per_replica: {T4: 100, L4: 1},"
+        " upscale_delay_seconds: 2, downscale_delay_seconds: 60}",
+        resources="ports: 8080\n  accelerators: T4"), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    wait_ready(skyk, "web", 1)
+    with SteadyLoad(f"http://{endpoint}/", threads=2, interval=0.05) as load:
+        time.sleep(2 + 2 + 4)  # the rate window, the upscale delay and a few ticks
+        assert _alive(skyk) == 1
+    assert load.failures() == []
 
 
 def test_queue_length_reported_by_the_engine_scales_the_service(skyk, serve):

@@ -70,8 +70,12 @@ def cmd_submit(_args) -> None:
         if spec.get(field) is not None and not isinstance(spec[field], str):
             raise CommandError(f"submit: {field} must be a string or null")
     envs, secrets = _variables(spec, "envs"), _variables(spec, "secrets")
+    gpus = spec.get("gpus")
+    if gpus is not None and (not isinstance(gpus, (int, float)) or isinstance(gpus, bool)
+                             or not 0 < gpus < float("inf")):
+        raise CommandError("submit: gpus must be a positive number or null")
     script = {"name": spec.get("name"), "setup": spec.get("setup") or None,
-              "run": spec.get("run") or None}
+              "run": spec.get("run") or None, "gpus": gpus}
 
     def prepare(job_id: int) -> None:
         # A rolled-back submit may have left files under this id.

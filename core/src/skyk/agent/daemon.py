@@ -1,4 +1,7 @@
-"""The agent daemon: starts queued jobs one at a time and stops the cluster when idle.
+"""The agent daemon: starts queued jobs in order and stops the cluster when idle.
+
+Jobs run side by side when their accelerator requests fit the node together
+(see :mod:`.sharing`); otherwise one at a time.
 
 One daemon per head node. It holds an exclusive ``flock`` on
 ``~/.skyk/agent.lock`` for as long as it lives, so "is the daemon up?" never
@@ -28,7 +31,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import jobs, layout, part, procs
+from . import jobs, layout, part, procs, sharing
 from .runners import NODE_MARKER
 
 #: the fallback tick: a lost wake-up costs at most this much, and autostop fires this late at most
@@ -227,7 +230,8 @@ class Daemon:
     def __init__(self) -> None:
         self.conn = jobs.connect()
         self.stopping = False
-        self.current: tuple[jobs.Job, subprocess.Popen] | None = None
+        #: the jobs this daemon started and has not reaped: id -> (job, driver, accelerators asked for)
+        self.running: dict[int, tuple[jobs.Job, subprocess.Popen, float | None]] = {}
         self.autostop_proc: subprocess.Popen | None = None
         #: the idle clock value autostop last fired for (it fires once per idle period)
         self.fired_for: float | None = None
@@ -258,11 +262,28 @@ class Daemon:
 
             threading.Thread(target=remote, daemon=True).start()
 
-    def launch_next(self) -> None:
-        """Start a driver for the oldest PENDING job, if any."""
-        job = jobs.claim_next(self.conn)
+    def launch_ready(self) -> None:
+        """Start drivers for the oldest PENDING jobs, for as long as each fits beside those running."""
+        while not self.stopping and self.launch_next():
+            pass
+
+    def launch_next(self) -> bool:
+        """Start a driver for the oldest PENDING job if it fits the node now; False if none started."""
+        info = None
+        if self.running:
+            from .driver import load_cluster_info
+
+            info = load_cluster_info() or {}
+        capacity = float((info or {}).get("num_gpus_per_node") or 0)
+        wanted: dict[int, float | None] = {}
+
+        def admit(pending: jobs.Job) -> bool:
+            wanted[pending.id] = sharing.job_gpus(pending.id)
+            return sharing.fits(wanted[pending.id], (g for _, _, g in self.running.values()), capacity)
+
+        job = jobs.claim_next(self.conn, admit)
         if job is None:
-            return
+            return False
         try:
             proc = subprocess.Popen([sys.executable, "-m", __package__, "driver", "--job", str(job.id)],
                                     stdin=subprocess.DEVNULL, cwd=layout.home(),
@@ -270,26 +291,26 @@ class Daemon:
         except OSError as exc:
             log(f"cannot start the driver of job {job.id}: {exc}")
             jobs.finish(self.conn, job.id, jobs.FAILED, None)
-            return
-        self.current = (job, proc)  # first: whatever fails next, this driver is ours to reap
+            return True
+        # First: whatever fails next, this driver is ours to reap.
+        self.running[job.id] = (job, proc, wanted.get(job.id))
         jobs.set_driver(self.conn, job.id, proc.pid, layout.boot_id())
         log(f"job {job.id} started (driver pid {proc.pid})")
         if jobs.get(self.conn, job.id).status not in jobs.ACTIVE:
             # Cancelled between the claim and recording the pid: the cancel
             # could not see this driver, so stop it here.
             procs.kill_group(proc.pid, grace=2.0)
+        return True
 
     def reap(self) -> None:
-        """Notice a driver that ended; a job it left unfinished has failed."""
-        if self.current is None:
-            return
-        job, proc = self.current
-        if proc.poll() is None:
-            return
-        self.current = None
-        if jobs.finish(self.conn, job.id, jobs.FAILED, None):
-            log(f"the driver of job {job.id} exited with {proc.returncode} before ending the job")
-        jobs.touch(self.conn)
+        """Notice drivers that ended; a job its driver left unfinished has failed."""
+        for job, proc, _ in list(self.running.values()):
+            if proc.poll() is None:
+                continue
+            del self.running[job.id]
+            if jobs.finish(self.conn, job.id, jobs.FAILED, None):
+                log(f"the driver of job {job.id} exited with {proc.returncode} before ending the job")
+            jobs.touch(self.conn)
 
     def autostop(self) -> None:
         """Stop (or tear down) the cluster once it has been idle long enough."""
@@ -306,7 +327,7 @@ class Daemon:
         if idle_minutes is None:
             return
         counts = jobs.counts(self.conn)
-        if any(counts.get(s) for s in (jobs.PENDING, *jobs.ACTIVE)) or self.current is not None:
+        if any(counts.get(s) for s in (jobs.PENDING, *jobs.ACTIVE)) or self.running:
             return
         last = jobs.last_active(self.conn)
         if now - last < idle_minutes * 60:
@@ -368,8 +389,7 @@ class Daemon:
         while not self.stopping:
             try:
                 self.reap()
-                if self.current is None:
-                    self.launch_next()
+                self.launch_ready()
                 self.autostop()
             except Exception:
                 # A locked database or an unreadable cluster.json must not end the daemon.

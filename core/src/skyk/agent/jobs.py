@@ -186,8 +186,12 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
 
 
-def claim_next(conn: sqlite3.Connection) -> Job | None:
-    """Move the oldest PENDING job to SETTING_UP (or RUNNING when it has no setup) and return it."""
+def claim_next(conn: sqlite3.Connection, admit: Callable[[Job], bool] | None = None) -> Job | None:
+    """Move the oldest PENDING job to SETTING_UP (or RUNNING when it has no setup) and return it.
+
+    ``admit(job)`` may keep the oldest job waiting (its accelerators are in
+    use); then nothing is claimed, so jobs still start in submission order.
+    """
     now = time.time()
     with _write(conn):
         row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE status = ? ORDER BY id LIMIT 1",
@@ -195,6 +199,8 @@ def claim_next(conn: sqlite3.Connection) -> Job | None:
         if row is None:
             return None
         job = _job(row)
+        if admit is not None and not admit(job):
+            return None
         status = SETTING_UP if job.has_setup else RUNNING
         conn.execute("UPDATE jobs SET status = ?, started_at = ? WHERE id = ?", (status, now, job.id))
     return get(conn, job.id)

@@ -29,15 +29,47 @@ class RequestRateScaling(ScalingPolicy):
     This is SkyServe's policy: ``ceil(requests_per_second /
     target_qps_per_replica)``. Without the target (allowed only for a fixed
     count) it asks for ``min_replicas``.
+
+    With a target per accelerator (``{H100: 20, A100: 10}``, SkyServe's
+    instance-aware autoscaling) a replica's share depends on its GPU, so the
+    count comes from the replicas' capacity (the sum of their targets; an
+    unknown or unlisted GPU counts as the smallest target):
+
+    * load above the alive replicas' capacity adds replicas for the rest,
+      each counted at the largest target (new replicas land on the cheapest
+      GPU that fits, often the best one);
+    * load below it keeps the ready replicas, largest target first, until
+      their capacity covers it (all alive ones while the ready ones fall
+      short);
+    * with no replica alive it asks for ``min_replicas``.
     """
 
     name = "request_rate"
 
     def desired_replicas(self, load: LoadSample, policy: ReplicaPolicy) -> int:
-        """Return ``ceil(rps / target_qps_per_replica)``."""
-        if policy.target_qps_per_replica is None:
+        """Return ``ceil(rps / target_qps_per_replica)``, or the per-accelerator count above."""
+        from skyk.spec.service import qps_for
+
+        targets = policy.target_qps_per_replica
+        if targets is None:
             return policy.min_replicas
-        return _replicas_for(load.requests_per_second, policy.target_qps_per_replica)
+        if not isinstance(targets, dict):
+            return _replicas_for(load.requests_per_second, targets)
+        if not load.replica_accelerators:
+            return policy.min_replicas
+        rps = load.requests_per_second
+        capacity = sum(qps_for(targets, a) for a in load.replica_accelerators)
+        if rps > capacity + _EPSILON:
+            return len(load.replica_accelerators) + _replicas_for(rps - capacity, max(targets.values()))
+        kept, covered = 0, 0.0
+        for share in sorted((qps_for(targets, a) for a in load.ready_accelerators), reverse=True):
+            if covered >= rps - _EPSILON:
+                break
+            kept, covered = kept + 1, covered + share
+        if covered < rps - _EPSILON:
+            # The ready replicas alone fall short: the ones still launching are needed too.
+            return len(load.replica_accelerators)
+        return kept
 
 
 class QueueLengthScaling(ScalingPolicy):

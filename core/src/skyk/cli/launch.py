@@ -101,7 +101,9 @@ def task_or_command(text: str):
     from skyk.spec.task import load_task, task_from_mapping
 
     if os.path.exists(text) or text.endswith((".yaml", ".yml")):
-        return load_task(text)
+        task = load_task(text)
+        task.warn_ignored()
+        return task
     return task_from_mapping({"run": text}, "<command>")
 
 
@@ -177,6 +179,8 @@ def dry_run(args, task, override, flags) -> int:
     if args.output == "json":
         print_json({
             "task": task.name, "cluster": args.cluster, "num_nodes": task.num_nodes,
+            **({"workdir": task.git_workdir.model_dump()} if task.git_workdir else {}),
+            **({"pool": {"workers": task.pool.workers}} if task.pool else {}),
             **({"model_size": _sizing_json(sizing)} if sizing else {}),
             "chosen": _row(best, True, sizing), "considered": plan.considered,
             "best_per_cloud": [_row(c, c is best, sizing) for c in shown],
@@ -186,6 +190,10 @@ def dry_run(args, task, override, flags) -> int:
         nodes = f"{task.num_nodes}x " if task.num_nodes > 1 else ""
         print(f"Plan for task {task.name or '(unnamed)'}"
               f"{' on cluster ' + args.cluster if args.cluster else ''}:")
+        if task.pool:
+            print(f"Pool of {task.pool.workers} worker(s); the plan is for one worker:")
+        if task.git_workdir:
+            print(f"Workdir: each node clones {task.git_workdir.describe()} into ~/sky_workdir")
         if sizing:
             _print_sizing(sizing)
         headers = ["INFRA", "INSTANCE", "vCPUs", "MEM(GiB)", "ACCELERATORS", "$/h", "CHOSEN"]

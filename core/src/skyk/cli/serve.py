@@ -109,6 +109,7 @@ def load_service_task(path: str, envs, secrets) -> dict:
     mapping = load_yaml_mapping(path, "task")
     task = task_from_mapping(mapping, path).with_overrides(envs, secrets)
     task.check_ready()
+    task.warn_ignored()
     if task.service is None:
         raise SpecError(f"{path}: has no service section, so it cannot be served",
                         hint="add e.g. 'service: {readiness_probe: /health, replicas: 2}',"
@@ -121,8 +122,8 @@ def load_service_task(path: str, envs, secrets) -> dict:
 
         mapping = resolve_mapping(mapping, task)
     # The controller runs elsewhere (its own directory): pin local paths now.
-    if task.workdir:
-        mapping["workdir"] = os.path.abspath(os.path.expanduser(task.workdir))
+    if task.local_workdir:
+        mapping["workdir"] = os.path.abspath(os.path.expanduser(task.local_workdir))
     tls = (mapping.get("service") or {}).get("tls")
     if tls:
         mapping["service"] = dict(mapping["service"], tls={key: _existing_file(path, tls[key], f"service.tls.{key}")

@@ -40,12 +40,13 @@ def _memory_gib(accelerator: str) -> float | None:
 
 def run(args) -> int:
     """Print the accelerator list or a price table."""
+    from skyk.catalog.accelerators import not_offered
     from skyk.catalog.offering import format_count
     from skyk.catalog.store import Catalog
     from skyk.cli.output import warn_plugin_failures
     from skyk.errors import SpecError
     from skyk.optimizer.planner import load_clouds
-    from skyk.spec.values import parse_accelerator
+    from skyk.spec.values import count_fits, parse_accelerator
 
     kernel = load_clouds([args.cloud] if args.cloud else None, "--cloud")
     warn_plugin_failures(kernel)
@@ -81,11 +82,15 @@ def run(args) -> int:
     except ValueError as exc:
         message, _, hint = str(exc).partition(" | hint: ")
         raise SpecError(f"show-gpus: {message}", hint=hint or None) from None
-    name = catalog.accelerator_names().canonical(wanted.name, "show-gpus")
+    offered = catalog.accelerator_names()
+    name = offered.canonical(wanted.name, "show-gpus")
+    if name not in offered:
+        raise not_offered([name], [args.cloud.lower()] if args.cloud else None, "show-gpus")
+    # With a count, the offerings a launch would take for it (T4:0.5 fits a one-T4 machine).
     exact_count = ":" in args.accelerator
     groups: dict[tuple, list] = {}
     for offering in catalog.with_accelerator(name):
-        if exact_count and abs(offering.accelerator_count - wanted.count) > 1e-6:
+        if exact_count and not count_fits(wanted.count, offering.accelerator_count):
             continue
         key = (offering.cloud, offering.instance_type, offering.accelerator_count)
         if args.all_regions:

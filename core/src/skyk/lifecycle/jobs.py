@@ -18,10 +18,13 @@ class JobFailed(SkykError):
     exit_code = 1
 
 
-def job_spec(task: Task, with_setup: bool) -> dict:
-    """Return what the agent's ``submit`` reads (secrets travel on stdin, never argv)."""
+def job_spec(task: Task, with_setup: bool, gpus: float | None = None) -> dict:
+    """Return what the agent's ``submit`` reads (secrets travel on stdin, never argv).
+
+    ``gpus`` is the accelerators per node the job asks for (None: the whole node).
+    """
     return {"name": task.name, "setup": task.setup if with_setup else None, "run": task.run,
-            "envs": dict(task.envs), "secrets": dict(task.secrets)}
+            "envs": dict(task.envs), "secrets": dict(task.secrets), "gpus": gpus}
 
 
 def follow(client, cluster: str, job_id: int, tail: int | None = None) -> int:

@@ -12,7 +12,7 @@ from skyk.lifecycle import lookup, nodes
 from skyk.lifecycle.control import had_agent, restart_agent, set_autostop, start_cluster, teardown
 from skyk.lifecycle.jobs import follow, job_spec
 from skyk.lifecycle.progress import say, step
-from skyk.lifecycle.reuse import check_fits
+from skyk.lifecycle.reuse import accelerator_demand, check_fits
 from skyk.spec.resources import ResourceFields
 from skyk.spec.task import Task
 from skyk.state import clusters, db
@@ -36,6 +36,10 @@ class LaunchOptions:
 
 def launch(task: Task, options: LaunchOptions) -> int:
     """Provision (or reuse) the cluster, run ``setup`` then ``run`` as a job; return the exit code."""
+    if task.pool is not None:
+        raise SkykError(f"{task.source}: pool: worker pools are not supported yet",
+                        hint="'skyk launch --dryrun' plans one worker; launch workers as clusters"
+                             " with 'skyk launch -c NAME' (without pool:)")
     conn = db.connect()
     name = options.cluster
     with cluster_lock(name):
@@ -72,7 +76,8 @@ def launch(task: Task, options: LaunchOptions) -> int:
         if idle is not None:
             set_autostop(conn, handle, client, idle, down)
         clusters.set_status(conn, name, clusters.UP)
-        job_id = _submit(client, name, task, with_setup=True)
+        gpus = accelerator_demand(task, options.override, options.flags, handle)
+        job_id = _submit(client, name, task, with_setup=True, gpus=gpus)
     # Outside the lock: following a log must not keep 'down' or 'stop' waiting.
     return _follow_or_detach(client, name, job_id, options.detach)
 
@@ -141,11 +146,11 @@ def _abandon(conn, name: str) -> None:
                         f" had not finished; 'skyk down {name}' removes what it made")
 
 
-def _submit(client, name: str, task: Task, with_setup: bool) -> int | None:
+def _submit(client, name: str, task: Task, with_setup: bool, gpus: float | None) -> int | None:
     if not (task.run or (with_setup and task.setup)):
         say(f"✓ Cluster {name} is UP (the task has no run command)")
         return None
-    return client.submit(job_spec(task, with_setup))
+    return client.submit(job_spec(task, with_setup, gpus))
 
 
 def _follow_or_detach(client, name: str, job_id: int | None, detach: bool) -> int:
@@ -170,4 +175,6 @@ def execute(task: Task, cluster: str, detach: bool) -> int:
         with step("Syncing workdir and file mounts"):
             nodes.sync_files(handle, task)
     client = lookup.head_client(handle)
-    return _follow_or_detach(client, cluster, _submit(client, cluster, task, with_setup=False), detach)
+    gpus = accelerator_demand(task, None, None, handle)
+    return _follow_or_detach(client, cluster, _submit(client, cluster, task, with_setup=False, gpus=gpus),
+                             detach)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from skyk.agent.layout import WORKDIR_NAME
-from skyk.agent.runners import RunnerError, runner_from_spec
+from skyk.agent.runners import RunnerError, remote_path, runner_from_spec
 from skyk.errors import SkykError
 from skyk.provision.cloud import Cloud
 from skyk.provision.ssh_cloud import HEAD_KEY, give_head_the_key
 from skyk.provision.types import ClusterHandle
 from skyk.spec.task import Task
+from skyk.spec.workdir import GitWorkdir
 
 #: Where the task's workdir lands on every node.
 WORKDIR = f"~/{WORKDIR_NAME}"
+#: Seconds one node may take to clone a git workdir.
+CLONE_TIMEOUT = 900
 
 
 def cluster_info(handle: ClusterHandle, cloud: Cloud) -> dict:
@@ -57,13 +61,26 @@ def close_connections(handle: ClusterHandle) -> None:
             pass  # nothing was open, or it is dying anyway
 
 
+def node_path(dest: str) -> str:
+    """Where a file mount destination is on a node: a relative one is in the workdir, as in SkyPilot."""
+    return dest if dest.startswith(("/", "~")) else f"{WORKDIR}/{dest}"
+
+
 def check_mounts(task: Task, cloud: str) -> None:
-    """Refuse file mounts this version cannot make on ``cloud``, before anything is provisioned."""
+    """Refuse file mounts and volumes this version cannot make on ``cloud``, before anything is provisioned."""
+    alternatives = [task.resources, *(task.resources.any_of or task.resources.ordered or [])]
+    named = [field for field, used in (("volumes", task.volumes), ("volume_mounts", task.volume_mounts),
+                                       ("resources.volumes", any(r.volumes for r in alternatives)))
+             if used]
+    if named:
+        raise SkykError(f"{task.source}: {named[0]}: volumes are not supported yet",
+                        hint="copy the data with file_mounts, or fetch it in setup; 'skyk launch --dryrun'"
+                             " still plans the task")
     for dest, src in task.file_mounts.items():
         if not isinstance(src, str) or "://" in src:
             raise SkykError(f"{task.source}: file_mounts.{dest}: bucket mounts are not supported yet",
                             hint="copy the data from a local path, or fetch it in setup")
-        if cloud == "local" and not dest.startswith("~"):
+        if cloud == "local" and (not node_path(dest).startswith("~") or ".." in dest.split("/")):
             # A local node is a sandbox on this machine; an absolute path would
             # write outside it, into the user's own filesystem.
             raise SkykError(f"{task.source}: file_mounts.{dest}: the local cloud will not write"
@@ -71,15 +88,32 @@ def check_mounts(task: Task, cloud: str) -> None:
                             hint=f"use a path under the node's home, e.g. ~{dest}")
 
 
+def clone_command(repo: GitWorkdir, dest: str) -> str:
+    """The node command that makes ``dest`` a fresh clone of ``repo`` at its ref.
+
+    It clones beside ``dest`` and swaps the clone in only once the checkout
+    worked, so a bad URL or ref leaves the node's workdir as it was. Git
+    never prompts (there is no one to answer on a node).
+    """
+    target = remote_path(dest)
+    checkout = f" && git -C \"$t/repo\" checkout --quiet {shlex.quote(repo.ref)} --" if repo.ref else ""
+    return (f"export GIT_TERMINAL_PROMPT=0 && d=$(dirname {target}) && mkdir -p \"$d\""
+            f' && t=$(mktemp -d "$d/.skyk-clone.XXXXXX")'
+            f" && {{ git clone --quiet -- {shlex.quote(repo.url)} \"$t/repo\"{checkout}"
+            f' && rm -rf {target} && mv "$t/repo" {target} && rmdir "$t"; }}'
+            f' || {{ rc=$?; rm -rf "$t"; exit $rc; }}')
+
+
 def sync_files(handle: ClusterHandle, task: Task) -> None:
-    """Copy the workdir and local file mounts to every node, in parallel."""
+    """Copy the workdir (or clone a git workdir) and local file mounts to every node, in parallel."""
     copies: list[tuple[Path, str]] = []
-    if task.workdir:
-        copies.append((Path(task.workdir).expanduser(), WORKDIR))
+    if task.local_workdir:
+        copies.append((Path(task.local_workdir).expanduser(), WORKDIR))
     for dest, src in task.file_mounts.items():
         if isinstance(src, str):
-            copies.append((Path(src).expanduser(), dest))
-    if not copies:
+            copies.append((Path(src).expanduser(), node_path(dest)))
+    repo = task.git_workdir
+    if not copies and repo is None:
         return
 
     def copy(spec_and_item) -> None:
@@ -91,6 +125,22 @@ def sync_files(handle: ClusterHandle, task: Task) -> None:
             raise SkykError(f"syncing {src} to {dest} on {handle.cluster}: {exc}",
                             hint="check the node is reachable: skyk status -r " + handle.cluster) from None
 
+    def clone(spec) -> None:
+        # Before the copies: a file mount may land inside the workdir the clone replaces.
+        try:
+            result = runner_from_spec(spec).run(clone_command(repo, WORKDIR), timeout=CLONE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise SkykError(f"{task.source}: workdir: cloning {repo.describe()} on {handle.cluster}"
+                            f" took over {CLONE_TIMEOUT} s",
+                            hint="check the nodes can reach the repository") from None
+        if result.returncode != 0:
+            why = (result.stderr or result.stdout).strip().splitlines() or [f"exit {result.returncode}"]
+            raise SkykError(f"{task.source}: workdir: cloning {repo.describe()} on {handle.cluster}"
+                            f" failed: {why[-1]}",
+                            hint="check the url and ref, and that the nodes have git and can reach it")
+
     work = [(n.runner, item) for n in handle.nodes for item in copies]
-    with ThreadPoolExecutor(max_workers=min(16, len(work))) as pool:
+    with ThreadPoolExecutor(max_workers=min(16, max(len(work), len(handle.nodes)))) as pool:
+        if repo is not None:
+            list(pool.map(clone, [n.runner for n in handle.nodes]))
         list(pool.map(copy, work))

@@ -102,3 +102,18 @@ def check_fits(task, override: ResourceFields | None, flags: dict[str, str] | No
             f" {{{handle.accelerator}:{handle.accelerator_count:g}}}" if handle.accelerator else "")
         raise SkykError(f"cluster {handle.cluster} ({have} on {handle.infra}) {problem}",
                         hint=f"launch it on a new cluster name, or 'skyk down {handle.cluster}' first")
+
+
+def accelerator_demand(task, override: ResourceFields | None, flags: dict[str, str] | None,
+                       handle: ClusterHandle) -> float | None:
+    """The accelerators per node ``task`` asks of this cluster's nodes, or None if it names none.
+
+    The count comes from the first alternative naming the cluster's accelerator
+    (``T4:0.5`` gives 0.5), so the agent can run jobs side by side while their counts fit
+    the node (see ``skyk.agent.sharing``).
+    """
+    have = (handle.accelerator or "").lower()
+    for req in task.resources.requirements_with(override, flags):
+        if req.accelerator is not None and req.accelerator.lower() == have:
+            return req.accelerator_count
+    return None

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
+from skyk.catalog.accelerators import AcceleratorNames, not_offered
 from skyk.catalog.gpus import gpu_spec
 from skyk.catalog.store import Catalog
 from skyk.errors import CatalogError, NoFeasibleResources, PluginError, SpecError
@@ -137,6 +138,7 @@ def plan_task(task: Task, override: ResourceFields | None = None,
         raise CatalogError(f"cannot check accelerator names, some catalogs are unusable: {problems}",
                            hint="run 'skyk catalog refresh' or set SKYK_CATALOG_DIR")
     requirements = canonicalize(requirements, known, task.source)
+    check_offered(requirements, known, names, task.source)
     sizing, preferences = None, None
     if need is not None:
         sizing, requirements, preferences = size_for_model(need, requirements, catalog,
@@ -159,6 +161,21 @@ def plan_task(task: Task, override: ResourceFields | None = None,
                                       " the others") from None
         raise NoFeasibleResources(f"{task.source}: {exc.message}", hint=exc.hint) from None
     return PlannedTask(task, plan, catalog, kernel, task.resources.is_ordered, sizing)
+
+
+def check_offered(requirements: list[Requirement], offered: AcceleratorNames,
+                  clouds: Collection[str] | None, source: str) -> None:
+    """Raise when every alternative names an accelerator no loaded cloud offers.
+
+    Such a name is real (SkyPilot knows it) but sold by none of ``clouds``
+    (None: every installed cloud); beside other alternatives it is just one
+    that nothing fits, and ranking skips it.
+    """
+    missing = [r for r in requirements if r.accelerator and r.accelerator not in offered]
+    if missing and len(missing) == len(requirements):
+        first = missing[0]
+        raise not_offered((r.accelerator for r in missing), clouds,
+                          first.where(first.accelerator_origin, source))
 
 
 def names_no_hardware(requirement: Requirement) -> bool:

@@ -104,7 +104,7 @@ def _feasible(req: Requirement, offering: Offering,
         return False
     if req.instance_type and offering.instance_type != req.instance_type:
         return False
-    if req.accelerator and abs(offering.accelerator_count - req.accelerator_count) > 1e-6:
+    if req.accelerator and not req.admits_count(offering.accelerator_count):
         return False
     cpus, memory = _sizing(req, defaults, offering.cloud)
     if cpus and not cpus.admits(offering.vcpus):
@@ -202,7 +202,7 @@ def _why_not(catalog: Catalog, cloud: str, req: Requirement, num_nodes: int,
         return f"no {what}"
     if req.accelerator:
         counts = sorted({o.accelerator_count for o in offers})
-        offers = [o for o in offers if abs(o.accelerator_count - req.accelerator_count) < 1e-6]
+        offers = [o for o in offers if req.admits_count(o.accelerator_count)]
         if not offers:
             shown = ", ".join(format_count(c) for c in counts)
             return f"{req.accelerator} comes only in counts {shown}"

@@ -41,6 +41,7 @@ from skyk.serve.policies import LoadSample
 from skyk.serve.probe import probe
 from skyk.serve.replica_job import save_log, server_ended
 from skyk.serve.routing import Routing
+from skyk.spec.service import qps_for
 from skyk.spec.task import Task, task_from_mapping
 from skyk.state import clusters, db
 
@@ -125,6 +126,7 @@ class Controller:
         self.job_checked: dict[int, float] = {}  # when each replica's agent was last asked about its job
         self.job_checks: dict[int, Future] = {}  # those questions still unanswered or unread
         self.routing = Routing()  # the list versions, and whether the router routes to a replica yet
+        self.accelerators: dict[int, str | None] = {}  # each replica's accelerator, once its nodes exist
 
     def version_task(self, version: int) -> Task:
         """The task of one version of the service (a recorded version never changes)."""
@@ -378,7 +380,27 @@ class Controller:
         rate, waiting = (router_load(router, qps_window()) if router else None) or (0.0, 0)
         queues = list(self.probes.map(lambda r: queue_length(r.url, names=self.queue_names), ready)) if ready else []
         return LoadSample(current_replicas=len(alive), ready_replicas=len(ready), requests_per_second=rate,
-                          queue_lengths=tuple(q for q in queues if q is not None), waiting_requests=waiting)
+                          queue_lengths=tuple(q for q in queues if q is not None), waiting_requests=waiting,
+                          replica_accelerators=tuple(self.accelerator(r) for r in alive),
+                          ready_accelerators=tuple(self.accelerator(r) for r in ready))
+
+    def share(self, task: Task):
+        """Each replica's share of the load by its GPU, when the target is per accelerator; else None."""
+        spec = task.service.replica_policy
+        targets = spec.target_qps_per_replica if spec is not None else None
+        if not isinstance(targets, dict):
+            return None
+        return lambda replica: qps_for(targets, self.accelerator(replica))
+
+    def accelerator(self, replica: state.ReplicaRecord) -> str | None:
+        """The accelerator of a replica's nodes; None until they exist (or for CPU-only nodes)."""
+        if replica.id not in self.accelerators:
+            handle = getattr(clusters.get(self.conn, replica.cluster), "handle", None)
+            if handle is None:
+                return None  # still provisioning: ask again next tick
+            # A replica's nodes never change, so one lookup is enough.
+            self.accelerators[replica.id] = handle.accelerator
+        return self.accelerators[replica.id]
 
     def tick(self) -> bool:
         """Do one round of work; False once the service is gone or shutting down."""
@@ -412,7 +434,7 @@ class Controller:
         new = [r for r in alive if r.version == record.version]
         old = [r for r in alive if r.version != record.version]
         target = self.target(record, task, alive)
-        plan = plan_version(new, target, spot_policy(task))
+        plan = plan_version(new, target, spot_policy(task), self.share(task))
         for is_spot, count in ((True, plan.launch_spot), (False, plan.launch_ondemand)):
             if count and self.backoff[is_spot].ready():
                 for _ in range(count):

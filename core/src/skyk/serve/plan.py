@@ -9,6 +9,7 @@ replicas the router should send traffic to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skyk.serve import state
@@ -35,19 +36,26 @@ class Plan:
     retire: list[ReplicaRecord] = field(default_factory=list)
 
 
-def _least_useful_first(replicas: list[ReplicaRecord]) -> list[ReplicaRecord]:
-    # Not ready before ready, older versions before newer, newest launch first:
-    # scaling down keeps the replicas that serve and have served longest.
-    return sorted(replicas, key=lambda r: (r.status == state.READY, r.version, -r.id))
+def _least_useful_first(replicas: list[ReplicaRecord],
+                        share: Callable[[ReplicaRecord], float] | None = None) -> list[ReplicaRecord]:
+    # Not ready before ready, smaller share of the load before larger (when
+    # replicas differ, e.g. a per-accelerator target), older versions before
+    # newer, newest launch first: scaling down keeps the replicas that serve
+    # most and have served longest.
+    return sorted(replicas, key=lambda r: (r.status == state.READY, share(r) if share else 0.0,
+                                           r.version, -r.id))
 
 
-def plan_version(alive: list[ReplicaRecord], target: int, spot: SpotPolicy) -> Plan:
+def plan_version(alive: list[ReplicaRecord], target: int, spot: SpotPolicy,
+                 share: Callable[[ReplicaRecord], float] | None = None) -> Plan:
     """Plan the newest version's replicas: ``alive`` are its live ones, ``target`` its size.
 
     Without spot every replica is on-demand. With spot, ``base_ondemand``
     replicas are on-demand and the rest spot; with the dynamic fallback, each
     spot replica that is not ready is covered by an extra on-demand one,
-    which goes again once the spot replica is ready.
+    which goes again once the spot replica is ready. ``share`` gives each
+    replica's share of the load it is meant to take (its GPU's
+    ``target_qps_per_replica``); when scaling down, smaller shares go first.
     """
     if spot.use_spot:
         base = min(spot.base_ondemand, target)
@@ -66,7 +74,7 @@ def plan_version(alive: list[ReplicaRecord], target: int, spot: SpotPolicy) -> P
             else:
                 plan.launch_ondemand = missing
         elif missing < 0:
-            plan.retire.extend(_least_useful_first(have)[:-missing])
+            plan.retire.extend(_least_useful_first(have, share)[:-missing])
     return plan
 
 

@@ -32,6 +32,11 @@ class LoadSample:
     could not be read are left out, so this may be shorter than ``ready_replicas``."""
     waiting_requests: int = 0
     """Requests the router is holding because no replica is ready."""
+    replica_accelerators: tuple[str | None, ...] = ()
+    """The accelerator of each replica alive now (None while not yet known), for
+    targets that depend on it (``target_qps_per_replica`` per accelerator)."""
+    ready_accelerators: tuple[str | None, ...] = ()
+    """The accelerator of each ready replica, likewise."""
 
 
 class ScalingPolicy(abc.ABC):

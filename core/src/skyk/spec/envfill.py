@@ -32,6 +32,11 @@ def fill_text(text: str, envs: Mapping[str, str | None]) -> str:
     return _REFERENCE.sub(value, text) if "$" in text else text
 
 
+def references(text: str) -> list[str]:
+    """The names ``text`` still refers to as ``$NAME``/``${NAME}`` (those no value filled)."""
+    return [match.group(1) or match.group(2) for match in _REFERENCE.finditer(text)] if "$" in text else []
+
+
 def fill(value: Any, envs: Mapping[str, str | None]) -> Any:
     """Return ``value`` with env references filled in every string it holds.
 

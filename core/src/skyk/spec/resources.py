@@ -8,15 +8,18 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from skyk.spec.base import SpecModel
+from skyk.spec.disk import parse_disk_size
 from skyk.spec.values import (
     AcceleratorChoice,
     Quantity,
+    count_fits,
     parse_accelerators,
     parse_infra,
     parse_minutes,
     parse_ports,
     parse_quantity,
 )
+from skyk.spec.volumes import parse_resource_volumes
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class Requirement:
         """Return ``origin`` prefixed by the task file, unless it is a flag."""
         return origin if origin.startswith("--") or not source else f"{source}: {origin}"
 
+    def admits_count(self, offered: float) -> bool:
+        """Whether a node with ``offered`` of the accelerator gives this request its count (see count_fits)."""
+        return count_fits(self.accelerator_count, offered)
+
     @property
     def wants_defaults(self) -> bool:
         """Whether the task named nothing that sizes a machine (so cloud defaults apply)."""
@@ -101,13 +108,18 @@ class ResourceFields(SpecModel):
     memory: Any = None
     instance_type: str | None = None
     use_spot: bool | None = None
-    disk_size: int | None = Field(default=None, gt=0)
+    #: Whole GB; the YAML may give units (1TB), see :mod:`skyk.spec.disk`.
+    disk_size: Any = None
     disk_tier: Literal["low", "medium", "high", "ultra", "best"] | None = None
     network_tier: Literal["standard", "best"] | None = None
     ports: Any = None
     labels: dict[str, str] | None = None
     image_id: Any = None
     job_recovery: Any = None
+    #: SkyPilot's former name of job_recovery, still read (see _legacy_names).
+    spot_recovery: Any = None
+    #: Disks to attach (SkyPilot's resources.volumes); checked, not made yet.
+    volumes: Any = None
     autostop: Any = None
     max_hourly_cost: float | None = Field(default=None, gt=0)
 
@@ -120,6 +132,11 @@ class ResourceFields(SpecModel):
     @classmethod
     def _quantity(cls, value: Any, info) -> Quantity | None:
         return value if isinstance(value, Quantity) else parse_quantity(value, info.field_name)
+
+    @field_validator("disk_size", mode="before")
+    @classmethod
+    def _disk_size(cls, value: Any) -> int | None:
+        return parse_disk_size(value)
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -167,7 +184,12 @@ class ResourceFields(SpecModel):
             return Autostop(parse_minutes(value.get("idle_minutes", 5), "autostop.idle_minutes"), down)
         return Autostop(parse_minutes(value, "autostop"))
 
-    @field_validator("job_recovery", mode="before")
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volumes(cls, value: Any) -> list[dict[str, Any]]:
+        return parse_resource_volumes(value)
+
+    @field_validator("job_recovery", "spot_recovery", mode="before")
     @classmethod
     def _job_recovery(cls, value: Any) -> JobRecovery | None:
         if value is None or isinstance(value, JobRecovery):
@@ -188,6 +210,20 @@ class ResourceFields(SpecModel):
             return JobRecovery(strategy.upper() if strategy else None, restarts)
         raise ValueError("expected a strategy name or a mapping"
                          " | hint: write job_recovery: EAGER_NEXT_REGION")
+
+    @model_validator(mode="after")
+    def _legacy_names(self) -> ResourceFields:
+        # spot_recovery is read as job_recovery, so the rest of skyk (and
+        # merging with any_of entries) sees one field.
+        if "spot_recovery" in self.model_fields_set:
+            if "job_recovery" in self.model_fields_set:
+                raise ValueError("give either job_recovery or spot_recovery, not both"
+                                 " | hint: spot_recovery is job_recovery's former name; keep job_recovery")
+            object.__setattr__(self, "job_recovery", self.spot_recovery)
+            object.__setattr__(self, "spot_recovery", None)
+            self.model_fields_set.discard("spot_recovery")
+            self.model_fields_set.add("job_recovery")
+        return self
 
     @model_validator(mode="after")
     def _pins(self) -> ResourceFields:

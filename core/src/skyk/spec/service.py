@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from skyk.spec.base import SpecModel
+from skyk.spec.values import bounded_number, parse_accelerator
 
 # Bounds on every duration and count, checked when the task is read (serve up, serve update,
 # launch --dryrun), so an absurd value fails there with one line rather than in the controller.
@@ -45,6 +46,50 @@ BUILTIN_POLICY_TARGETS: dict[str, str] = {
 }
 
 
+def parse_qps_target(value: Any) -> float | dict[str, float] | None:
+    """Parse ``target_qps_per_replica``: a positive number, or accelerator -> positive number."""
+    if value is None:
+        return None
+    hint = "write target_qps_per_replica: 5, or per accelerator {H100: 20, A100: 10}"
+
+    def qps(number: Any, what: str) -> float:
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ValueError(f"{what} must be a number of requests per second, got {number!r} | hint: {hint}")
+        checked = bounded_number(number, what, MAX_SCALING_TARGET, hint)
+        if checked <= 0:
+            raise ValueError(f"{what} must be greater than 0, got {number!r} | hint: {hint}")
+        return checked
+
+    if not isinstance(value, dict):
+        return qps(value, "target_qps_per_replica")
+    if not value:
+        raise ValueError(f"target_qps_per_replica is an empty mapping | hint: {hint}")
+    targets = {}
+    for name, number in value.items():
+        if not isinstance(name, str):
+            raise ValueError(f"target_qps_per_replica key {name!r} must be an accelerator name | hint: {hint}")
+        # SkyServe also takes 'A100:1' as key; the count does not change the target.
+        accelerator = parse_accelerator(name).name
+        targets[accelerator] = qps(number, f"target_qps_per_replica.{name}")
+    return targets
+
+
+def qps_for(targets: float | dict[str, float], accelerator: str | None) -> float:
+    """The requests per second one replica on ``accelerator`` should take.
+
+    A per-accelerator target is matched case-insensitively; a replica whose
+    accelerator is unknown (still provisioning) or not listed gets the
+    smallest target, as SkyServe does, so capacity is never overstated.
+    """
+    if not isinstance(targets, dict):
+        return targets
+    wanted = (accelerator or "").casefold()
+    for name, target in targets.items():
+        if name.casefold() == wanted:
+            return target
+    return min(targets.values())
+
+
 class ReplicaPolicy(SpecModel):
     """Autoscaling bounds, the signal to scale on, and the fallback from spot to on-demand.
 
@@ -55,7 +100,9 @@ class ReplicaPolicy(SpecModel):
 
     min_replicas: int = Field(ge=0, le=MAX_REPLICAS)
     max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
-    target_qps_per_replica: float | None = Field(default=None, gt=0, le=MAX_SCALING_TARGET)
+    #: Requests per second one replica should take: one number, or one per
+    #: accelerator ({H100: 20, A100: 10}) for replicas on mixed GPUs.
+    target_qps_per_replica: Any = None
     target_queue_length_per_replica: float | None = Field(default=None, gt=0,
                                                      le=MAX_SCALING_TARGET)
     policy: str | None = Field(default=None, min_length=1)
@@ -64,6 +111,11 @@ class ReplicaPolicy(SpecModel):
     base_ondemand_fallback_replicas: int = Field(default=0, ge=0, le=MAX_REPLICAS)
     dynamic_ondemand_fallback: bool = False
 
+    @field_validator("target_qps_per_replica", mode="before")
+    @classmethod
+    def _qps_target(cls, value: Any) -> float | dict[str, float] | None:
+        return parse_qps_target(value)
+
     @model_validator(mode="after")
     def _bounds(self) -> ReplicaPolicy:
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:
@@ -71,11 +123,6 @@ class ReplicaPolicy(SpecModel):
                              f" ({self.min_replicas}) | hint: raise max_replicas or lower min_replicas")
         if not self.autoscales:
             return self
-        if (self.policy is None and self.target_qps_per_replica is None
-                and self.target_queue_length_per_replica is None):
-            raise ValueError("autoscaling between min_replicas and max_replicas needs"
-                             " target_qps_per_replica, target_queue_length_per_replica or a policy"
-                             " | hint: add target_qps_per_replica: 5 or target_queue_length_per_replica: 8")
         # The built-in policies cannot scale without their target; say so now
         # rather than from a controller that silently sits at min_replicas.
         needed = BUILTIN_POLICY_TARGETS.get(self.scaling_policy_name)
@@ -90,9 +137,19 @@ class ReplicaPolicy(SpecModel):
         return self.min_replicas if self.max_replicas is None else self.max_replicas
 
     @property
+    def has_scaling_signal(self) -> bool:
+        """Whether anything tells the count to move: a target or a named policy."""
+        return (self.policy is not None or self.target_qps_per_replica is not None
+                or self.target_queue_length_per_replica is not None)
+
+    @property
     def autoscales(self) -> bool:
-        """Whether the replica count may move between two different bounds."""
-        return self.upper_replicas > self.min_replicas
+        """Whether the replica count may move between two different bounds.
+
+        As in SkyServe, ``min_replicas`` and ``max_replicas`` with no target
+        (and no policy) keep the count fixed at ``min_replicas``.
+        """
+        return self.upper_replicas > self.min_replicas and self.has_scaling_signal
 
     @property
     def scaling_policy_name(self) -> str:

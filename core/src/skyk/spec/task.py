@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from skyk.errors import SpecError
 from skyk.spec.base import SpecModel
-from skyk.spec.envfill import fill
+from skyk.spec.envfill import fill, references
 from skyk.spec.errors import spec_error
+from skyk.spec.pool import Pool
 from skyk.spec.resources import Resources
 from skyk.spec.runtime import RuntimeSection
 from skyk.spec.service import Service
-from skyk.spec.values import check_env_name, check_path, check_safe_name
+from skyk.spec.task_config import ignored_warning, parse_config
+from skyk.spec.values import check_env_name, check_path, check_safe_name, parse_data_sizes
+from skyk.spec.volumes import parse_task_volumes, parse_volume_mounts
+from skyk.spec.workdir import GitWorkdir, parse_git_workdir
 from skyk.spec.yamlfile import load_yaml_mapping
 
 #: Fields that ``envs`` are filled into (secrets never are: they stay off the records).
@@ -60,7 +65,8 @@ class Task(SpecModel):
     """
 
     name: str | None = None
-    workdir: str | None = None
+    #: A local folder, or a git repository the nodes clone (:class:`GitWorkdir`).
+    workdir: Any = None
     num_nodes: int = Field(default=1, ge=1, le=MAX_NODES)
     resources: Resources = Field(default_factory=Resources)
     envs: dict[str, str | None] = Field(default_factory=dict)
@@ -70,6 +76,17 @@ class Task(SpecModel):
     run: str | None = None
     service: Service | None = None
     runtime: RuntimeSection | None = None
+    #: SkyPilot's per-task config overrides (see :mod:`skyk.spec.task_config`).
+    config: Any = None
+    #: Data the task reads and writes ({PATH_OR_URL: GB}); SkyPilot's optimizer
+    #: weighs their egress, skyk accepts them and plans without them.
+    inputs: Any = None
+    outputs: Any = None
+    #: Volumes to mount (see :mod:`skyk.spec.volumes`); checked, not made yet.
+    volumes: Any = None
+    volume_mounts: Any = None
+    #: A pool of workers for managed jobs (see :mod:`skyk.spec.pool`).
+    pool: Pool | None = None
 
     _source: str = PrivateAttr(default="<task>")
 
@@ -83,10 +100,57 @@ class Task(SpecModel):
     def _commands(cls, value: str | None, info) -> str | None:
         return None if value is None else _check_text(value, info.field_name)
 
-    @field_validator("workdir")
+    @field_validator("config", mode="before")
     @classmethod
-    def _workdir(cls, value: str | None) -> str | None:
-        return None if value is None else check_path(value, "workdir", local=True)
+    def _config(cls, value: Any) -> dict[str, Any] | None:
+        return parse_config(value)
+
+    @field_validator("inputs", "outputs", mode="before")
+    @classmethod
+    def _data_sizes(cls, value: Any, info) -> dict[str, float]:
+        return parse_data_sizes(value, info.field_name)
+
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volumes(cls, value: Any) -> dict[str, Any]:
+        return parse_task_volumes(value)
+
+    @field_validator("volume_mounts", mode="before")
+    @classmethod
+    def _volume_mounts(cls, value: Any) -> list[dict[str, Any]]:
+        return parse_volume_mounts(value)
+
+    @model_validator(mode="after")
+    def _pool_task(self) -> Task:
+        if self.pool is not None and self.run:
+            raise ValueError("a pool task has no run; jobs sent to the pool bring their own"
+                             " | hint: remove run (keep setup for the workers), or remove pool")
+        if self.pool is not None and self.service is not None:
+            raise ValueError("give either pool or service, not both"
+                             " | hint: a pool runs managed jobs, a service serves requests")
+        return self
+
+    @field_validator("workdir", mode="before")
+    @classmethod
+    def _workdir(cls, value: Any) -> str | GitWorkdir | None:
+        if value is None or isinstance(value, GitWorkdir):
+            return value
+        if isinstance(value, str):
+            return check_path(value, "workdir", local=True)
+        if isinstance(value, dict):
+            return parse_git_workdir(value)
+        raise ValueError(f"expected a local path or a git repository, got {value!r}"
+                         " | hint: write workdir: ./src or workdir: {url: https://github.com/ORG/REPO, ref: main}")
+
+    @property
+    def local_workdir(self) -> str | None:
+        """The local folder synced to the nodes as workdir, or None (none, or a git workdir)."""
+        return self.workdir if isinstance(self.workdir, str) else None
+
+    @property
+    def git_workdir(self) -> GitWorkdir | None:
+        """The git repository the nodes clone as workdir, or None."""
+        return self.workdir if isinstance(self.workdir, GitWorkdir) else None
 
     @field_validator("envs", "secrets", mode="before")
     @classmethod
@@ -97,13 +161,16 @@ class Task(SpecModel):
     @classmethod
     def _mounts(cls, value: dict[str, Any]) -> dict[str, Any]:
         for dest, src in value.items():
-            if not dest.startswith(("/", "~")):
-                raise ValueError(f"file_mounts destination {dest!r} must be an absolute path"
-                                 " | hint: write /data or ~/data")
-            check_path(dest, "file_mounts destination", local=False)
+            _check_destination(dest)
             if isinstance(src, str):
                 check_path(src, f"file_mounts source for {dest}", local=not src.startswith(_URL_SCHEMES))
         return value
+
+    def warn_ignored(self) -> None:
+        """Print, on stderr, one line naming what the task sets that skyk does not act on."""
+        line = ignored_warning(self.config, self.source)
+        if line:
+            print(line, file=sys.stderr)
 
     @property
     def source(self) -> str:
@@ -152,15 +219,35 @@ class Task(SpecModel):
                 if value is None:
                     raise SpecError(f"{self.source}: {field}.{key} has no value",
                                     hint=f"pass {flag} {key}=VALUE, or export {key} and pass {flag} {key}")
-        if self.workdir is not None:
-            if not _is_dir(self.workdir, f"{self.source}: workdir"):
-                raise SpecError(f"{self.source}: workdir: {self.workdir} is not a directory",
+        if self.local_workdir is not None:
+            if not _is_dir(self.local_workdir, f"{self.source}: workdir"):
+                raise SpecError(f"{self.source}: workdir: {self.local_workdir} is not a directory",
                                 hint="workdir is relative to where you run skyk; create it or fix the path")
         for dest, src in self.file_mounts.items():
+            unset = references(dest)
+            if unset:
+                raise SpecError(f"{self.source}: file_mounts.{dest}: the destination names ${unset[0]},"
+                                " which envs does not set",
+                                hint=f"add {unset[0]} to envs, or pass --env {unset[0]}=VALUE")
+            try:
+                _check_destination(dest)  # again: envs may have filled in what was not checked
+            except ValueError as exc:
+                message, _, hint = str(exc).partition(" | hint: ")
+                raise SpecError(f"{self.source}: file_mounts.{dest}: {message}", hint=hint) from None
             if isinstance(src, str) and not src.startswith(_URL_SCHEMES):
                 if _is_dir(src, f"{self.source}: file_mounts.{dest}") is None:
                     raise SpecError(f"{self.source}: file_mounts.{dest}: {src} does not exist",
                                     hint="local sources are relative to where you run skyk")
+
+
+def _check_destination(dest: str) -> None:
+    """Check a file mount destination (before and after envs fill it); raise ValueError."""
+    # A relative destination lands in the workdir on the node, as in SkyPilot;
+    # '..' would climb out of it.
+    if not dest.strip() or (not dest.startswith(("/", "~")) and ".." in dest.split("/")):
+        raise ValueError(f"file_mounts destination {dest!r} must be a path inside the workdir,"
+                         " or absolute | hint: write data (in ~/sky_workdir), /data or ~/data")
+    check_path(dest, "file_mounts destination", local=False)
 
 
 def _is_dir(path: str, where: str) -> bool | None:

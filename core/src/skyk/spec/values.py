@@ -67,6 +67,19 @@ class AcceleratorChoice:
     ordered: bool = False
 
 
+def count_fits(wanted: float, offered: float) -> bool:
+    """Whether a node with ``offered`` of an accelerator gives a request for ``wanted`` of it.
+
+    A whole count must match exactly (A100:8 is an 8-GPU machine). A
+    fraction (T4:0.5: half a GPU, shared with other jobs on the cluster)
+    fits any node holding at least that share, up to the next whole count:
+    Azure's half-A10 machines and 1-GPU machines alike.
+    """
+    if float(wanted).is_integer():
+        return abs(offered - wanted) < 1e-6
+    return wanted - 1e-6 <= offered <= math.ceil(wanted) + 1e-6
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -183,6 +196,26 @@ def _from_mapping_item(key: object, count: object) -> Accelerator:
         raise ValueError(f"accelerator {key!r} has a count in both key and value"
                          " | hint: write {A100: 8} or A100:8")
     return Accelerator(accelerator.name, _accelerator_count(count, f"{key}: {count}"))
+
+
+def parse_data_sizes(value: object, what: str) -> dict[str, float]:
+    """Parse SkyPilot's ``inputs``/``outputs``: at most one ``PATH_OR_URL: GB`` pair."""
+    if value is None:
+        return {}
+    hint = f"write {what}: {{s3://bucket/data: 100}} (its size in GB)"
+    if not isinstance(value, dict) or len(value) > 1:
+        raise ValueError(f"{what} takes one mapping of a path or URL to its size in GB | hint: {hint}")
+    out = {}
+    for key, size in value.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"{what} key {key!r} must be a path or URL | hint: {hint}")
+        if not _is_number(size):
+            raise ValueError(f"{what}.{key} must be a size in GB, got {size!r} | hint: {hint}")
+        number = bounded_number(size, f"{what}.{key}", MAX_QUANTITY, hint)
+        if number < 0:
+            raise ValueError(f"{what}.{key} must be 0 or more GB | hint: {hint}")
+        out[key] = number
+    return out
 
 
 def parse_ports(value: object) -> tuple[tuple[int, int], ...]:
