@@ -27,6 +27,13 @@ def test_launch_lands_in_the_third_cheapest_zone_and_lists_attempts(skyk, tmp_pa
         assert _attempted(attempts) == ["flaky-east-1a", "flaky-east-1b", "flaky-west-1a"]
         assert "capacity: injected capacity failure in flaky-east-1a" in result.stderr
         assert "quota: injected quota failure in flaky-east-1b" in result.stderr
+        # Once landed, the attempts that failed on the way, as a table.
+        lines = result.stderr.splitlines()
+        at = lines.index("Provisioned on flaky/flaky-west-1/flaky-west-1a after 2 failed attempt(s):")
+        assert lines[at + 1].split() == ["#", "INFRA", "INSTANCE_TYPE", "FAILURE", "BLOCKED", "REASON"]
+        assert lines[at + 2].split()[:4] == ["1", "flaky/flaky-east-1/flaky-east-1a", "flaky.cpu", "capacity"]
+        assert lines[at + 3].split()[:6] == ["2", "flaky/flaky-east-1/flaky-east-1b", "flaky.cpu", "quota",
+                                             "zone", "flaky/flaky-east-1/flaky-east-1b"]
         [cluster] = status_json(skyk)
         assert (cluster["cloud"], cluster["region"], cluster["zone"]) == ("flaky", "flaky-west-1", "flaky-west-1a")
         assert cluster["hourly_price"] == 0.30

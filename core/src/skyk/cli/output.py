@@ -14,23 +14,24 @@ def add_output_flag(parser) -> None:
                         help="print a table (default) or JSON")
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file=None) -> None:
-    """Print ``rows`` under ``headers`` in aligned columns."""
-    file = file or sys.stdout
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Return the lines of ``rows`` under ``headers`` in aligned columns (None shows as ``-``)."""
     cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=file)
+    return ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], file=None) -> None:
+    """Print ``rows`` under ``headers`` in aligned columns."""
+    for line in format_table(headers, rows):
+        print(line, file=file or sys.stdout)
 
 
 def print_error(exc) -> None:
     """Print a ``SkykError`` as the one line (with its hint) that the CLI shows for every error,
     under the error's table, if it has one."""
     if exc.table is not None:
-        from skyk.errors import printable
-
-        headers, rows = exc.table
-        print_table(headers, [[printable(str(v), 200) for v in row] for row in rows], file=sys.stderr)
+        print_table(*exc.table, file=sys.stderr)
     print(f"skyk: error: {exc.one_line()}", file=sys.stderr)
 
 

@@ -60,9 +60,16 @@ class ProvisionFailed(SkykError):
                          hint="add --retry-until-up to keep trying, or relax the resources"
                               " (other accelerators, regions or clouds)")
         self.attempts = attempts
-        self.table = (("#", "INFRA", "INSTANCE_TYPE", "FAILURE", "BLOCKED", "REASON"),
-                      [(str(i), a.infra, a.instance_type, a.kind, a.blocked or "-", a.reason)
-                       for i, a in enumerate(attempts, 1)])
+        self.table = attempts_table(attempts)
+
+
+def attempts_table(attempts: list[Attempt]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The failed attempts as a table: where, what failed, what it ruled out and why."""
+    from skyk.errors import printable
+
+    return (("#", "INFRA", "INSTANCE_TYPE", "FAILURE", "BLOCKED", "REASON"),
+            [(str(i), a.infra, a.instance_type, a.kind, a.blocked or "-", printable(a.reason, 200))
+             for i, a in enumerate(attempts, 1)])
 
 
 def blocked_location(candidate: Candidate, error: ProvisionError) -> Location:
@@ -214,8 +221,15 @@ def provision_with_failover(planned: PlannedTask, cluster: str, *, retry_until_u
             try:
                 _check_credentials(clouds[offering.cloud], credentials)
                 on_attempt(attempt)
-                return _attempt(clouds[offering.cloud], request, timeout, on_handle, progress,
-                                functools.partial(on_settled, attempt))
+                handle = _attempt(clouds[offering.cloud], request, timeout, on_handle, progress,
+                                  functools.partial(on_settled, attempt))
+                if attempts:
+                    from skyk.cli.output import format_table
+
+                    progress(f"Provisioned on {offering.infra} after {len(attempts)} failed attempt(s):")
+                    for line in format_table(*attempts_table(attempts)):
+                        progress(f"  {line}")
+                return handle
             except ProvisionError as error:
                 if error.kind != "timeout":
                     on_settled(attempt)

@@ -1,5 +1,6 @@
-"""``skyk serve`` on the fake clouds of the test bed: replicas are VMs reached over SSH,
-placed by price across clouds, and replaced when their cloud takes them away.
+"""Across the fake clouds of the test bed: a launch that fails over from one cloud to the
+next, and ``skyk serve`` replicas that are VMs reached over SSH, placed by price across
+clouds and replaced when their cloud takes them away.
 
 Each cloud's fake runs with its own node twins (its own bridge); skyk is pointed at
 them only through the settings a user would make (``env()`` of each fake). Needs
@@ -153,3 +154,33 @@ def test_the_seed_service_spreads_over_azure_and_gcp_when_the_cheapest_are_full(
         assert down.returncode == 0, down.stderr
     assert [i for i in gcp_bed.instances()] == []
     assert azure_bed.twins.twins() == [] and gcp_bed.twins.twins() == []
+
+
+def test_a_global_gpu_quota_on_gcp_moves_on_to_the_next_cloud_at_once(skyk, gcp_bed, azure_bed, tmp_path):
+    # GCP is cheapest for A100-80GB:8 (us-central1), but the project may use no GPU anywhere;
+    # Azure's cheapest region has no room once. The launch lands in Azure's next region.
+    gcp_bed.fail("QUOTA_EXCEEDED", quota="GPUS_ALL_REGIONS", times=None)
+    azure_bed.fail("AllocationFailed", location="eastus", times=1)
+    env = {**gcp_bed.env(), **azure_bed.env()}
+    task = tb.task_file(tmp_path, "resources:\n  accelerators: A100-80GB:8\n"
+                        "run: echo landed on $(echo $SKYK_CLUSTER_INFO | python3 -c"
+                        " 'import json,sys; i=json.load(sys.stdin); print(i[\"cloud\"], i[\"region\"])')\n")
+    try:
+        launched = skyk("launch", "-c", "gpu", task, "-y", env=env, timeout=300)
+        assert launched.returncode == 0, launched.stderr
+        assert "landed on azure eastus2" in launched.stdout
+        inserts = [c for c in gcp_bed.calls if c.action == "instances.insert"]
+        assert len(inserts) == 1, "GCP was tried again after a project-wide GPU quota"
+        lines = launched.stderr.splitlines()
+        at = lines.index("Provisioned on azure/eastus2 after 2 failed attempt(s):")
+        print("\n".join(lines[at:at + 4]))
+        first, second = (lines[at + 2].split(maxsplit=7), lines[at + 3].split(maxsplit=8))
+        assert first[1].startswith("gcp/us-central1") and first[3:6] == ["quota", "cloud", "gcp"]
+        assert "QUOTA_EXCEEDED: Quota 'GPUS_ALL_REGIONS' exceeded" in lines[at + 2]
+        assert second[1:8] == ["azure/eastus", "Standard_ND96amsr_A100_v4", "capacity",
+                               "Standard_ND96amsr_A100_v4", "in", "region", "azure/eastus"]
+        assert second[8].startswith("AllocationFailed")
+    finally:
+        down = skyk("down", "-a", "-y", env=env, timeout=300)
+        assert down.returncode == 0, down.stderr
+    assert gcp_bed.instances() == [] and azure_bed.twins.twins() == []
