@@ -344,3 +344,19 @@ def test_a_named_group_that_does_not_exist_is_one_line_and_nothing_is_made(cloud
         cloud.provision(_request())
     assert "nonesuch" in info.value.reason and "SKYK_AZURE_RESOURCE_GROUP" in info.value.reason
     assert fake.resources() == []
+
+
+def test_long_operations_are_polled_soon_then_less_often_unless_arm_says_when():
+    from types import SimpleNamespace
+
+    from skyk_azure import session
+
+    def answer(headers: dict) -> SimpleNamespace:
+        return SimpleNamespace(http_response=SimpleNamespace(headers=headers))
+
+    polling = session.polling()
+    polling._pipeline_response = answer({})
+    assert [polling._extract_delay() for _ in range(6)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    polling._pipeline_response = answer({"Retry-After": "7"})
+    assert polling._extract_delay() == 7
+    assert session.polling() is not session.polling(), "each operation gets its own"

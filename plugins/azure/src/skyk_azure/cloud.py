@@ -156,7 +156,7 @@ class AzureCloud(SSHCloud):
             return [vms.node_state(vm, handle.use_spot) for vm in found]
 
     def stop(self, handle: ClusterHandle) -> None:
-        from skyk_azure import errors, vms
+        from skyk_azure import errors, session, vms
 
         if handle.use_spot:
             raise SkykError(f"cluster {handle.cluster} runs on spot VMs, which skyk does not stop"
@@ -171,13 +171,13 @@ class AzureCloud(SSHCloud):
                                 hint=f"'skyk down {handle.cluster}' forgets it")
             # Deallocated, not just powered off: a stopped but allocated VM is still billed.
             _each(lambda vm: errors.call(clients.compute.virtual_machines.begin_deallocate,
-                                         group, vm.name).result(),
+                                         group, vm.name, polling=session.polling()).result(),
                   [vm for vm in present if vms.power_state(vm) != "deallocated"])
 
     def start(self, handle: ClusterHandle) -> ClusterHandle:
         from skyk.provision.ssh_keys import user_key
 
-        from skyk_azure import errors, network, vms
+        from skyk_azure import errors, network, session, vms
 
         with _user_errors(f"start cluster {handle.cluster}", handle.region):
             clients, group = _clients(), _group_of(handle)
@@ -189,7 +189,7 @@ class AzureCloud(SSHCloud):
                                     " so the cluster cannot start",
                                     hint=f"'skyk down {handle.cluster}', then launch it again")
             _each(lambda vm: errors.call(clients.compute.virtual_machines.begin_start,
-                                         group, vm.name).result(),
+                                         group, vm.name, polling=session.polling()).result(),
                   [vm for vm in found if vms.power_state(vm) != "running"])
             # A static public IP keeps its address, but reading it again costs little.
             found_addresses = _each(lambda n: network.addresses(clients, group, n.node_id), handle.nodes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from skyk.provision.ports import port_ranges
 
-from skyk_azure import errors, names
+from skyk_azure import errors, names, session
 from skyk_azure.session import Clients
 
 SUBNET_NAME = "skyk-subnet"
@@ -34,13 +34,13 @@ def create_shared(clients: Clients, group: str, region: str, cluster: str, uid: 
     nsg = errors.call(network.network_security_groups.begin_create_or_update, group,
                       names.security_group(cluster, uid),
                       {"location": region, "tags": labels,
-                       "properties": {"securityRules": [rule]}}).result()
+                       "properties": {"securityRules": [rule]}}, polling=session.polling()).result()
     vnet = errors.call(network.virtual_networks.begin_create_or_update, group,
                        names.virtual_network(cluster, uid), {
                            "location": region, "tags": labels, "properties": {
                                "addressSpace": {"addressPrefixes": [ADDRESS_SPACE]},
                                "subnets": [{"name": SUBNET_NAME,
-                                            "properties": {"addressPrefix": ADDRESS_SPACE}}]}}).result()
+                                            "properties": {"addressPrefix": ADDRESS_SPACE}}]}}, polling=session.polling()).result()
     return next(s.id for s in vnet.subnets if s.name == SUBNET_NAME), nsg.id
 
 
@@ -52,13 +52,13 @@ def create_interface(clients: Clients, group: str, region: str, vm_name: str,
                           names.public_ip(vm_name), {
                               "location": region, "tags": labels, "sku": {"name": "Standard"},
                               "properties": {"publicIPAllocationMethod": "Static",
-                                             "publicIPAddressVersion": "IPv4"}}).result()
+                                             "publicIPAddressVersion": "IPv4"}}, polling=session.polling()).result()
     nic = errors.call(network.network_interfaces.begin_create_or_update, group, names.nic(vm_name), {
         "location": region, "tags": labels, "properties": {
             "networkSecurityGroup": {"id": nsg_id},
             "ipConfigurations": [{"name": "ipconfig1", "properties": {
                 "primary": True, "privateIPAllocationMethod": "Dynamic",
-                "subnet": {"id": subnet_id}, "publicIPAddress": {"id": address.id}}}]}}).result()
+                "subnet": {"id": subnet_id}, "publicIPAddress": {"id": address.id}}}]}}, polling=session.polling()).result()
     return nic.id
 
 

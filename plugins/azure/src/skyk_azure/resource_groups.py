@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from skyk_azure import errors, tags
+from skyk_azure import errors, session, tags
 from skyk_azure.session import Clients
 
 
@@ -42,7 +42,7 @@ def delete(clients: Clients, names: list[str]) -> None:
     pollers = []
     for name in dict.fromkeys(names):
         try:
-            pollers.append(errors.call(clients.resource.resource_groups.begin_delete, name))
+            pollers.append(errors.call(clients.resource.resource_groups.begin_delete, name, polling=session.polling()))
         except ResourceNotFoundError:
             continue
     for poller in pollers:

@@ -32,8 +32,10 @@ AUTHORITY_ENV = "AZURE_AUTHORITY_HOST"
 #: Azure's own clouds' authorities (public, China, US Government; Germany closed but known).
 AZURE_AUTHORITIES = frozenset({"login.microsoftonline.com", "login.chinacloudapi.cn",
                                "login.microsoftonline.us", "login.microsoftonline.de"})
-#: seconds between polls of a long-running operation when ARM gives no Retry-After
+#: longest wait between polls of a long-running operation when ARM gives no Retry-After
 POLLING_INTERVAL = 2.0
+#: first wait between such polls; it doubles up to POLLING_INTERVAL (see :func:`polling`)
+FIRST_POLL = 0.25
 #: seconds to open a connection to ARM, and to wait for an answer
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
@@ -115,6 +117,39 @@ def _clients_for(key: tuple) -> Clients:
     return Clients(subscription, shared, ResourceManagementClient(shared, subscription, **options),
                    NetworkManagementClient(shared, subscription, **options),
                    ComputeManagementClient(shared, subscription, **options))
+
+
+def polling():
+    """How to poll one long-running operation: ARM's ``Retry-After`` when it gives one, else
+    soon at first (0.25 s) and then less often, doubling up to :data:`POLLING_INTERVAL`.
+
+    Creating a network resource takes ARM a moment and a VM a minute: a fixed
+    interval would either add its whole length to each quick operation or poll
+    a slow one needlessly often. Pass a fresh one as ``polling=`` to each ``begin_*`` call.
+    """
+    return _backoff_polling()()
+
+
+@functools.cache
+def _backoff_polling() -> type:
+    from azure.core.polling.base_polling import get_retry_after
+    from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+    class BackoffPolling(ARMPolling):
+        """ARM's polling with a growing interval where ARM names none."""
+
+        def __init__(self) -> None:
+            super().__init__(timeout=FIRST_POLL)
+            self._next = FIRST_POLL
+
+        def _extract_delay(self) -> float:
+            given = get_retry_after(self._pipeline_response)
+            if given:
+                return given
+            delay, self._next = self._next, min(self._next * 2, POLLING_INTERVAL)
+            return delay
+
+    return BackoffPolling
 
 
 def authenticate(found: Clients) -> None:

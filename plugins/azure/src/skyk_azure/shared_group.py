@@ -14,7 +14,7 @@ import os
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from skyk_azure import errors, tags
+from skyk_azure import errors, session, tags
 from skyk_azure.session import Clients
 
 ENV = "SKYK_AZURE_RESOURCE_GROUP"
@@ -57,7 +57,7 @@ def remove(clients: Clients, group: str, uid: str, name_prefix: str) -> None:
     """Delete what attempt ``uid`` holds in ``group``, kind by kind, waiting for each kind."""
     for _, client, attribute in _ORDER:
         operations = _operations(clients, client, attribute)
-        pollers = [errors.call(operations.begin_delete, group, name)
+        pollers = [errors.call(operations.begin_delete, group, name, polling=session.polling())
                    for name in _of_attempt(clients, group, client, attribute, uid, name_prefix)]
         for poller in pollers:
             try:

@@ -15,7 +15,7 @@ from skyk.provision.cloud import NodeState
 from skyk.provision.ssh_keys import UserKey
 from skyk.provision.types import ProvisionRequest
 
-from skyk_azure import errors, names, tags
+from skyk_azure import errors, names, session, tags
 from skyk_azure.session import Clients
 
 #: GiB of the OS disk when the task names none (SkyPilot's default).
@@ -73,7 +73,7 @@ def body(request: ProvisionRequest, rank: int, image: dict[str, str], user: str,
 
 def create(clients: Clients, group: str, name: str, vm: dict[str, Any]) -> None:
     """Create the VM and wait until Azure has it running (or its creation failed)."""
-    errors.call(clients.compute.virtual_machines.begin_create_or_update, group, name, vm).result()
+    errors.call(clients.compute.virtual_machines.begin_create_or_update, group, name, vm, polling=session.polling()).result()
 
 
 def get(clients: Clients, group: str, name: str):
