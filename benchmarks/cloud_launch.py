@@ -102,7 +102,9 @@ def bench_cloud(cloud: str, runs: int, skyk: list[str]) -> dict:
     from fakecloud.twins import TwinHost
 
     make_fake, infra = BEDS[cloud]
-    with tempfile.TemporaryDirectory() as tmp, TwinHost(Path(tmp) / "twins") as twins, \
+    # A bridge of its own, so the benchmark can run beside the test suite's beds.
+    with tempfile.TemporaryDirectory() as tmp, \
+            TwinHost(Path(tmp) / "twins", bridge="skykbench0", subnet="10.230.0.0/16") as twins, \
             make_fake(twins) as bed:
         env = dict(bench_env(), SKYK_HOME=str(Path(tmp) / "skyk"), **bed.env())
         tasks = {}

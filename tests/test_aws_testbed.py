@@ -15,8 +15,8 @@ import pytest
 from lifecycle_helpers import wait_for
 from skyk.builtin.local_sandbox import find_processes
 from skyk.catalog.offering import Offering
-from skyk.testing import ProvisioningContract
 from testbed_helpers import (
+    BedContract,
     assert_both_nodes_ran,
     bed_with_twins,
     cli_on_bed,
@@ -26,7 +26,6 @@ from testbed_helpers import (
     launch_on_twins,
     one_clear_line,
     one_node_task,
-    point_at,
     shown_unsettled_then_down,
     start_cluster,
     stop_cluster,
@@ -238,15 +237,10 @@ def test_bad_input_gets_one_clear_line_and_leaves_nothing(aws, bed, tmp_path, ca
         assert bed.calls == [], "a task with bad ports reached AWS"
 
 
-class TestAWSProvisioningContract(ProvisioningContract):
+class TestAWSProvisioningContract(BedContract):
     """AWS passes the contract kit's provisioning tests on the test bed."""
 
     cloud_name = "aws"
-
-    @pytest.fixture
-    def cloud_env(self, bed, monkeypatch, shared_catalogs):
-        point_at(bed, monkeypatch, shared_catalogs)
-        yield bed
 
     @pytest.fixture
     def offering(self) -> Offering:

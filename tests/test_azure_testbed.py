@@ -16,7 +16,6 @@ import testbed_helpers as tb
 from lifecycle_helpers import status_json
 from skyk.builtin.local_sandbox import find_processes
 from skyk.catalog.offering import Offering
-from skyk.testing import ProvisioningContract
 
 pytestmark = pytest.mark.slow
 
@@ -199,15 +198,10 @@ def test_a_launch_killed_while_waiting_for_ssh_is_cleaned_up_by_tag(azure, bed, 
     _assert_nothing_left(bed, "killed")
 
 
-class TestAzureProvisioningContract(ProvisioningContract):
+class TestAzureProvisioningContract(tb.BedContract):
     """Azure passes the contract kit's provisioning tests on the test bed."""
 
     cloud_name = "azure"
-
-    @pytest.fixture
-    def cloud_env(self, bed, monkeypatch, shared_catalogs):
-        tb.point_at(bed, monkeypatch, shared_catalogs)
-        yield bed
 
     @pytest.fixture
     def offering(self) -> Offering:

@@ -17,7 +17,6 @@ import testbed_helpers as tb
 from lifecycle_helpers import wait_for
 from skyk.builtin.local_sandbox import find_processes
 from skyk.catalog.offering import Offering
-from skyk.testing import ProvisioningContract
 
 pytestmark = pytest.mark.slow
 
@@ -242,15 +241,10 @@ def test_autostop_down_is_refused_with_one_line(gcp, bed, tmp_path):
     assert [i["status"] for i in _live(bed, "up")] == ["RUNNING"]
 
 
-class TestGCPProvisioningContract(ProvisioningContract):
+class TestGCPProvisioningContract(tb.BedContract):
     """GCP passes the contract kit's provisioning tests on the test bed."""
 
     cloud_name = "gcp"
-
-    @pytest.fixture
-    def cloud_env(self, bed, monkeypatch, shared_catalogs):
-        tb.point_at(bed, monkeypatch, shared_catalogs)
-        yield bed
 
     @pytest.fixture
     def offering(self) -> Offering:

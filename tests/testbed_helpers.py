@@ -1,4 +1,5 @@
-"""What the clouds' end-to-end tests on the test bed (test_aws_testbed, test_gcp_testbed) share."""
+"""What the clouds' end-to-end tests on the test bed (test_aws_testbed, test_gcp_testbed,
+test_azure_testbed, test_across_clouds) share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+
+import pytest
+from skyk.testing import ProvisioningContract
 
 
 def one_clear_line(result: subprocess.CompletedProcess) -> str:
@@ -85,6 +89,17 @@ def point_at(bed, monkeypatch, catalogs) -> None:
     """Point this process's plugins at ``bed`` and ``catalogs``, as a user would (variables)."""
     for key, value in {**bed.env(), "SKYK_CATALOG_DIR": str(catalogs)}.items():
         monkeypatch.setenv(key, value)
+
+
+class BedContract(ProvisioningContract):
+    """The contract kit's provisioning tests on a test bed: the module's ``bed`` fixture (and
+    the real catalogs) point the plugin at the fake. Subclasses set ``cloud_name`` and the
+    ``offering`` fixture."""
+
+    @pytest.fixture
+    def cloud_env(self, bed, monkeypatch, shared_catalogs):
+        point_at(bed, monkeypatch, shared_catalogs)
+        yield bed
 
 
 def task_file(tmp_path, text: str) -> str:
