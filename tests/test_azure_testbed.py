@@ -206,3 +206,10 @@ class TestAzureProvisioningContract(tb.BedContract):
     @pytest.fixture
     def offering(self) -> Offering:
         return Offering("azure", "Standard_D2s_v5", 2.0, 8.0, REGION, None, 0.096, 0.020362)
+
+
+def test_a_launch_asking_for_autostop_is_refused_before_anything_is_made(azure, bed, tmp_path):
+    launched = azure("launch", "-c", "idle", _one_node(tmp_path), "-y", "-i", "10")
+    line = tb.one_clear_line(launched)
+    assert "no place it can run can stop itself when idle" in line and "allocated and billed" in line
+    assert "Provisioning" not in launched.stderr and _of(bed) == []

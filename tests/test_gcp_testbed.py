@@ -228,16 +228,17 @@ def test_autostop_powers_the_nodes_off_and_gce_stops_them(gcp, bed, tmp_path):
 
 
 def test_autostop_down_is_refused_with_one_line(gcp, bed, tmp_path):
+    # Refused before anything is made: no VM is left up without the autostop asked for.
     launched = gcp("launch", "-c", "keep", _one_node(tmp_path), "-y", "-i", "5", "--down")
     line = tb.one_clear_line(launched)
-    assert "tear down" in line and "not set" in line and "skyk down keep" in launched.stderr
-    assert [i["status"] for i in _live(bed, "keep")] == ["RUNNING"], "the cluster stays up"
-    assert gcp("down", "keep", "-y").returncode == 0
-    _assert_nothing_left(bed, "keep")
+    assert "no place it can run can tear down itself when idle" in line and "gcp: GCP cannot" in line
+    assert "Provisioning" not in launched.stderr and bed.instances() == []
+    assert tb.cluster_status(gcp, "keep", refresh=False) is None
 
     launched = gcp("launch", "-c", "up", _one_node(tmp_path), "-y")
     assert launched.returncode == 0, launched.stderr
-    assert "tear down" in tb.one_clear_line(gcp("autostop", "up", "-i", "5", "--down"))
+    line = tb.one_clear_line(gcp("autostop", "up", "-i", "5", "--down"))
+    assert "tear down" in line and "autostop is not set" in line
     assert [i["status"] for i in _live(bed, "up")] == ["RUNNING"]
 
 

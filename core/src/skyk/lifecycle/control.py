@@ -226,10 +226,12 @@ def set_autostop(conn, handle, client, idle_minutes: float | None, down: bool) -
     """Tell the head's agent and the state database the autostop setting (None cancels)."""
     if idle_minutes is not None:
         cloud = lookup.cloud_of(handle.cloud)
-        if cloud.autostop_command(handle, down) is None:
-            raise SkykError(f"the {handle.cloud} cloud cannot {'tear down' if down else 'stop'} its"
-                            " nodes from inside, so autostop is not available there",
-                            hint="stop the cluster yourself with 'skyk stop'")
+        why = cloud.autostop_refusal(down, handle.use_spot)
+        if why is not None or cloud.autostop_command(handle, down) is None:
+            why = why or f"the {handle.cloud} cloud cannot stop its nodes from inside"
+            raise SkykError(f"cluster {handle.cluster}: {why}, so autostop is not set",
+                            hint=f"stop it yourself with 'skyk stop {handle.cluster}', or remove it"
+                                 f" with 'skyk down {handle.cluster}'")
         # Before the agent is told: its poweroff must already do what autostop means.
         cloud.prepare_autostop(handle, down)
     client.autostop(idle_minutes, down)

@@ -42,6 +42,7 @@ def launch(task: Task, options: LaunchOptions) -> int:
                              " with 'skyk launch -c NAME' (without pool:)")
     conn = db.connect()
     name = options.cluster
+    idle, down = _autostop_wanted(task, options)
     with cluster_lock(name):
         record = clusters.get(conn, name)
         if record is not None and record.status == clusters.UP:
@@ -64,15 +65,10 @@ def launch(task: Task, options: LaunchOptions) -> int:
             if record is not None:
                 with step(f"Cleaning up the unfinished cluster {name}"):
                     teardown(conn, record)
-            handle, client = _provision(conn, task, options)
+            handle, client = _provision(conn, task, options, idle, down)
         if task.workdir or task.file_mounts:
             with step("Syncing workdir and file mounts"):
                 nodes.sync_files(handle, task)
-        idle, down = options.idle_minutes, options.down
-        if down and idle is None:
-            idle = 0.0  # --down alone: tear down as soon as the jobs are done
-        if idle is None and task.resources.autostop is not None:
-            idle, down = task.resources.autostop.idle_minutes, task.resources.autostop.down
         if idle is not None:
             set_autostop(conn, handle, client, idle, down)
         clusters.set_status(conn, name, clusters.UP)
@@ -82,12 +78,45 @@ def launch(task: Task, options: LaunchOptions) -> int:
     return _follow_or_detach(client, name, job_id, options.detach)
 
 
-def _provision(conn, task: Task, options: LaunchOptions):
+def _autostop_wanted(task: Task, options: LaunchOptions) -> tuple[float | None, bool]:
+    """The autostop a launch sets: idle minutes (None: none) and whether it tears down."""
+    idle, down = options.idle_minutes, options.down
+    if down and idle is None:
+        idle = 0.0  # --down alone: tear down as soon as the jobs are done
+    if idle is None and task.resources.autostop is not None:
+        idle, down = task.resources.autostop.idle_minutes, task.resources.autostop.down
+    return idle, down
+
+
+def _autostop_capable(planned, down: bool):
+    """``planned`` without the places whose cloud cannot autostop (or tear down) its nodes.
+
+    Checked before anything is provisioned: otherwise the nodes would come up and
+    stay up without the autostop asked for.
+    """
+    import dataclasses
+
+    clouds = planned.kernel.clouds()
+    refusals = {c.offering.cloud: clouds[c.offering.cloud].autostop_refusal(down, c.use_spot)
+                for c in planned.plan.candidates}
+    kept = tuple(c for c in planned.plan.candidates if refusals[c.offering.cloud] is None)
+    if not kept:
+        reasons = "; ".join(sorted({f"{cloud}: {why}" for cloud, why in refusals.items() if why}))
+        raise SkykError(f"{planned.task.source}: no place it can run can {'tear down' if down else 'stop'}"
+                        f" itself when idle ({reasons})",
+                        hint="launch without -i/--down (or autostop:) and stop it with 'skyk stop',"
+                             " or allow another cloud")
+    return dataclasses.replace(planned, plan=dataclasses.replace(planned.plan, candidates=kept))
+
+
+def _provision(conn, task: Task, options: LaunchOptions, idle: float | None = None, down: bool = False):
     from skyk.optimizer.planner import plan_task
     from skyk.provision.failover import ProvisionFailed, provision_with_failover
 
     # Only clouds with credentials: trying the others could only fail.
     planned = plan_task(task, options.override, flags=options.flags, enabled_only=True)
+    if idle is not None:
+        planned = _autostop_capable(planned, down)
     for cloud_name in {c.offering.cloud for c in planned.plan.candidates}:
         nodes.check_mounts(task, cloud_name)
     name = options.cluster

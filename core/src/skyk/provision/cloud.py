@@ -103,6 +103,18 @@ class Cloud(abc.ABC):
         own shutdown does (stop it, or with ``down`` delete it) where the cloud decides that."""
         return None  # most clouds need nothing: the autostop command does it all
 
+    def autostop_refusal(self, down: bool, use_spot: bool) -> str | None:
+        """Why this cloud cannot autostop nodes (``down``: tear them down; ``use_spot``: spot
+        nodes), in a phrase; None when it can.
+
+        Asked before a launch that sets autostop provisions anything, so a cloud that
+        cannot is left out of the plan instead of leaving nodes up without it. By
+        default a cloud can when it has an :meth:`autostop_command`.
+        """
+        if type(self).autostop_command is Cloud.autostop_command:
+            return f"the {self.name} cloud cannot {'tear down' if down else 'stop'} its nodes from inside"
+        return None
+
     def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:
         """Return the shell command the head node's agent runs to stop (or tear down) itself.
 

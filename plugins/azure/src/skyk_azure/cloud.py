@@ -230,11 +230,13 @@ class AzureCloud(SSHCloud):
         with _user_errors(f"remove what launch attempt {attempt.uid} made", attempt.region):
             _remove(_clients(), attempt.cluster, attempt.uid, shared_group.named())
 
-    def autostop_command(self, handle: ClusterHandle, down: bool) -> str | None:
+    def autostop_refusal(self, down: bool, use_spot: bool) -> str | None:
         # A VM that powers itself off stays allocated and billed in Azure, and
         # deallocating (or deleting) it takes ARM credentials a node does not
         # have: autostop is refused rather than leave a billed VM behind.
-        return None
+        return ("an Azure VM that powers itself off stays allocated and billed, and only ARM"
+                " (with credentials skyk never puts on a node) can deallocate or delete it;"
+                " autostop is not available on azure")
 
     def _node(self, name: str, private: str, public: str | None, key, rank: int):
         from skyk.provision.ssh_cloud import ssh_node

@@ -216,18 +216,15 @@ class GCPCloud(SSHCloud):
         with _user_errors(f"remove what launch attempt {attempt.uid} made", attempt.region):
             _remove(attempt.uid, attempt.zone, [])
 
-    def prepare_autostop(self, handle: ClusterHandle, down: bool) -> None:
+    def autostop_refusal(self, down: bool, use_spot: bool) -> str | None:
         # A VM powering itself off is TERMINATED (stopped) on GCE, whatever skyk sets:
         # deleting it needs GCP credentials on the node, which skyk never puts there.
         if down:
-            raise SkykError(f"GCP cannot tear down cluster {handle.cluster} from inside (a GCE VM"
-                            " that powers itself off is stopped, not deleted), so autostop --down"
-                            " is not set",
-                            hint=f"'skyk autostop {handle.cluster} -i MINUTES' stops it when idle;"
-                            f" 'skyk down {handle.cluster}' removes it")
-        if handle.use_spot:
-            raise SkykError(f"cluster {handle.cluster} runs on spot VMs, which skyk cannot stop,"
-                            " so autostop is not set", hint=f"run 'skyk down {handle.cluster}' when done")
+            return ("GCP cannot tear down nodes from inside (a GCE VM that powers itself off is"
+                    " stopped, not deleted); 'skyk autostop NAME -i MINUTES' stops them instead")
+        if use_spot:
+            return "skyk makes GCP spot VMs to be deleted when preempted, so it cannot stop them"
+        return None
 
     def _node(self, instance, key, rank: int):
         from skyk.provision.ssh_cloud import ssh_node
