@@ -17,6 +17,7 @@ from skyk.catalog.offering import Offering
 from testbed_helpers import (
     BedContract,
     assert_both_nodes_ran,
+    assert_no_twins_left,
     bed_with_twins,
     cli_on_bed,
     cluster_status,
@@ -73,8 +74,7 @@ def _cluster_groups(bed, cluster: str) -> list[dict]:
 def _assert_nothing_left(bed, cluster: str) -> None:
     assert _live(bed, cluster) == [], "instances left running"
     assert _cluster_groups(bed, cluster) == [], "security groups left"
-    assert bed.twins.twins() == [], "node twins left"
-    assert not [p for p in bed.twins.root.iterdir() if p.is_dir()], "twin directories left"
+    assert_no_twins_left(bed)
 
 
 def test_a_two_node_cluster_lives_its_whole_life_on_aws(aws, bed, tmp_path):

@@ -73,8 +73,7 @@ def _assert_nothing_left(bed, cluster: str) -> None:
     assert left == [], f"left in Azure: {left}"
     assert [r for r in bed.resources() if r["id"].lower().startswith(
         f"/subscriptions/{bed.subscription_id}/resourcegroups/skyk-{cluster}-")] == []
-    assert bed.twins.twins() == [], "node twins left"
-    assert not [p for p in bed.twins.root.iterdir() if p.is_dir()], "twin directories left"
+    tb.assert_no_twins_left(bed)
 
 
 def test_a_two_node_cluster_lives_its_whole_life_on_azure(azure, bed, tmp_path):

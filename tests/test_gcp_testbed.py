@@ -68,8 +68,7 @@ def _assert_nothing_left(bed, cluster: str) -> None:
     assert [d["name"] for d in bed.disks() if d["labels"].get("skyk-cluster") == cluster] == [], \
         "disks left"
     assert _firewalls(bed, cluster) == [], "firewall rules left"
-    assert bed.twins.twins() == [], "node twins left"
-    assert not [p for p in bed.twins.root.iterdir() if p.is_dir()], "twin directories left"
+    tb.assert_no_twins_left(bed)
 
 
 def test_a_two_node_cluster_lives_its_whole_life_on_gcp(gcp, bed, tmp_path):

@@ -75,6 +75,12 @@ def bed_with_twins(make_fake, tmp_path, **twin_host: object):
         assert not fake.errors, fake.errors
 
 
+def assert_no_twins_left(bed) -> None:
+    """No node twin of ``bed`` lives, and none left its directory."""
+    assert bed.twins.twins() == [], "node twins left"
+    assert not [p for p in bed.twins.root.iterdir() if p.is_dir()], "twin directories left"
+
+
 def cli_on_bed(skyk, bed):
     """Yield a runner of the CLI pointed at ``bed`` (by its ``env()``); ``down -a`` afterwards."""
 
