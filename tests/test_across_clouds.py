@@ -81,19 +81,41 @@ def _ready(skyk, env, name: str, count: int) -> list[dict] | None:
     return ready if len(ready) == count else None
 
 
-def test_a_preempted_spot_replica_on_aws_is_replaced(skyk, aws_bed, tmp_path):
-    env = aws_bed.env()
+def _reclaim_aws(bed, cluster: str) -> None:
+    [instance] = [i for i in bed.instances() if i["state"] == "running"
+                  and i["tags"].get("skyk-cluster") == cluster]
+    bed.preempt(instance["id"])
+
+
+def _reclaim_gcp(bed, cluster: str) -> None:
+    [instance] = [i for i in bed.instances() if i["labels"].get("skyk-cluster") == cluster]
+    bed.preempt(instance["name"], zone=instance["zone"].rsplit("/", 1)[-1])
+
+
+def _reclaim_azure(bed, cluster: str) -> None:
+    [vm] = [r for r in bed.resources() if r["type"] == "Microsoft.Compute/virtualMachines"
+            and (r.get("tags") or {}).get("skyk-cluster") == cluster]
+    bed.evict(vm["id"])
+
+
+#: cloud -> (where its replicas run, how its fake takes a spot VM back)
+SPOT = {"aws": ("aws/us-east-1", _reclaim_aws), "gcp": ("gcp/us-central1", _reclaim_gcp),
+        "azure": ("azure/eastus", _reclaim_azure)}
+
+
+@pytest.mark.parametrize("cloud", sorted(SPOT))
+def test_a_preempted_spot_replica_is_replaced(skyk, cloud, request, tmp_path):
+    bed = request.getfixturevalue(f"{cloud}_bed")
+    infra, reclaim = SPOT[cloud]
+    env = bed.env()
     try:
-        endpoint = _service(skyk, env, tmp_path, "spotty", 2, "  infra: aws/us-east-1\n  cpus: 2+\n"
+        endpoint = _service(skyk, env, tmp_path, "spotty", 2, f"  infra: {infra}\n  cpus: 2+\n"
                             "  use_spot: true")
         first = wait_for(lambda: _ready(skyk, env, "spotty", 2), timeout=240, interval=1,
-                         what="2 READY replicas on AWS")
-        assert {r["cloud"] for r in first} == {"aws"} and all(r["spot"] for r in first)
+                         what=f"2 READY replicas on {cloud}")
+        assert {r["cloud"] for r in first} == {cloud} and all(r["spot"] for r in first)
         wait_serving(endpoint, {"replica 1", "replica 2"}, "/index.html")
-        victim = next(r for r in first if r["id"] == 1)
-        [instance] = [i for i in aws_bed.instances() if i["state"] == "running"
-                      and i["tags"].get("skyk-cluster") == victim["cluster"]]
-        aws_bed.preempt(instance["id"])
+        reclaim(bed, next(r for r in first if r["id"] == 1)["cluster"])
 
         def replaced() -> list[dict] | None:
             replicas = _replicas(skyk, env, "spotty")
@@ -106,8 +128,7 @@ def test_a_preempted_spot_replica_on_aws_is_replaced(skyk, aws_bed, tmp_path):
     finally:
         down = skyk("serve", "down", "-a", "-y", env=env, timeout=300)
         assert down.returncode == 0, down.stderr
-    assert [i for i in aws_bed.instances() if i["state"] != "terminated"] == []
-    assert aws_bed.twins.twins() == []
+    tb.assert_no_twins_left(bed)
 
 
 def _offered(catalogs, cloud: str, instance_type: str) -> set[tuple[str, str]]:
