@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,7 +201,7 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
     if version > SCHEMA_VERSION:
         raise SkykError(f"state database {state_path()} has schema version {version}, newer than"
                         f" this skyk understands ({SCHEMA_VERSION})", hint="upgrade skyk")
-    conn.execute("PRAGMA journal_mode=WAL")
+    _use_wal(conn)
     with transaction(conn):
         # Another process may have migrated while we waited for the lock.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -208,6 +209,27 @@ def _migrate(conn: sqlite3.Connection, version: int) -> None:
             for statement in filter(str.strip, script.split(";")):
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the database to WAL, waiting for other processes doing the same.
+
+    The switch needs the database to itself, and two processes asking at once
+    can each hold what the other waits for: SQLite then fails one of them at
+    once, without its busy timeout. So a busy answer is retried until the
+    lock timeout, as any other wait for the database.
+    """
+    deadline = time.monotonic() + lock_timeout()
+    pause = 0.01
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 @contextlib.contextmanager
