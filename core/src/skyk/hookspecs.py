@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from skyk.provision.cloud import Cloud
     from skyk.runtime import Runtime
     from skyk.serve.policies import LoadBalancingPolicy, ScalingPolicy
+    from skyk.storage.store import Store
 
 PROJECT = "skyk"
 
@@ -75,6 +76,20 @@ def skyk_clouds() -> list[Cloud] | None:
     Called when the kernel needs to check credentials or provision: ``skyk
     check``, ``skyk launch``. Each cloud is looked up by its ``name``; two
     plugins returning the same name is an error naming both.
+
+    All results are collected.
+    """
+
+
+@hookspec
+def skyk_stores() -> list[Store] | None:
+    """Return the object stores this plugin provides, as :class:`skyk.storage.store.Store` objects.
+
+    Called when a task's ``file_mounts`` name a bucket URL or a storage
+    object, and by ``skyk storage``. Each store is looked up by its ``name``
+    (``s3``, ``gcs``, ``azure``); two plugins returning the same name is an
+    error naming both. Building a store must not import its SDK or use the
+    network: do that in its verbs.
 
     All results are collected.
     """

@@ -227,6 +227,10 @@ class Kernel:
         """Return the registered clouds by name (``skyk_clouds``)."""
         return self._named("skyk_clouds", "cloud")
 
+    def stores(self) -> dict[str, Any]:
+        """Return the object stores of the loaded cloud plugins, by name."""
+        return self._named("skyk_stores", "store")
+
     def runtimes(self) -> dict[str, Any]:
         """Return the registered inference runtimes by name (``skyk_runtimes``)."""
         return self._named("skyk_runtimes", "runtime")

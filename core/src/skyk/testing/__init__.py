@@ -32,7 +32,9 @@ So does a runtime plugin's, stating how its engine spells each command::
             return ["myengine", "serve", model, "--port", str(port), ...]
 
 A cloud that provisions nodes also runs :class:`ProvisioningContract`
-against a fake of its cloud (see :mod:`skyk.testing.provision_contract`).
+against a fake of its cloud (see :mod:`skyk.testing.provision_contract`),
+and a cloud that provides an object store runs :class:`StoreContract`
+against an emulator of it (see :mod:`skyk.testing.store_contract`).
 
 Requires pytest (from a skyk checkout: ``pip install './core[testing]'``) and, for runtimes, bash.
 """
@@ -40,5 +42,6 @@ Requires pytest (from a skyk checkout: ``pip install './core[testing]'``) and, f
 from skyk.testing.cloud_contract import CloudPluginContract
 from skyk.testing.provision_contract import ProvisioningContract
 from skyk.testing.runtime_contract import RuntimePluginContract
+from skyk.testing.store_contract import StoreContract
 
-__all__ = ["CloudPluginContract", "ProvisioningContract", "RuntimePluginContract"]
+__all__ = ["CloudPluginContract", "ProvisioningContract", "RuntimePluginContract", "StoreContract"]

@@ -1,0 +1,1 @@
+"""Buckets: the stores cloud plugins provide, and the file mounts that use them."""
