@@ -30,13 +30,24 @@ def shared_catalogs() -> Path:
     return SHARED_CATALOGS
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One cache directory for the whole run, as a user's ~/.cache outlives each command.
+
+    Parsed catalogs are cached there (keyed by the files they came from), so
+    the tests do not parse the real catalogs again in every test.
+    """
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path, monkeypatch):
-    """Keep each test away from the user's ~/.skyk, cloud credentials and plugin blocks."""
+def isolated_home(tmp_path, monkeypatch, shared_cache):
+    """Keep each test away from the user's ~/.skyk, caches, cloud credentials and plugin blocks."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("SKYK_HOME", str(home / ".skyk"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared_cache))
     for var in list(os.environ):
         if var.startswith(("AWS_", "AZURE_", "GOOGLE_", "CLOUDSDK_")) or var in (
                 "SKYK_DISABLE_PLUGINS", "SKYK_CATALOG_DIR", "SKYK_CATALOG_SOURCE"):

@@ -110,6 +110,6 @@ def test_no_fit_explains_per_cloud():
 
 
 def test_catalog_errors_are_reasons_too():
-    catalog = Catalog({"a": CATALOG.offerings["a"]}, errors={"c": "catalog file x not found"})
+    catalog = Catalog({"a": CATALOG.of_cloud("a")}, errors={"c": "catalog file x not found"})
     with pytest.raises(NoFeasibleResources, match="c: catalog file x not found"):
         rank(catalog, [Requirement(accelerator="T4", accelerator_count=1)])

@@ -70,3 +70,16 @@ def test_local_state_commands_load_no_plugin_or_pydantic(argv):
             "assert 'pluggy' not in sys.modules, 'pluggy'\n"
             "assert not any(m.startswith('skyk_') for m in sys.modules)")
     assert loaded_forbidden(body) == ""
+
+
+@pytest.mark.parametrize("argv", [["show-gpus", "A100"], ["show-gpus"], ["show-gpus", "--all-regions", "T4:1"]])
+def test_commands_that_list_clouds_or_prices_load_no_task_spec(argv, shared_catalogs, monkeypatch):
+    # They read plugins and catalogs only: the spec's pydantic models and PyYAML are a dry run's cost.
+    monkeypatch.setenv("SKYK_CATALOG_DIR", str(shared_catalogs))
+    body = ("import io, contextlib\nfrom skyk.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main({argv!r}) in (0, 1)\n"
+            "assert 'pydantic' not in sys.modules, 'pydantic'\n"
+            "assert 'yaml' not in sys.modules, 'yaml'\n"
+            "assert 'skyk.spec.task' not in sys.modules, 'skyk.spec.task'")
+    assert loaded_forbidden(body) == ""

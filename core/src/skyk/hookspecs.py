@@ -48,6 +48,11 @@ def skyk_catalog_offerings(catalog_dir: Path) -> Iterable[Offering] | None:
         USD/hour. Raise :class:`skyk.errors.CatalogError` when the catalog
         is missing or malformed; the kernel reports it for this cloud only.
 
+    What this returns is cached (:mod:`skyk.catalog.cache`), keyed by the
+    files ``skyk_catalog_files`` names and by the plugin package's source
+    files; so it must depend on nothing else (no environment variable, no
+    network). A plugin that names no files is called every time.
+
     All results are collected.
     """
 

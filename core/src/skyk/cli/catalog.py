@@ -29,7 +29,7 @@ def run(args) -> int:
     from skyk.catalog.store import catalog_dir
     from skyk.cli.output import warn_plugin_failures
     from skyk.errors import CatalogError
-    from skyk.optimizer.planner import load_clouds
+    from skyk.plugins.clouds import load_clouds
 
     if args.source is not None and not args.source.strip():
         # An empty --source is a mistake (an unset shell variable), not a request for the default.

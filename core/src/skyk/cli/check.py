@@ -15,7 +15,7 @@ def configure(parser) -> None:
 
 def run(args) -> int:
     """Check each cloud's credentials and print the verdicts."""
-    from skyk.optimizer.planner import load_clouds
+    from skyk.plugins.clouds import load_clouds
 
     kernel = load_clouds(args.clouds, "skyk check")
     rows = []

@@ -22,7 +22,8 @@ def run(args) -> int:
     kernel = Kernel.load(tuple(GROUPS))
     infos = kernel.plugins
     if args.output == "json":
-        print_json([asdict(i) | {"status": i.status} for i in infos])
+        print_json([asdict(i) | {"distribution": i.distribution, "version": i.version,
+                                  "status": i.status} for i in infos])
         return 0
     print_table(["KIND", "NAME", "DISTRIBUTION", "VERSION", "STATUS"],
                 [[i.kind, i.name, i.distribution, i.version, i.status] for i in infos])

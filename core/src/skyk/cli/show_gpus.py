@@ -45,7 +45,7 @@ def run(args) -> int:
     from skyk.catalog.store import Catalog
     from skyk.cli.output import warn_plugin_failures
     from skyk.errors import SpecError
-    from skyk.optimizer.planner import load_clouds
+    from skyk.plugins.clouds import load_clouds
     from skyk.spec.values import count_fits, parse_accelerator
 
     kernel = load_clouds([args.cloud] if args.cloud else None, "--cloud")

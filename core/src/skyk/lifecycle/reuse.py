@@ -30,7 +30,7 @@ class _Host:
         from skyk.plugins.manager import Kernel
 
         catalog = Catalog.load(Kernel.load(("cloud",), {self._handle.cloud}))
-        return catalog.offerings.get(self._handle.cloud, [])
+        return catalog.of_cloud(self._handle.cloud)
 
     @functools.cached_property
     def offering(self) -> Offering | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -10,7 +9,7 @@ from dataclasses import dataclass, replace
 from skyk.catalog.accelerators import AcceleratorNames, not_offered
 from skyk.catalog.gpus import gpu_spec
 from skyk.catalog.store import Catalog
-from skyk.errors import CatalogError, NoFeasibleResources, PluginError, SpecError
+from skyk.errors import CatalogError, NoFeasibleResources, PluginError
 from skyk.optimizer.model_size import (
     TENSOR_PARALLEL_SIZES,
     Estimate,
@@ -21,8 +20,8 @@ from skyk.optimizer.model_size import (
     runtime_model,
 )
 from skyk.optimizer.ranking import Location, Plan, canonicalize, rank
-from skyk.plugins.kinds import disabled_plugins
-from skyk.plugins.manager import Kernel, discover
+from skyk.plugins.clouds import check_cloud_names, disabled_clouds
+from skyk.plugins.manager import Kernel
 from skyk.spec.resources import Requirement, ResourceFields
 from skyk.spec.task import Task
 
@@ -38,68 +37,6 @@ class PlannedTask:
     ordered: bool
     #: The served model's memory estimate and GPU sets, when they chose the accelerators.
     sizing: ModelSizing | None = None
-
-
-def check_cloud_names(requirements: list[Requirement], source: str) -> set[str] | None:
-    """Return the pinned cloud names, or None if any requirement may use every cloud.
-
-    Raises ``SpecError`` for a cloud that is not installed or is disabled,
-    naming where it was written (``source`` is the task file or command).
-    """
-    # Every pin is checked, even when another alternative leaves the cloud
-    # open: a misspelt cloud in one any_of entry must not be silently dropped.
-    pinned = {r.cloud for r in requirements}
-    if pinned == {None}:
-        return None
-    installed = sorted({name for name, _ in discover("cloud")})
-    blocked = disabled_plugins()
-    for requirement in requirements:
-        cloud = requirement.cloud
-        if cloud is None:
-            continue
-        where = requirement.where(requirement.cloud_origin, source)
-        if cloud in blocked:
-            raise SpecError(f"{where}: cloud '{cloud}' is disabled by SKYK_DISABLE_PLUGINS",
-                            hint="remove it from SKYK_DISABLE_PLUGINS or pick another cloud")
-        if cloud not in installed:
-            close = difflib.get_close_matches(cloud, installed, n=1, cutoff=0.5)
-            message = f"{where}: unknown cloud '{cloud}'"
-            if close:
-                message += f"; did you mean {close[0]}?"
-            raise SpecError(message, hint=f"installed clouds: {', '.join(installed)};"
-                            " from a skyk checkout, pip install ./plugins/<cloud> adds one")
-    if None in pinned:
-        return None
-    return pinned  # type: ignore[return-value]
-
-
-def load_clouds(clouds: list[str] | None, origin: str) -> Kernel:
-    """Load the cloud plugins a command names (all when ``clouds`` is empty or None).
-
-    ``origin`` (a flag or command) prefixes the error for an unknown cloud.
-    """
-    names = None
-    if clouds:
-        names = check_cloud_names([Requirement(cloud=c.lower(), cloud_origin=origin)
-                                   for c in clouds], "")
-    return Kernel.load(("cloud",), names)
-
-
-def disabled_clouds(kernel: Kernel) -> dict[str, str]:
-    """The loaded clouds whose credentials check fails (as ``skyk check`` shows them), and why.
-
-    The checks read local files only, so this costs no network.
-    """
-    disabled = {}
-    for name, cloud in kernel.clouds().items():
-        try:
-            check = cloud.check_credentials()
-        except Exception as exc:  # noqa: BLE001 - a broken check disables its cloud only
-            disabled[name] = f"credential check failed: {exc}"
-            continue
-        if not check.ok:
-            disabled[name] = check.reason
-    return disabled
 
 
 def plan_task(task: Task, override: ResourceFields | None = None,
@@ -120,7 +57,7 @@ def plan_task(task: Task, override: ResourceFields | None = None,
     # Estimated before any catalog is read, so a model of unknown size fails at once.
     need = (estimate(served[0], served[1], f"{task.source}: runtime")
             if served and any(names_no_hardware(r) for r in requirements) else None)
-    names = check_cloud_names(requirements, task.source)
+    names = check_cloud_names((r.cloud, r.where(r.cloud_origin, task.source)) for r in requirements)
     kernel = Kernel.load(("cloud",), names)
     for failure in kernel.failures:
         if names is not None and failure.name in names:
@@ -145,8 +82,7 @@ def plan_task(task: Task, override: ResourceFields | None = None,
                                                            f"{task.source}: runtime.model")
     if disabled:
         # Names were checked against every installed cloud; places come from enabled ones only.
-        catalog = Catalog({c: o for c, o in catalog.offerings.items() if c not in disabled},
-                          {c: e for c, e in catalog.errors.items() if c not in disabled})
+        catalog = catalog.without(disabled)
     defaults = {name: (cloud.default_cpus, cloud.default_memory_gib)
                 for name, cloud in kernel.clouds().items()}
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from skyk.catalog.accelerators import AcceleratorNames
 from skyk.catalog.offering import Offering, format_count
@@ -17,9 +18,11 @@ from skyk.spec.values import Quantity
 Location = tuple[str, str | None, str | None, str | None]
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A feasible offering for one requirement, with the cost of all nodes."""
+class Candidate(NamedTuple):
+    """A feasible offering for one requirement, with the cost of all nodes.
+
+    A NamedTuple: a CPU-only request ranks tens of thousands of these.
+    """
 
     offering: Offering
     requirement: Requirement
@@ -79,11 +82,10 @@ def _pool(catalog: Catalog, req: Requirement, cloud: str | None = None) -> list[
     A CPU-only request never lands on a GPU machine, unless it names the
     instance type (which carries its own accelerators, like g5.xlarge).
     """
+    cloud = cloud or req.cloud
     if req.instance_type and not req.accelerator:
-        pool = catalog.all() if cloud is None else catalog.offerings.get(cloud, [])
-    else:
-        pool = catalog.with_accelerator(req.accelerator)
-    return pool if cloud is None else [o for o in pool if o.cloud == cloud]
+        return catalog.all() if cloud is None else catalog.of_cloud(cloud)
+    return catalog.with_accelerator(req.accelerator, cloud)
 
 
 def _sizing(req: Requirement, defaults: Mapping[str, tuple[float | None, float | None]],
@@ -95,7 +97,7 @@ def _sizing(req: Requirement, defaults: Mapping[str, tuple[float | None, float |
 
 
 def _feasible(req: Requirement, offering: Offering,
-              defaults: Mapping[str, tuple[float | None, float | None]]) -> bool:
+              sizing: tuple[Quantity | None, Quantity | None]) -> bool:
     if req.cloud and offering.cloud != req.cloud:
         return False
     if req.region and offering.region != req.region:
@@ -106,7 +108,7 @@ def _feasible(req: Requirement, offering: Offering,
         return False
     if req.accelerator and not req.admits_count(offering.accelerator_count):
         return False
-    cpus, memory = _sizing(req, defaults, offering.cloud)
+    cpus, memory = sizing
     if cpus and not cpus.admits(offering.vcpus):
         return False
     if memory and not memory.admits(offering.memory_gib):
@@ -135,14 +137,16 @@ def rank(catalog: Catalog, requirements: Sequence[Requirement], *, num_nodes: in
     considered = 0
     for index, req in enumerate(requirements):
         preference = preferences[index] if preferences is not None else index
+        # Sized once per cloud, not once per offering: a CPU-only pool is tens of thousands.
+        sizing = {cloud: _sizing(req, defaults, cloud) for cloud in catalog.offered_clouds}
         for offering in _pool(catalog, req):
-            if not _feasible(req, offering, defaults):
+            if not _feasible(req, offering, sizing[offering.cloud]):
                 continue
             cost = offering.hourly_price(req.use_spot) * num_nodes
             if req.max_hourly_cost is not None and cost > req.max_hourly_cost + 1e-9:
                 continue
             considered += 1
-            if is_blocked(offering, blocked):
+            if blocked and is_blocked(offering, blocked):
                 continue
             key = (offering, req.use_spot)
             if key not in found:
@@ -185,8 +189,9 @@ def _unknown_place(catalog: Catalog, cloud: str, req: Requirement) -> str | None
     or zone at all, so a typo is not reported as missing instances there."""
     import difflib
 
-    for kind, wanted, known in (("region", req.region, {o.region for o in catalog.offerings[cloud]}),
-                                ("zone", req.zone, {o.zone for o in catalog.offerings[cloud] if o.zone})):
+    offerings = catalog.of_cloud(cloud)
+    for kind, wanted, known in (("region", req.region, {o.region for o in offerings}),
+                                ("zone", req.zone, {o.zone for o in offerings if o.zone})):
         if wanted and wanted not in known:
             close = difflib.get_close_matches(wanted, sorted(known), n=1)
             return f"no {kind} {wanted}" + (f" (did you mean {close[0]}?)" if close else "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,16 +26,63 @@ from skyk.plugins.kinds import BUILTIN, CORE_DISTRIBUTION, GROUPS, disabled_plug
 
 
 @dataclass(frozen=True)
+class CatalogSource:
+    """One cloud plugin's catalog: the files it reads, and reading them."""
+
+    cloud: str
+    plugin: object
+    _offerings: Callable[..., list]
+    _files: Callable[..., list]
+
+    def files(self) -> list[str]:
+        """The catalog files the plugin reads, relative to the catalog dir (``skyk_catalog_files``)."""
+        return sorted({f for batch in self._files() for f in batch})
+
+    def code_files(self) -> list[Path]:
+        """The plugin's own source files: the module and its package's other modules.
+
+        What a plugin makes of its files can change with its code, so a cache
+        of what it read is keyed by these as well as by the catalog files.
+        """
+        module_file = getattr(self.plugin, "__file__", None)
+        if not module_file:
+            return []
+        return sorted(Path(module_file).parent.glob("*.py"))
+
+    def read(self, catalog_dir: Path) -> list:
+        """Return the plugin's offerings read from ``catalog_dir``.
+
+        Raises ``CatalogError`` when its catalog is missing or malformed.
+        """
+        try:
+            return [o for batch in self._offerings(catalog_dir=catalog_dir) for o in batch]
+        except CatalogError:
+            raise
+        except (ValueError, KeyError, IndexError) as exc:
+            raise CatalogError(f"malformed catalog in {catalog_dir}: {_describe(exc)}") from None
+
+
+@dataclass(frozen=True)
 class PluginInfo:
     """One plugin as ``skyk plugins`` reports it."""
 
     kind: str
     name: str
-    distribution: str
-    version: str
     target: str
     error: str | None = None
     disabled: bool = False
+
+    # Looked up only when asked: finding a plugin's distribution reads every
+    # installed distribution's metadata, which a dry run does not need.
+    @property
+    def distribution(self) -> str:
+        """The installed distribution that ships the plugin (``?`` if none does)."""
+        return _owner(self.kind, self.name, self.target)[0]
+
+    @property
+    def version(self) -> str:
+        """That distribution's version (``?`` if unknown)."""
+        return _owner(self.kind, self.name, self.target)[1]
 
     @property
     def status(self) -> str:
@@ -153,8 +200,7 @@ class Kernel:
 
     def _record(self, kind: str, name: str, target: str, error: str | None = None,
                 disabled: bool = False) -> None:
-        dist, version = _owner(kind, name, target)
-        self._infos.append(PluginInfo(kind, name, dist, version, target, error, disabled))
+        self._infos.append(PluginInfo(kind, name, target, error, disabled))
 
     def _reject_duplicate_names(self, kind: str, candidates: list[tuple[str, str]]) -> None:
         seen: dict[str, str] = {}
@@ -191,8 +237,25 @@ class Kernel:
 
     # ---------------------------------------------------------------- catalog
 
+    def catalog_sources(self) -> list[CatalogSource]:
+        """Return each loaded cloud plugin's catalog, to be read separately.
+
+        One cloud's broken catalog must not hide the others, so each source
+        calls ``skyk_catalog_offerings`` on its own plugin only.
+        """
+        sources = []
+        for reg_name, plugin in self._pm.list_name_plugin():
+            kind, name, _ = self._origin[reg_name]
+            if kind != "cloud":
+                continue
+            others = [p for n, p in self._pm.list_name_plugin() if n != reg_name]
+            sources.append(CatalogSource(
+                name, plugin, self._pm.subset_hook_caller("skyk_catalog_offerings", others),
+                self._pm.subset_hook_caller("skyk_catalog_files", others)))
+        return sources
+
     def offerings_by_cloud(self, catalog_dir: Path) -> tuple[dict[str, list], dict[str, str]]:
-        """Call ``skyk_catalog_offerings`` on each cloud plugin separately.
+        """Read every cloud plugin's catalog from ``catalog_dir``, uncached.
 
         :return: (offerings by cloud plugin name, catalog error by cloud plugin
             name). A cloud whose catalog is missing or malformed contributes an
@@ -200,21 +263,11 @@ class Kernel:
         """
         offerings: dict[str, list] = {}
         errors: dict[str, str] = {}
-        for reg_name, _plugin in self._pm.list_name_plugin():
-            kind, name, _ = self._origin[reg_name]
-            if kind != "cloud":
-                continue
-            others = [p for n, p in self._pm.list_name_plugin() if n != reg_name]
-            caller = self._pm.subset_hook_caller("skyk_catalog_offerings", others)
+        for source in self.catalog_sources():
             try:
-                found = [o for batch in caller(catalog_dir=catalog_dir) for o in batch]
+                offerings[source.cloud] = source.read(catalog_dir)
             except CatalogError as exc:
-                errors[name] = exc.one_line()
-                continue
-            except (ValueError, KeyError, IndexError) as exc:
-                errors[name] = f"malformed catalog in {catalog_dir}: {_describe(exc)}"
-                continue
-            offerings[name] = found
+                errors[source.cloud] = exc.one_line()
         return offerings, errors
 
     def catalog_files(self) -> list[str]:
