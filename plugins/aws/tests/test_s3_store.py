@@ -6,10 +6,14 @@ endpoint (``AWS_ENDPOINT_URL_S3`` and ``AWS_*`` credentials, :meth:`FakeS3.env`)
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import subprocess
 
 import pytest
 from fakecloud import FakeS3
+from skyk.storage import rclone
 from skyk.storage.store import BucketRef, StoreError
 from skyk.testing import StoreContract
 from skyk_aws.store import S3Store
@@ -219,3 +223,37 @@ def test_node_access_for_aws_itself_names_no_endpoint(monkeypatch, tmp_path):
     remote = S3Store().node_access("bucket").remote
     assert remote["provider"] == "AWS" and "endpoint" not in remote
     assert remote["region"] == "eu-central-1" and remote["session_token"] == "token"
+
+
+def test_node_access_sends_rclone_to_the_region_s3_reports_for_the_bucket(s3_env):
+    name = _name()
+    s3_env.client().create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "ap-south-1"})
+    store = S3Store()
+    assert store.exists(name)
+    try:
+        assert store.node_access(name).remote["region"] == "ap-south-1"
+    finally:
+        store.delete(name)
+
+
+def test_rclone_ignores_the_nodes_own_aws_variables(s3_env, tmp_path):
+    program = shutil.which("rclone")
+    if program is None:
+        if os.environ.get("CI"):
+            pytest.fail("rclone is not installed (CI installs it with apt)")
+        pytest.skip("rclone is not installed")
+    name = _name()
+    s3_env.client().create_bucket(Bucket=name)
+    s3_env.client().put_object(Bucket=name, Key="dir/a.txt", Body=b"alpha")
+    access = {"s3": S3Store().node_access(name)}
+    config = rclone.write_config(tmp_path / "rclone", access)
+    # What a node may have set for its own use: none of it may reach rclone. Any AWS_CA_BUNDLE
+    # makes rclone's S3 backend fail (LoadCustomCABundleError), even a readable one.
+    (tmp_path / "bundle.pem").write_text("")
+    node = {**os.environ, "AWS_CA_BUNDLE": str(tmp_path / "bundle.pem"),
+            "AWS_ACCESS_KEY_ID": "AKIAWRONGWRONGWRONG0", "AWS_SECRET_ACCESS_KEY": "x" * 40,
+            "AWS_PROFILE": "absent", "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9", "AWS_REGION": "eu-west-1"}
+    result = subprocess.run([program, "lsf", "-R", f"s3:{name}"], env=rclone.environment(config, access, node),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.split()) == ["dir/", "dir/a.txt"]
