@@ -69,7 +69,8 @@ def credentials():
     instance role, SSO, assume-role), as every AWS client would.
     """
     with _lock:
-        found = _session(account_key()).get_credentials()
+        session = _session(account_key())
+    found = session.get_credentials()
     return found.get_frozen_credentials() if found is not None else None
 
 
