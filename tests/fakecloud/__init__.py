@@ -4,7 +4,8 @@
 credential, AMI and node-twin layer; ``Rule`` and ``error_response``
 (:mod:`fakecloud.faults`) are its fault rules and EC2's error document.
 ``FakeGCE`` (:mod:`fakecloud.gcp`) is a Compute Engine v1 REST fake that
-reuses the same rules and twins. ``FakeARM`` (:mod:`fakecloud.azure`) is a
+reuses the same rules and twins. ``FakeS3`` (:mod:`fakecloud.s3`) is moto's
+S3 server accepting the bed's key alone. ``FakeARM`` (:mod:`fakecloud.azure`) is a
 fake Azure Resource Manager of our own, with a token endpoint, served over TLS
 on loopback.
 """
@@ -13,6 +14,7 @@ from .azure import ARMCall, FakeARM
 from .ec2 import Call, FakeEC2
 from .faults import RequestFacts, Rule, error_response, status_for
 from .gcp import FakeGCE, GCECall
+from .s3 import FakeS3
 
-__all__ = ["ARMCall", "Call", "FakeARM", "FakeEC2", "FakeGCE", "GCECall", "RequestFacts", "Rule",
+__all__ = ["ARMCall", "Call", "FakeARM", "FakeEC2", "FakeGCE", "FakeS3", "GCECall", "RequestFacts", "Rule",
            "error_response", "status_for"]

@@ -52,8 +52,6 @@ import base64
 import binascii
 import csv
 import gzip
-import hashlib
-import hmac
 import http
 import io
 import itertools
@@ -62,7 +60,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -76,6 +73,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
+from . import sigv4
+from .aws_accounts import drop_moto_account, empty_config_dir, sdk_env
 from .faults import RequestFacts, Rule, error_response
 from .serving import LoopbackServer
 
@@ -98,9 +97,6 @@ USER_DATA_LIMIT = 16384
 _EC2_XMLNS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 ET.register_namespace("", _EC2_XMLNS)
 _AMI_ID = re.compile(r"ami-(?:[0-9a-f]{8}|[0-9a-f]{17})")
-_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
-_SIGNED_HEADERS = re.compile(r"SignedHeaders=([^,\s]+)")
-_SIGNATURE = re.compile(r"Signature=([0-9a-f]+)")
 _INSTANCE_ACTIONS = ("StartInstances", "StopInstances", "TerminateInstances")
 # Ways to get an instance or an address that bypass RunInstances, so no twin would back them:
 # with twins they are refused rather than hand out moto's made-up addresses.
@@ -287,9 +283,7 @@ class FakeEC2:
             raise RuntimeError("unset MOTO_ACCOUNT_ID: FakeEC2 gives each bed its own account")
         _moto_app()
         self._drop_account()
-        self._config_dir = Path(tempfile.mkdtemp(prefix="fakeec2-"))
-        for name in ("config", "credentials"):
-            (self._config_dir / name).touch()
+        self._config_dir = empty_config_dir("fakeec2-")
         self._server = LoopbackServer(self._wsgi, "fakeec2")
         self.endpoint = self._server.endpoint
         if self.twins is not None:
@@ -320,12 +314,7 @@ class FakeEC2:
 
     def _drop_account(self) -> None:
         """Remove this bed's account from every moto backend, so it starts (or ends) empty."""
-        from moto.core.base_backend import BackendDict, backend_lock
-
-        with backend_lock:
-            for backends in list(BackendDict._instances):
-                if self.account_id in backends.keys():
-                    del backends[self.account_id]
+        drop_moto_account(self.account_id)
         self._regions_ready.clear()
 
     # -- what tests and subprocesses use ------------------------------------------------
@@ -340,15 +329,8 @@ class FakeEC2:
         """
         if self._config_dir is None:
             raise RuntimeError("start the FakeEC2 first")
-        return {
-            "AWS_ENDPOINT_URL_EC2": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_DEFAULT_REGION": DEFAULT_REGION,
-            "AWS_CONFIG_FILE": str(self._config_dir / "config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(self._config_dir / "credentials"),
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
+        return {"AWS_ENDPOINT_URL_EC2": self.endpoint,
+                **sdk_env(self._config_dir, self.access_key, self.secret_key, DEFAULT_REGION)}
 
     def client(self, region: str = DEFAULT_REGION, *, access_key: str | None = None,
                secret_key: str | None = None, attempts: int = 1) -> Any:
@@ -633,22 +615,7 @@ class FakeEC2:
 
     def _authenticate(self, environ: dict[str, Any], body: bytes) -> tuple[str | None, str | None]:
         """``(region, None)`` for a request signed with the bed's key, else ``(region, why)``."""
-        auth = environ.get("HTTP_AUTHORIZATION", "")
-        credential = _CREDENTIAL.search(auth)
-        if not auth.startswith("AWS4-HMAC-SHA256") or credential is None:
-            return None, "The request is not signed with AWS Signature Version 4."
-        key, date, region, service = credential.groups()
-        if key != self.access_key:
-            return region, "The access key is not known to this account."
-        signed = _SIGNED_HEADERS.search(auth)
-        signature = _SIGNATURE.search(auth)
-        if signed is None or signature is None:
-            return region, "The request signature is incomplete."
-        expected = _sigv4_signature(environ, body, signed.group(1).split(";"), self.secret_key,
-                                    date, region, service)
-        if not hmac.compare_digest(expected, signature.group(1)):
-            return region, "The request signature does not match the secret key."
-        return region, None
+        return sigv4.authenticate(environ, body, self.access_key, self.secret_key)
 
     def _handle(self, environ: dict[str, Any], body: bytes, params: dict[str, str],
                 action: str | None, region: str) -> _Answer:
@@ -1004,34 +971,3 @@ def _phrase(status: int) -> str:
 
 def _utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S GMT")
-
-
-def _environ_header(environ: dict[str, Any], name: str) -> str:
-    if name == "content-type":
-        return environ.get("CONTENT_TYPE", "")
-    if name == "content-length":
-        return environ.get("CONTENT_LENGTH", "")
-    return environ.get("HTTP_" + name.upper().replace("-", "_"), "")
-
-
-def _sigv4_signature(environ: dict[str, Any], body: bytes, signed_headers: list[str],
-                     secret: str, date: str, region: str, service: str) -> str:
-    """The AWS Signature Version 4 a client holding ``secret`` computes for this request."""
-    canonical_headers = "".join(
-        f"{name}:{' '.join(_environ_header(environ, name).split())}\n" for name in signed_headers)
-    pairs = sorted(pair.partition("=")[::2]
-                   for pair in environ.get("QUERY_STRING", "").split("&") if pair)
-    payload = (_environ_header(environ, "x-amz-content-sha256")
-               or hashlib.sha256(body).hexdigest())
-    canonical = "\n".join([environ.get("REQUEST_METHOD", "POST"),
-                           environ.get("PATH_INFO", "") or "/",
-                           "&".join(f"{k}={v}" for k, v in pairs),
-                           canonical_headers, ";".join(signed_headers), payload])
-    timestamp = _environ_header(environ, "x-amz-date")
-    scope = f"{date}/{region}/{service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", timestamp, scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
-    key = ("AWS4" + secret).encode()
-    for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()

@@ -49,8 +49,9 @@ class NodeAccess:
     (``AWS_CA_BUNDLE`` points rclone's S3 backend at a file it may refuse).
     """
 
-    remote: dict[str, str]
-    files: dict[str, bytes] = field(default_factory=dict)
+    # Both hold secrets: kept out of repr, so no log line or test failure prints them.
+    remote: dict[str, str] = field(repr=False)
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
     env: dict[str, str] = field(default_factory=dict)
     unset_env: tuple[str, ...] = ()
 

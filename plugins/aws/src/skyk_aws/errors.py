@@ -158,3 +158,50 @@ def user_error(exc: BaseException, action: str, region: str) -> SkykError:
         "outage": "EC2's endpoint did not answer; try again, or check AWS's health dashboard",
     }
     return SkykError(f"AWS could not {action}: {error.reason}", hint=hints.get(error.kind))
+
+
+# -- S3 --------------------------------------------------------------------------------------
+
+#: S3 answers HEAD requests without a body, so only the HTTP status names the error.
+_S3_STATUS_CODES = {"301": "PermanentRedirect", "403": "AccessDenied", "404": "NoSuchBucket"}
+#: S3's codes for credentials it does not accept (as opposed to a refusal by policy).
+_S3_BAD_CREDENTIALS = CREDENTIALS - {"AccessDenied", "AccessDeniedException"}
+_CHECK_CREDENTIALS = "check the credentials with 'aws sts get-caller-identity' (or run 'aws configure')"
+
+
+def store_error(exc: BaseException, bucket: str, action: str):
+    """The one-line ``StoreError`` for an error S3 (or botocore) raised while doing ``action`` on ``bucket``.
+
+    Its ``code`` is S3's error code (``NoSuchBucket``, ``AccessDenied``,
+    ``BucketAlreadyExists``, ``InvalidAccessKeyId``...); a HEAD request's bare
+    status is named by the code S3 gives the same error elsewhere.
+    """
+    from skyk.storage.store import StoreError
+
+    code = error_code(exc)
+    if code is None:
+        if isinstance(exc, _CREDENTIAL_ERRORS):
+            return StoreError(f"S3 could not {action} {bucket}: AWS credentials: {reason(exc)}",
+                              code="NoCredentials", hint=_CHECK_CREDENTIALS)
+        return StoreError(f"S3 could not {action} {bucket}: {reason(exc)}", code=type(exc).__name__,
+                          hint="check the network path to S3's endpoint (AWS_ENDPOINT_URL_S3 if set)")
+    code = _S3_STATUS_CODES.get(code, code)
+    message = printable(exc.response.get("Error", {}).get("Message") or "", REASON_LIMIT)
+    text = f"S3 could not {action} {bucket}: {code}" + (f": {message}" if message else "")
+    if code == "NoSuchBucket":
+        hint = f"no bucket {bucket} exists (bucket names are global: check the spelling)"
+    elif code in ("AccessDenied", "AllAccessDisabled"):
+        hint = (f"the AWS credentials are wrong or may not use bucket {bucket}: check them with"
+                " 'aws sts get-caller-identity', and grant them s3:ListBucket, s3:GetObject and"
+                " s3:PutObject on it")
+    elif code == "BucketAlreadyExists":
+        hint = "S3 bucket names are global across all AWS accounts: choose another name"
+    elif code == "BucketAlreadyOwnedByYou":
+        hint = f"use s3://{bucket} as a source instead of creating it"
+    elif code in _S3_BAD_CREDENTIALS:
+        hint = _CHECK_CREDENTIALS
+    elif code == "PermanentRedirect":
+        hint = "the bucket is in another region than the one asked for"
+    else:
+        hint = None
+    return StoreError(text, code=code, hint=hint)

@@ -6,11 +6,17 @@ from skyk.catalog.csvfile import read_offerings
 from skyk.hookspecs import hookimpl
 
 from skyk_aws.cloud import NAME, AWSCloud
+from skyk_aws.store import S3Store
 
 
 @hookimpl
 def skyk_clouds():
     return [AWSCloud()]
+
+
+@hookimpl
+def skyk_stores():
+    return [S3Store()]
 
 
 @hookimpl
