@@ -7,11 +7,13 @@ carry the metadata ``skyk_managed=true`` (Azure's metadata names are C#
 identifiers: no hyphen).
 
 A node gets no account key: it gets a shared access signature (SAS) for
-the one container it uses, signed here with the key, and rclone reaches the
-container at the same endpoint the SDK uses. A SAS URL is a full URL, so it
+the account's Blob service, signed here with the key, and rclone reaches the
+containers at the same endpoint the SDK uses. A SAS URL is a full URL, so it
 reaches any endpoint (another Azure cloud, Azure Stack, an emulator) with
 every rclone release; the key-and-``endpoint`` form means a host suffix in
-some releases and a full URL in others.
+some releases and a full URL in others. The SAS covers the account's
+containers, not one: a node has one rclone remote per store (``azure``),
+which serves every container its task uses.
 """
 
 from __future__ import annotations
@@ -137,24 +139,27 @@ class AzureBlobStore(Store):
             return self._container(ref.bucket).download_blob(blob).readall()
 
     def node_access(self, bucket: str) -> NodeAccess:
-        """An rclone ``azureblob`` remote holding a SAS URL for ``bucket`` alone.
+        """An rclone ``azureblob`` remote holding a SAS URL of the account's Blob service.
 
-        The SAS lets rclone list, read, write and delete blobs of that one
-        container (no other container, no account settings) and expires after
-        :data:`DEFAULT_SAS_DAYS` days (``SKYK_AZURE_SAS_DAYS``). It is signed
-        here with the account key, so nothing is asked of the network.
+        The SAS (an account SAS) lets rclone read, write, list and delete blobs
+        in containers it names, and nothing else: not the account's other
+        services (files, queues, tables), not its settings, not the list of
+        its containers. It expires after :data:`DEFAULT_SAS_DAYS` days
+        (``SKYK_AZURE_SAS_DAYS``) and is signed here with the account key, so
+        nothing is asked of the network. ``bucket`` needs nothing of its own:
+        one remote serves every container of a task.
         """
-        from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+        from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
 
         account = self._account()
         now = datetime.datetime.now(datetime.timezone.utc)
-        token = generate_container_sas(
-            account.name, bucket, account_key=account.key,
-            permission=ContainerSasPermissions(read=True, add=True, create=True, write=True,
-                                               delete=True, list=True),
-            start=now - _CLOCK_SKEW, expiry=now + datetime.timedelta(days=_sas_days()))
-        return NodeAccess(remote={"type": "azureblob",
-                                  "sas_url": f"{account.endpoint}/{bucket}?{token}"})
+        token = generate_account_sas(
+            account.name, account.key, ResourceTypes(container=True, object=True),
+            AccountSasPermissions(read=True, add=True, create=True, write=True, delete=True,
+                                  list=True),
+            start=now - _CLOCK_SKEW, expiry=now + datetime.timedelta(days=_sas_days()),
+            services="b")
+        return NodeAccess(remote={"type": "azureblob", "sas_url": f"{account.endpoint}?{token}"})
 
     # -- helpers --------------------------------------------------------------------------
 
