@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from skyk.errors import printable
 from skyk.provision.cloud import CredentialCheck
 from skyk.storage.store import BucketRef, NodeAccess, Store, StoreError
 
@@ -64,7 +65,7 @@ class AzureBlobStore(Store):
             configured = None  # check_credentials reports it before anything is made
         if configured and configured != parsed.account:
             raise StoreError(
-                f"{url.split('?')[0]} is in the storage account {parsed.account}, but skyk"
+                f"{printable(url)} is in the storage account {parsed.account}, but skyk"
                 f" uses the account {configured}", code="AccountMismatch",
                 hint="point AZURE_STORAGE_CONNECTION_STRING (or AZURE_STORAGE_ACCOUNT and"
                      f" AZURE_STORAGE_KEY) at the account {parsed.account}")
