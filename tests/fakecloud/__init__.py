@@ -7,14 +7,16 @@ credential, AMI and node-twin layer; ``Rule`` and ``error_response``
 reuses the same rules and twins. ``FakeS3`` (:mod:`fakecloud.s3`) is moto's
 S3 server accepting the bed's key alone. ``FakeARM`` (:mod:`fakecloud.azure`) is a
 fake Azure Resource Manager of our own, with a token endpoint, served over TLS
-on loopback.
+on loopback. ``Azurite`` (:mod:`fakecloud.azurite`) is Microsoft's Azure
+Storage emulator (its Blob service), started from npm.
 """
 
 from .azure import ARMCall, FakeARM
+from .azurite import Azurite
 from .ec2 import Call, FakeEC2
 from .faults import RequestFacts, Rule, error_response, status_for
 from .gcp import FakeGCE, GCECall
 from .s3 import FakeS3
 
-__all__ = ["ARMCall", "Call", "FakeARM", "FakeEC2", "FakeGCE", "FakeS3", "GCECall", "RequestFacts", "Rule",
-           "error_response", "status_for"]
+__all__ = ["ARMCall", "Azurite", "Call", "FakeARM", "FakeEC2", "FakeGCE", "FakeS3", "GCECall", "RequestFacts",
+           "Rule", "error_response", "status_for"]

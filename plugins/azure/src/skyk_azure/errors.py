@@ -7,18 +7,25 @@ codes decide what failover stops trying: the zone (no capacity in it), the
 region (no capacity, a quota, the size not offered, an endpoint down) or the
 whole cloud (credentials, the subscription). Throttling, server errors and a
 resource group still being deleted get a few retries in place first.
+
+Blob storage names its errors the same way, in the ``x-ms-error-code``
+header (``ContainerNotFound``, ``AuthenticationFailed``); :func:`store_error`
+turns them into the one-line :class:`~skyk.storage.store.StoreError` a
+bucket verb raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.core import exceptions as azure_errors
 from skyk.errors import SkykError, printable
 from skyk.provision.types import ProvisionError
+from skyk.storage.store import StoreError
 
 #: No capacity for the VM size in the zone asked for: another zone may have it.
 ZONAL_CAPACITY = frozenset({"ZonalAllocationFailed", "OverconstrainedZonalAllocationRequest"})
@@ -155,3 +162,70 @@ def user_error(exc: BaseException, action: str, region: str) -> SkykError:
         "outage": "Azure Resource Manager did not answer; try again, or check Azure's status page",
     }
     return SkykError(f"Azure could not {action}: {error.reason}", hint=hints.get(error.kind))
+
+
+# ---------------------------------------------------------------------- Blob storage
+
+#: Blob storage's codes for a key or signature it refuses, or a caller it does not allow.
+STORAGE_DENIED = frozenset({
+    "AuthenticationFailed", "AuthorizationFailure", "AuthorizationPermissionMismatch",
+    "AuthorizationProtocolMismatch", "AuthorizationResourceTypeMismatch",
+    "AuthorizationSourceIPMismatch", "InsufficientAccountPermissions", "AccountIsDisabled",
+})
+#: What to do about a storage error code.
+_STORAGE_HINTS = {
+    "ContainerNotFound": "check the container's name and the storage account; skyk creates"
+                         " a container only for a storage object with a name and a local source",
+    "BlobNotFound": "check the object's name (list the container with 'az storage blob list')",
+    "ContainerAlreadyExists": "the storage account already has a container of that name:"
+                              " use it through its URL, or choose another name",
+    "ContainerBeingDeleted": "Azure is still deleting a container of that name; try again in"
+                             " a minute, or choose another name",
+    "InvalidResourceName": "container names are 3 to 63 lowercase letters, digits and single"
+                           " hyphens, starting and ending with a letter or digit",
+    "AccountIsDisabled": "the storage account is disabled; enable it in the Azure portal",
+}
+_DENIED_HINT = ("check the storage account's key (AZURE_STORAGE_KEY, or AccountKey in"
+                " AZURE_STORAGE_CONNECTION_STRING) and that the account allows this network")
+
+
+def storage_code(exc: BaseException) -> str:
+    """Blob storage's error code of ``exc`` (``x-ms-error-code``), or ``""``."""
+    code = getattr(exc, "error_code", None) or error_code(exc)
+    if code:
+        return str(getattr(code, "value", code))
+    status = getattr(exc, "status_code", None)
+    return {403: "AuthenticationFailed", 404: "ResourceNotFound"}.get(status, "")
+
+
+def store_error(exc: BaseException, what: str) -> StoreError:
+    """Turn an azure-storage-blob error about ``what`` (a container or object) into a ``StoreError``."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, azure_errors.ServiceRequestError):  # refused, no route, TLS, DNS
+        return StoreError(f"Azure Blob storage unreachable for {what}: {_first_line(exc)}",
+                          code="ServiceRequestError",
+                          hint="check the Blob endpoint (AZURE_STORAGE_CONNECTION_STRING's"
+                               " BlobEndpoint, or the account name) and the network")
+    code = storage_code(exc)
+    if code in STORAGE_DENIED or isinstance(exc, azure_errors.ClientAuthenticationError):
+        hint = _STORAGE_HINTS.get(code, _DENIED_HINT)
+    else:
+        hint = _STORAGE_HINTS.get(code)
+    text = f"{code}: {_first_line(exc)}" if code else _first_line(exc)
+    return StoreError(printable(f"Azure Blob {what}: {text}", REASON_LIMIT), code=code, hint=hint)
+
+
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Raise what the block's azure-storage-blob calls fail with as a ``StoreError`` about ``what``."""
+    try:
+        yield
+    except azure_errors.AzureError as exc:
+        raise store_error(exc, what) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    # Storage messages go on with RequestId, Time and the whole XML body on later lines.
+    text = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).strip()
+    return printable(text.splitlines()[0] if text else type(exc).__name__, REASON_LIMIT)

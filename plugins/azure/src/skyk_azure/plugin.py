@@ -8,6 +8,7 @@ from skyk.catalog.csvfile import read_offerings
 from skyk.hookspecs import hookimpl
 
 from skyk_azure.cloud import NAME, AzureCloud
+from skyk_azure.store import AzureBlobStore
 
 #: Sizes with Arm CPUs (Ampere, Cobalt): a ``p`` among the feature letters after the
 #: vCPU count, in Azure's size naming (Standard_D2ps_v5, Standard_B2pts_v2).
@@ -17,6 +18,11 @@ _ARM_SIZE = re.compile(r"^Standard_[A-Z]+\d+[a-z]*p[a-z]*(_|$)")
 @hookimpl
 def skyk_clouds():
     return [AzureCloud()]
+
+
+@hookimpl
+def skyk_stores():
+    return [AzureBlobStore()]
 
 
 @hookimpl
