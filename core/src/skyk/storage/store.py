@@ -69,9 +69,9 @@ class Store(abc.ABC):
     """An object store a cloud plugin provides.
 
     Subclasses set ``name`` (as users write it in ``store:``: ``s3``,
-    ``gcs``, ``azure``), ``cloud`` (the cloud whose tasks keep their
-    buckets here by default) and ``schemes`` (the URL forms it owns), and
-    implement the verbs. Verbs other than :meth:`parse_url`,
+    ``gcs``, ``azure``) and ``cloud`` (the cloud whose tasks keep their
+    buckets here by default), and implement the verbs; :meth:`parse_url`
+    says which URLs are the store's. Verbs other than :meth:`parse_url`,
     :meth:`check_name` and :meth:`check_credentials` use the network and
     raise :class:`StoreError` with the store's own error code on failure.
     """
