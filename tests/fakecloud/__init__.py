@@ -6,13 +6,15 @@ credential, AMI and node-twin layer; ``Rule`` and ``error_response``
 ``FakeGCE`` (:mod:`fakecloud.gcp`) is a Compute Engine v1 REST fake that
 reuses the same rules and twins. ``FakeARM`` (:mod:`fakecloud.azure`) is a
 fake Azure Resource Manager of our own, with a token endpoint, served over TLS
-on loopback.
+on loopback. ``FakeGCS`` (:mod:`fakecloud.gcs`) runs the gcp-storage-emulator
+GCS emulator, with a token endpoint for its service-account keys.
 """
 
 from .azure import ARMCall, FakeARM
 from .ec2 import Call, FakeEC2
 from .faults import RequestFacts, Rule, error_response, status_for
 from .gcp import FakeGCE, GCECall
+from .gcs import FakeGCS
 
-__all__ = ["ARMCall", "Call", "FakeARM", "FakeEC2", "FakeGCE", "GCECall", "RequestFacts", "Rule",
-           "error_response", "status_for"]
+__all__ = ["ARMCall", "Call", "FakeARM", "FakeEC2", "FakeGCE", "FakeGCS", "GCECall", "RequestFacts",
+           "Rule", "error_response", "status_for"]
