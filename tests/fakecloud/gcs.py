@@ -16,9 +16,12 @@ service-account key whose ``token_uri`` is this emulator's ``/token``) and
 accepts any bearer token; the token endpoint refuses keys it never issued,
 as Google refuses a deleted key, so wrong credentials fail as they do on GCP.
 
-Two gaps of the emulator are closed in its process (:func:`_serve`): a bucket
-insert keeps the metadata GCS keeps (labels, ``iamConfiguration``...), and the
-token endpoint is added. Run as a script (``python gcs.py HOST PORT KEYS``) it
+Three gaps of the emulator are closed in its process (:func:`_serve`): a
+bucket insert keeps the metadata GCS keeps (labels, ``iamConfiguration``...);
+an unfinished resumable upload asked with ``X-GUploader-No-308: yes`` (as Go's
+client, so rclone, asks for files over 8 MiB) answers 200 with
+``X-Http-Status-Code-Override: 308``, as GCS does; and the token endpoint is
+added. Run as a script (``python gcs.py HOST PORT KEYS``) it
 serves until terminated.
 """
 
@@ -217,6 +220,18 @@ def _serve(host: str, port: int, keys_file: Path) -> None:
         response.status = HTTPStatus(status)
         response.json(json.loads(body))
 
+    original_close = server.Response.close
+
+    def close(self):
+        # Go's client (rclone) asks, with this header, for the 308 of an unfinished
+        # resumable upload as 200 with an override header, which GCS honours.
+        if getattr(self.status, "value", self.status) == 308 \
+                and self._handler.headers.get("X-Guploader-No-308") == "yes":
+            self.status = HTTPStatus.OK
+            self["X-Http-Status-Code-Override"] = "308"
+        original_close(self)
+
+    server.Response.close = close
     routes = [(regex, {method: insert if handler is original_insert else handler
                        for method, handler in handlers.items()})
               for regex, handlers in server.HANDLERS]

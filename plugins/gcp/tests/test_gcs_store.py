@@ -40,6 +40,14 @@ class TestGCSStoreContract(StoreContract):
     def store_env(self, gcs_env):
         yield gcs_env
 
+    def test_rclone_writes_a_file_in_chunks(self, store, bucket, tmp_path):
+        # Over rclone's 16 MiB chunk: a resumable upload of several requests.
+        content = secrets.token_bytes(1024) * (17 * 1024)
+        (tmp_path / "big.bin").write_bytes(content)
+        self._rclone(store, bucket, tmp_path / "rclone", "copyto", str(tmp_path / "big.bin"),
+                     f"gcs:{bucket}/out/big.bin")
+        assert store.read_object(BucketRef("gcs", bucket, "out"), "big.bin") == content
+
 
 # -- URLs and names (no network) --------------------------------------------------------------
 
