@@ -119,6 +119,41 @@ def test_a_key_google_refuses_is_one_line_with_a_hint(gcs_env, monkeypatch, tmp_
     assert "GOOGLE_APPLICATION_CREDENTIALS" in error.value.hint
 
 
+def test_a_credentials_file_that_is_gone_is_one_line_with_a_hint(gcs_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "gone.json"))
+    with pytest.raises(StoreError) as error:
+        GCSStore().exists("skyk-any-bucket")
+    assert error.value.code == "credentials"
+    assert str(error.value).startswith("no usable GCP credentials") and "\n" not in str(error.value)
+    assert error.value.hint
+
+
+def test_an_endpoint_that_does_not_answer_is_one_line(gcs_env, monkeypatch):
+    import socket
+
+    import skyk_gcp.store
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", closed)
+    monkeypatch.setattr(skyk_gcp.store, "RETRY_TIMEOUT", 1.0)
+    with pytest.raises(StoreError) as error:
+        GCSStore().exists("skyk-any-bucket")
+    assert error.value.code == "unreachable"
+    assert str(error.value).startswith(f"GCS did not answer at {closed}")
+    assert "STORAGE_EMULATOR_HOST" in error.value.hint
+
+
+def test_the_emulator_leaves_no_process():
+    from fakecloud import FakeGCS
+
+    with FakeGCS() as fake:
+        process = fake._process
+        assert process.poll() is None
+    assert process.poll() is not None
+
+
 def test_nodes_need_a_service_account_key(gcs_env, monkeypatch, tmp_path):
     user = tmp_path / "adc.json"
     user.write_text(json.dumps({"type": "authorized_user", "client_id": "i", "client_secret": "s",

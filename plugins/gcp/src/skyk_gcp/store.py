@@ -32,6 +32,8 @@ EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 DELETE_BATCH = 100
 #: files uploaded at once
 UPLOAD_WORKERS = 8
+#: seconds the SDK may spend retrying a call (its default, 120, hides an endpoint that is down)
+RETRY_TIMEOUT = 20.0
 
 _SCHEME = "gs://"
 _NAME_CHARS = re.compile(r"[a-z0-9._-]+")
@@ -95,7 +97,7 @@ class GCSStore(Store):
     def exists(self, bucket: str) -> bool:
         """Return whether ``bucket`` exists; a bucket these credentials may not read is an error."""
         with _errors("look up", bucket):
-            return _client().bucket(bucket).exists()
+            return _client().bucket(bucket).exists(retry=_retry())
 
     def create(self, bucket: str, region: str | None) -> None:
         """Create ``bucket`` in location ``region`` (GCS's default, US, if None), labelled as skyk's.
@@ -116,13 +118,13 @@ class GCSStore(Store):
 
         with _errors("delete", bucket), contextlib.suppress(api.NotFound):
             client = _client()
-            blobs = list(client.list_blobs(bucket))
+            blobs = list(client.list_blobs(bucket, retry=_retry()))
             for start in range(0, len(blobs), DELETE_BATCH):
                 # An object deleted meanwhile (404) must not stop the bucket's deletion.
                 with client.batch(raise_exception=False):
                     for blob in blobs[start:start + DELETE_BATCH]:
                         blob.delete()
-            client.bucket(bucket).delete()
+            client.bucket(bucket).delete(retry=_retry())
 
     def upload(self, source: Path, dest: BucketRef) -> None:
         """Copy a file to ``PREFIX/NAME``, or a directory's files to ``PREFIX/RELATIVE/PATH``."""
@@ -146,7 +148,8 @@ class GCSStore(Store):
         """Return the object names under ``ref``'s prefix, relative to it, sorted."""
         prefix = f"{ref.prefix}/" if ref.prefix else ""
         with _errors("list", ref.bucket):
-            names = [blob.name[len(prefix):] for blob in _client().list_blobs(ref.bucket, prefix=prefix)]
+            blobs = _client().list_blobs(ref.bucket, prefix=prefix, retry=_retry())
+            names = [blob.name[len(prefix):] for blob in blobs]
         # Zero-byte "folder" placeholders (NAME/) that consoles create are not files.
         return sorted(name for name in names if name and not name.endswith("/"))
 
@@ -154,7 +157,7 @@ class GCSStore(Store):
         """Return the contents of ``PREFIX/KEY``."""
         name = _key(ref, key)
         with _errors("read", f"{ref.bucket}/{name}"):
-            return _client().bucket(ref.bucket).blob(name).download_as_bytes()
+            return _client().bucket(ref.bucket).blob(name).download_as_bytes(retry=_retry())
 
     def node_access(self, bucket: str) -> NodeAccess:
         """rclone's ``google cloud storage`` remote with the service-account key skyk uses.
@@ -215,6 +218,13 @@ def _client():
     return storage.Client(project=project, credentials=creds)
 
 
+def _retry():
+    """The SDK's retry policy for idempotent calls, bounded by :data:`RETRY_TIMEOUT`."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_timeout(RETRY_TIMEOUT)
+
+
 @contextlib.contextmanager
 def _errors(action: str, what: str) -> Iterator[None]:
     """Turn what the SDK raises into one :class:`StoreError` line with GCS's code and a hint."""
@@ -230,6 +240,16 @@ def _errors(action: str, what: str) -> Iterator[None]:
         raise
     except api.GoogleAPICallError as exc:
         raise _api_error(exc, action, what) from exc
+    except api.RetryError as exc:
+        # Retries ran out: the last error decides (an endpoint down, most often).
+        last = exc.cause
+        if isinstance(last, api.GoogleAPICallError):
+            raise _api_error(last, action, what) from exc
+        raise _unreachable(action, what) from exc
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        text = printable(" ".join(str(exc).split()), errors.REASON_LIMIT)
+        raise StoreError(f"no usable GCP credentials to {action} gs://{what}: {text}",
+                         code="credentials", hint=errors.CREDENTIALS_HINT) from exc
     except google.auth.exceptions.GoogleAuthError as exc:
         # A refusal carries the token endpoint's answer: its code (invalid_grant) and description.
         answer = next((a for a in exc.args[1:] if isinstance(a, dict)), {})
@@ -240,10 +260,13 @@ def _errors(action: str, what: str) -> Iterator[None]:
     except SkykError as exc:
         raise StoreError(str(exc), code="credentials", hint=exc.hint) from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        where = emulator_endpoint() or "storage.googleapis.com"
-        raise StoreError(f"GCS did not answer at {where} while trying to {action} gs://{what}",
-                         code="unreachable",
-                         hint=f"check the network, or {EMULATOR_ENV} if it is set") from exc
+        raise _unreachable(action, what) from exc
+
+
+def _unreachable(action: str, what: str) -> StoreError:
+    where = emulator_endpoint() or "storage.googleapis.com"
+    return StoreError(f"GCS did not answer at {where} while trying to {action} gs://{what}",
+                      code="unreachable", hint=f"check the network, or {EMULATOR_ENV} if it is set")
 
 
 def _api_error(exc, action: str, what: str) -> StoreError:
