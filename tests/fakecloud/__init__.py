@@ -8,7 +8,9 @@ reuses the same rules and twins. ``FakeS3`` (:mod:`fakecloud.s3`) is moto's
 S3 server accepting the bed's key alone. ``FakeARM`` (:mod:`fakecloud.azure`) is a
 fake Azure Resource Manager of our own, with a token endpoint, served over TLS
 on loopback. ``Azurite`` (:mod:`fakecloud.azurite`) is Microsoft's Azure
-Storage emulator (its Blob service), started from npm.
+Storage emulator (its Blob service), started from npm. ``FakeGCS``
+(:mod:`fakecloud.gcs`) runs the gcp-storage-emulator GCS emulator, with a
+token endpoint for its service-account keys.
 """
 
 from .azure import ARMCall, FakeARM
@@ -16,7 +18,9 @@ from .azurite import Azurite
 from .ec2 import Call, FakeEC2
 from .faults import RequestFacts, Rule, error_response, status_for
 from .gcp import FakeGCE, GCECall
+from .gcs import FakeGCS
 from .s3 import FakeS3
 
-__all__ = ["ARMCall", "Azurite", "Call", "FakeARM", "FakeEC2", "FakeGCE", "FakeS3", "GCECall", "RequestFacts",
+__all__ = ["ARMCall", "Azurite", "Call", "FakeARM", "FakeEC2", "FakeGCE", "FakeGCS", "FakeS3", "GCECall",
+           "RequestFacts",
            "Rule", "error_response", "status_for"]

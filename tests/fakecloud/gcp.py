@@ -286,6 +286,63 @@ def ssh_keys_cloud_config(metadata_items: Iterable[dict[str, Any]]) -> str | Non
     return "\n".join(lines) + "\n"
 
 
+def write_service_account_key(path: Path, project: str, endpoint: str) -> tuple[str, str]:
+    """Write a service-account key file whose URIs point at ``endpoint``; return (key id, public PEM).
+
+    The token endpoint is ``{endpoint}/token``: whoever serves it grants
+    tokens to JWTs signed with the keys it registered (:func:`grant_token`).
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_id = secrets.token_hex(20)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    email = f"skyk-test@{project}.iam.gserviceaccount.com"
+    info = {"type": "service_account", "project_id": project, "private_key_id": key_id,
+            "private_key": private, "client_email": email, "client_id": str(next(_IDS)),
+            "auth_uri": f"{endpoint}/auth", "token_uri": f"{endpoint}/token",
+            "auth_provider_x509_cert_url": f"{endpoint}/certs",
+            "universe_domain": "googleapis.com"}
+    path.write_text(json.dumps(info, indent=2))
+    path.chmod(0o600)
+    return key_id, public
+
+
+def verified_claims(assertion: str, keys: dict[str, str]) -> dict | None:
+    """The claims of a JWT signed with one of ``keys`` (key id -> public PEM), unexpired; else None."""
+    from google.auth import jwt
+
+    try:
+        return jwt.decode(assertion, certs=keys, clock_skew_in_seconds=60)
+    except Exception:  # any malformed, unsigned, expired or foreign token  # noqa: BLE001
+        return None
+
+
+def grant_token(raw: bytes, keys: dict[str, str], token_url: str) -> tuple[int, str, bytes]:
+    """Answer an OAuth2 token request (the JWT-bearer grant): (status, token or "", JSON body).
+
+    The assertion must be signed with one of ``keys`` (key id -> public PEM);
+    a key never issued, or deleted, is refused as Google refuses it
+    (400 ``invalid_grant``).
+    """
+    form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
+    if form.get("grant_type") != JWT_BEARER:
+        return 400, "", json.dumps({"error": "unsupported_grant_type",
+                                    "error_description": "Invalid grant_type."}).encode()
+    claims = verified_claims(form.get("assertion", ""), keys)
+    # google-auth names Google's token endpoint as the audience, whatever token_uri says.
+    if claims is None or claims.get("aud") not in (token_url, GOOGLE_TOKEN_URL):
+        return 400, "", json.dumps({"error": "invalid_grant",
+                                    "error_description": "Invalid JWT Signature."}).encode()
+    token = "ya29.fake-" + secrets.token_urlsafe(24)
+    return 200, token, json.dumps({"access_token": token, "expires_in": 3599,
+                                   "token_type": "Bearer"}).encode()
+
+
 class FakeGCE:
     """A Compute Engine v1 REST fake on 127.0.0.1:<free port>; see the module docstring.
 
@@ -408,31 +465,13 @@ class FakeGCE:
         project. ``registered=False`` writes a key the fake never issued (a
         deleted key, say): well formed, but every request made with it is refused.
         """
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
         if not self.endpoint:
             raise RuntimeError("start the FakeGCE first")
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        key_id = secrets.token_hex(20)
-        private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
-        public = key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-        project = project or self.project
-        email = f"skyk-test@{project}.iam.gserviceaccount.com"
-        info = {"type": "service_account", "project_id": project, "private_key_id": key_id,
-                "private_key": private, "client_email": email, "client_id": str(next(_IDS)),
-                "auth_uri": f"{self.endpoint}/auth", "token_uri": self.token_url,
-                "auth_provider_x509_cert_url": f"{self.endpoint}/certs",
-                "universe_domain": "googleapis.com"}
+        key_id, public = write_service_account_key(Path(path), project or self.project, self.endpoint)
         if registered:
             with self._lock:
                 self._keys[key_id] = public
-        path = Path(path)
-        path.write_text(json.dumps(info, indent=2))
-        path.chmod(0o600)
-        return path
+        return Path(path)
 
     def revoke_tokens(self) -> None:
         """Forget every access token issued (they expired): clients must get new ones."""
@@ -670,33 +709,20 @@ class FakeGCE:
 
     def _token(self, raw: bytes) -> tuple[int, bytes]:
         """The OAuth2 token endpoint: an access token for a JWT signed with an issued key."""
-        form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
         with self._lock:
             self.token_requests += 1
-        if form.get("grant_type") != JWT_BEARER:
-            return 400, json.dumps({"error": "unsupported_grant_type",
-                                    "error_description": "Invalid grant_type."}).encode()
-        claims = self._verified_claims(form.get("assertion", ""))
-        # google-auth names Google's token endpoint as the audience, whatever token_uri says.
-        if claims is None or claims.get("aud") not in (self.token_url, GOOGLE_TOKEN_URL):
-            return 400, json.dumps({"error": "invalid_grant",
-                                    "error_description": "Invalid JWT Signature."}).encode()
-        token = "ya29.fake-" + secrets.token_urlsafe(24)
-        with self._lock:
-            self._tokens.add(token)
-        return 200, json.dumps({"access_token": token, "expires_in": 3599,
-                                "token_type": "Bearer"}).encode()
+            keys = dict(self._keys)
+        status, token, body = grant_token(raw, keys, self.token_url)
+        if token:
+            with self._lock:
+                self._tokens.add(token)
+        return status, body
 
     def _verified_claims(self, assertion: str) -> dict | None:
         """The claims of a JWT signed with a key the fake issued, unexpired; else None."""
-        from google.auth import jwt
-
         with self._lock:
             keys = dict(self._keys)
-        try:
-            return jwt.decode(assertion, certs=keys, clock_skew_in_seconds=60)
-        except Exception:  # any malformed, unsigned, expired or foreign token  # noqa: BLE001
-            return None
+        return verified_claims(assertion, keys)
 
     def _authenticate(self, header: str) -> None:
         """Refuse (401) a request without a token the fake issued or a JWT of an issued key."""

@@ -35,6 +35,10 @@ TRANSIENT = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "backendErr
 _TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
 _REQUEST_PREFIX = re.compile(r"^[A-Z]+ \S+: ")
 
+#: What to do when Google refuses the credentials (Compute Engine and Cloud Storage alike).
+CREDENTIALS_HINT = ("check the credentials with 'gcloud auth application-default print-access-token'"
+                    " (or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key)")
+
 #: Most characters of a reason.
 REASON_LIMIT = 300
 #: Tries of one call, and the first pause between them (tripled each time, with jitter).
@@ -194,8 +198,7 @@ def user_error(exc: BaseException, action: str, region: str) -> SkykError:
     """The one-line error a CLI verb (stop, start, down, status -r) shows for ``exc``."""
     error = exc if isinstance(exc, ProvisionError) else classify(exc, region)
     hints = {
-        "credentials": "check the credentials with 'gcloud auth application-default print-access-token'"
-                       " (or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key)",
+        "credentials": CREDENTIALS_HINT,
         "capacity": "GCP has no spare capacity for it there now; try again later",
         "outage": "Compute Engine's endpoint did not answer; try again, or check GCP's status page",
     }

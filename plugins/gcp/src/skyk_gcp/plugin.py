@@ -6,6 +6,7 @@ from skyk.hookspecs import hookimpl
 
 from skyk_gcp.catalog import read_catalog
 from skyk_gcp.cloud import NAME, GCPCloud
+from skyk_gcp.store import GCSStore
 
 
 @hookimpl
@@ -21,3 +22,8 @@ def skyk_catalog_files():
 @hookimpl
 def skyk_catalog_offerings(catalog_dir):
     return read_catalog(catalog_dir / NAME / "vms.csv")
+
+
+@hookimpl
+def skyk_stores():
+    return [GCSStore()]
