@@ -22,5 +22,4 @@ from .gcs import FakeGCS
 from .s3 import FakeS3
 
 __all__ = ["ARMCall", "Azurite", "Call", "FakeARM", "FakeEC2", "FakeGCE", "FakeGCS", "FakeS3", "GCECall",
-           "RequestFacts",
-           "Rule", "error_response", "status_for"]
+           "RequestFacts", "Rule", "error_response", "status_for"]
