@@ -25,6 +25,7 @@ import pytest
 from fakecloud import Azurite, FakeGCS, FakeS3
 from fakecloud import azurite as azurite_module
 from lifecycle_helpers import wait_for
+from skyk.agent import mountns
 from skyk.agent.client import AgentClient, AgentError
 from skyk.agent.runners import NODE_MARKER, LocalRunner
 from skyk.plugins.manager import Kernel
@@ -346,3 +347,69 @@ def test_autostop_unmounts_every_node_before_its_command(tmp_path, s3):
             pass
         for node in nodes:
             node.teardown()
+
+
+def test_a_mount_whose_rclone_died_is_mounted_again_and_unmounts_cleanly(node, s3, tmp_path):
+    bucket = new_bucket(s3, tmp_path, {"a.txt": b"alpha"})
+    the_spec = spec(s3, bucket, ("~/data", "", "MOUNT"))
+    node.client.mount(the_spec)
+    dead = node.records()[0]["pid"]
+    os.kill(dead, signal.SIGKILL)
+    # What a killed rclone leaves: a mount point that answers nothing.
+    wait_for(lambda: mountns.disconnected(node.home / "data"), what="the mount to lose its rclone")
+    node.client.mount(the_spec)
+    assert node.records()[0]["pid"] != dead
+    assert (node.home / "data/a.txt").read_text() == "alpha"
+    os.kill(node.records()[0]["pid"], signal.SIGKILL)
+    assert node.client.unmount() == {"unmounted": [str(node.home / "data")], "errors": []}
+    assert not mounted(node.home / "data") and (node.home / "data").is_dir()
+
+
+def test_a_mount_on_a_directory_with_files_says_why_it_failed(node, s3, tmp_path):
+    bucket = new_bucket(s3, tmp_path)
+    (node.home / "data").mkdir()
+    (node.home / "data/mine.txt").write_text("local")
+    with pytest.raises(AgentError) as caught:
+        node.client.mount(spec(s3, bucket, ("~/data", "", "MOUNT")))
+    assert "not empty" in str(caught.value) and "\n" not in str(caught.value)
+    assert node.records() == [] and not mounted(node.home / "data")
+
+
+def test_in_a_network_namespace_sandbox_the_jobs_see_the_mount(tmp_path):
+    # ip netns exec gives each command a mount namespace of its own: the mount
+    # must be made where the daemon, and so the jobs, run.
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nsenter"):
+        pytest.skip("network namespaces need root, ip and nsenter")
+    netns = f"skyk-mt-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    node = Node(tmp_path)
+    node.runner = LocalRunner(home=str(node.home), marker=node.marker, netns=netns)
+    node.client = AgentClient(node.runner, timeout=120)
+    try:
+        source = tmp_path / "store/bucket"
+        source.mkdir(parents=True)
+        (source / "in.txt").write_text("from the store")
+        node.client.write_cluster_info({
+            "cluster": "ns", "cloud": "local", "region": "local", "zone": None, "instance_type": "local",
+            "num_nodes": 1, "num_gpus_per_node": 0, "node_ips": ["10.0.0.1"],
+            "runners": [node.runner.spec()], "autostop": {"stop": None, "down": None}})
+        node.client.start()
+        # A store with no network: rclone's alias of a local directory.
+        node.client.mount({"remotes": {"disk": {"remote": {"type": "alias", "remote": str(source.parent)}}},
+                           "mounts": [{"dest": "~/data", "remote": "disk", "path": "bucket", "mode": "MOUNT"}]})
+        job = node.client.submit({"run": "cat ~/data/in.txt && echo from the job > ~/data/out.txt"})
+        done = wait_for(lambda: (j := node.client.job(job))["status"] not in ("PENDING", "SETTING_UP", "RUNNING")
+                        and j, timeout=60, what="the job")
+        assert done["status"] == "SUCCEEDED"
+        assert node.client.unmount() == {"unmounted": [str(node.home / "data")], "errors": []}
+        assert (source / "out.txt").read_text() == "from the job\n"
+        assert node.records() == []
+    finally:
+        try:
+            node.client.shutdown()
+        except AgentError:
+            pass
+        for record in node.records():  # a mount in the namespace: its rclone ends it
+            os.kill(record["pid"], signal.SIGKILL)
+        node.teardown()
+        subprocess.run(["ip", "netns", "del", netns], check=False)

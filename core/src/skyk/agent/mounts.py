@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import layout, procs, rclone
+from . import layout, mountns, procs, rclone
 
 #: how each mount mode uses rclone's VFS cache (COPY downloads once, with no mount)
 CACHE_MODES = {"MOUNT": "writes", "MOUNT_CACHED": "full"}
@@ -182,7 +182,9 @@ def _start(program: str, mount: Mount, env: dict[str, str]) -> dict:
     cache = layout.rclone_dir() / "cache" / key
     log_path = layout.rclone_dir() / f"{key}.log"
     mount.dest.mkdir(parents=True, exist_ok=True)
-    argv = [program, "mount", mount.source, str(mount.dest), "--vfs-cache-mode", CACHE_MODES[mount.mode],
+    # Where the daemon runs in a mount namespace of its own (a local sandbox),
+    # the mount is made there, so that its jobs see it.
+    argv = [*mountns.enter(mountns.jobs_pid()), program, "mount", mount.source, str(mount.dest), "--vfs-cache-mode", CACHE_MODES[mount.mode],
             "--vfs-write-back", WRITE_BACK, "--cache-dir", str(cache)]
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as out:
@@ -194,7 +196,7 @@ def _start(program: str, mount: Mount, env: dict[str, str]) -> dict:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 env=env, cwd=layout.home(), start_new_session=True)
     deadline = time.monotonic() + MOUNT_TIMEOUT
-    while not os.path.ismount(mount.dest):
+    while not mountns.is_mounted(mount.dest, proc.pid):
         failed = proc.poll() is not None
         if failed or time.monotonic() > deadline:
             procs.kill_group(proc.pid, grace=STOP_GRACE)
@@ -231,25 +233,39 @@ def _alive(record: dict) -> bool:
     return "mount" in argv and record.get("dest") in argv
 
 
-def _fusermount(dest: Path, lazy: bool = False) -> str | None:
-    """Unmount ``dest`` with fusermount3 (or fusermount); return why it failed, or None."""
+def _wait_exited(record: dict) -> None:
+    # A killed rclone that is still exiting (its cmdline already empty) holds
+    # its FUSE connection until it is gone: wait for that, bounded.
+    pid = record.get("pid")
+    if record.get("boot") != layout.boot_id():
+        return
+    deadline = time.monotonic() + STOP_GRACE
+    while procs.pid_alive(pid) and not procs.cmdline(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _fusermount(dest: Path, pid: int | None = None, lazy: bool = False) -> str | None:
+    """Unmount ``dest`` in ``pid``'s mount namespace with fusermount3 (or fusermount); return why it failed."""
     for name in ("fusermount3", "fusermount"):
         program = shutil.which(name)
         if program is not None:
-            result = subprocess.run([program, "-u", *(["-z"] if lazy else []), str(dest)],
+            argv = [*mountns.enter(pid), program, "-u", *(["-z"] if lazy else []), str(dest)]
+            result = subprocess.run(argv,
                                     stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
             return None if result.returncode == 0 else last_error(result.stderr or result.stdout)
     return "neither fusermount3 nor fusermount is installed"
 
 
-def _clear_stale(dest: Path) -> None:
-    # A FUSE mount whose rclone died answers ENOTCONN to everything, mkdir included.
-    try:
-        os.stat(dest)
-    except FileNotFoundError:
-        return
-    except OSError:
-        _fusermount(dest, lazy=True)
+def _clear_dead(dest: Path) -> None:
+    """Detach what a dead rclone of ours left at ``dest``, here and in the jobs' namespace.
+
+    Such a mount point answers ENOTCONN to everything, mkdir included, but
+    only once the kernel's attribute cache has expired: the mount table is
+    what tells.
+    """
+    for pid in {None, mountns.jobs_pid()}:
+        if mountns.is_mounted(dest, pid):
+            _fusermount(dest, pid, lazy=True)
 
 
 def dirty_files(cache: Path) -> list[str]:
@@ -293,7 +309,8 @@ def _undo(record: dict, deadline: float, log: Callable[[str], None]) -> str | No
     """Flush and unmount one recorded mount; return a warning (the mount is gone even so), or raise."""
     dest = Path(record["dest"])
     if not _alive(record):
-        _clear_stale(dest)
+        _wait_exited(record)
+        _clear_dead(dest)
         dirty = dirty_files(Path(record["cache"]))
         if dirty:
             return (f"{dest}: rclone had exited with {len(dirty)} written file(s) not uploaded; "
@@ -301,10 +318,10 @@ def _undo(record: dict, deadline: float, log: Callable[[str], None]) -> str | No
         shutil.rmtree(record["cache"], ignore_errors=True)
         return None
     _wait_flushed(record, deadline, log)
-    error = _fusermount(dest)
-    if error is not None and os.path.ismount(dest):
-        raise MountError(f"unmounting {dest} failed: {error} (is a process still using it?)")
     pid = record["pid"]
+    error = _fusermount(dest, pid)
+    if error is not None and mountns.is_mounted(dest, pid):
+        raise MountError(f"unmounting {dest} failed: {error} (is a process still using it?)")
     stop_by = time.monotonic() + STOP_GRACE
     while procs.pid_alive(pid) and time.monotonic() < stop_by:
         time.sleep(0.05)
@@ -360,18 +377,24 @@ def _mount_one(program: str, item: Mount, env: dict[str, str], records: list[dic
     dest = str(item.dest)
     ours = next((r for r in records if r["dest"] == dest), None)
     if ours is not None:
-        if _alive(ours) and os.path.ismount(dest):
+        if _alive(ours) and mountns.is_mounted(item.dest, ours["pid"]):
             if ours["source"] == item.source:
                 return records
             raise MountError(f"{dest} already has {ours['source']} mounted, not {item.source}: "
                              f"unmount first")
         # What a dead rclone left: its mount point (if any) goes, the mount is made again.
-        _clear_stale(item.dest)
+        _wait_exited(ours)
+        _clear_dead(item.dest)
         records = [r for r in records if r is not ours]
-    else:
-        _clear_stale(item.dest)
-        if os.path.ismount(dest):
-            raise MountError(f"{dest} is already a mount point (not one of skyk's)")
+    elif mountns.disconnected(item.dest):
+        _fusermount(item.dest, lazy=True)  # a dead FUSE mount, of a lost record: nothing to keep
+    elif any(mountns.is_mounted(item.dest, pid) for pid in {None, mountns.jobs_pid()}):
+        raise MountError(f"{dest} is already a mount point, not one of skyk's: unmount it "
+                         f"(fusermount3 -u {dest}) or mount elsewhere")
+    if item.dest.is_dir() and any(item.dest.iterdir()):
+        # rclone would mount over them, and they would seem gone.
+        raise MountError(f"{dest} is not empty: mounting {item.source} there would hide its files; "
+                         f"mount to an empty or new directory")
     _check_bucket(program, item, env)
     record = _start(program, item, env)
     started.append(record)
