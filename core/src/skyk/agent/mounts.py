@@ -104,7 +104,7 @@ def parse_spec(spec: object) -> tuple[dict, list[Mount]]:
         dest, remote, path, mode = (item.get(k) for k in ("dest", "remote", "path", "mode"))
         if mode not in MODES:
             raise MountError(f"mount: mode {mode!r} is not one of {', '.join(MODES)}")
-        if remote not in remotes:
+        if not isinstance(remote, str) or remote not in remotes:
             raise MountError(f"mount: remote {remote!r} is not among the spec's remotes")
         if (not isinstance(path, str) or not path or path.startswith("/")
                 or any(c in path for c in "\0\r\n")):
