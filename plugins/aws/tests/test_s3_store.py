@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 from fakecloud import FakeS3
-from skyk.storage import rclone
+from skyk.agent import rclone
 from skyk.storage.store import BucketRef, StoreError
 from skyk.testing import StoreContract
 from skyk_aws.store import S3Store
@@ -245,7 +245,7 @@ def test_rclone_ignores_the_nodes_own_aws_variables(s3_env, tmp_path):
     name = _name()
     s3_env.client().create_bucket(Bucket=name)
     s3_env.client().put_object(Bucket=name, Key="dir/a.txt", Body=b"alpha")
-    access = {"s3": S3Store().node_access(name)}
+    access = {"s3": S3Store().node_access(name).as_json()}
     config = rclone.write_config(tmp_path / "rclone", access)
     # What a node may have set for its own use: none of it may reach rclone. Any AWS_CA_BUNDLE
     # makes rclone's S3 backend fail (LoadCustomCABundleError), even a readable one.

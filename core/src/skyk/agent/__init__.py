@@ -9,5 +9,6 @@ Modules: ``client`` (the CLI's side), ``__main__``/``commands`` (the agent's
 command line), ``jobs`` (the SQLite job table), ``daemon`` (scheduler and
 autostop), ``driver`` (one job across the nodes), ``part`` (one phase on one
 node), ``logs``, ``procs`` (process groups), ``layout`` (paths on a node),
-``runners`` (reaching a node).
+``runners`` (reaching a node), ``mounts`` (a node's bucket mounts) and
+``rclone`` (rclone's config for them).
 """

@@ -21,6 +21,10 @@ from .runners import CommandRunner, RunnerError
 _EXIT_UNKNOWN_JOB = 3
 #: exit codes meaning "the agent is not there": ssh could not connect, or no such interpreter
 _UNREACHABLE = (255, 126, 127)
+#: seconds a ``mount`` may take: COPY downloads whole buckets
+MOUNT_CALL_TIMEOUT = 6 * 3600.0
+#: seconds an ``unmount`` may take: the agent's flush time-out (300 s) and the unmounts
+UNMOUNT_CALL_TIMEOUT = 420.0
 
 
 class AgentError(Exception):
@@ -158,6 +162,26 @@ class AgentClient:
             return json.loads(result.stdout)
         except ValueError:
             return None
+
+    def mount(self, spec: dict, timeout: float = MOUNT_CALL_TIMEOUT) -> dict:
+        """Mount and copy buckets on this runner's node; return ``{"mounted": [...], "copied": [...]}``.
+
+        ``spec`` is ``{"remotes": {NAME: NodeAccess.as_json()}, "mounts": [{"dest",
+        "remote", "path", "mode"}]}`` (see :mod:`skyk.agent.mounts`). It travels
+        on stdin: it holds the stores' secrets. Works on any node of a
+        cluster once :meth:`install` has put the agent there; running the same
+        spec again leaves what is mounted as it is.
+        """
+        return self._call("mount", input=json.dumps(spec), timeout=timeout)
+
+    def unmount(self, timeout: float = UNMOUNT_CALL_TIMEOUT) -> dict:
+        """Upload what was written to this node's bucket mounts, then unmount them.
+
+        Returns ``{"unmounted": [...], "errors": [...]}``; raises
+        :class:`AgentError` when writes were still not uploaded after the
+        agent's flush time-out (those mounts are left mounted).
+        """
+        return self._call("unmount", timeout=timeout)
 
     def shutdown(self) -> None:
         """Cancel every job, stop their processes on every node, and stop the daemon."""

@@ -210,6 +210,39 @@ def cmd_shutdown(_args) -> None:
     _print({"ok": True})
 
 
+def cmd_mount(_args) -> None:
+    """Mount and copy the buckets of the spec read as JSON on stdin (see :mod:`.mounts`)."""
+    from .mounts import MountError, mount
+
+    try:
+        spec = json.load(sys.stdin)
+    except ValueError as exc:
+        raise CommandError(f"mount: the spec on stdin is not JSON: {exc}") from None
+    try:
+        _print(mount(spec))
+    except MountError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_unmount(args) -> None:
+    """Flush and unmount this node's bucket mounts (``--all-nodes``: every node's, from the head)."""
+    from .mounts import MountError, unmount, unmount_cluster
+
+    try:
+        if args.all_nodes:
+            from .driver import load_cluster_info
+
+            result, timed_out = unmount_cluster(load_cluster_info())
+        else:
+            result, timed_out = unmount()
+    except MountError as exc:
+        raise CommandError(str(exc)) from None
+    _print(result)
+    if timed_out:
+        more = f" (and {len(timed_out) - 1} more)" if len(timed_out) > 1 else ""
+        raise CommandError(f"unmount: {timed_out[0]}{more}")
+
+
 #: how a VM powers itself off; the cloud decides whether it then stops or is deleted
 POWEROFF = "sudo -n shutdown -h now"
 #: seconds a worker may take to accept its power-off
@@ -245,13 +278,25 @@ def cmd_wait_nodes(args) -> None:
 
 
 def cmd_poweroff(_args) -> None:
-    """Power off every worker, then this (the head) node: autostop on a VM cloud."""
+    """Unmount every node's buckets, then power off every worker, then this (the head) node.
+
+    This is autostop on a VM cloud. A mount whose writes are still not
+    uploaded after the flush time-out stops the power-off (exit 1), and the
+    daemon tries again later.
+    """
     import subprocess
 
     from .driver import load_cluster_info, parallel, runners_of
+    from .mounts import unmount_cluster
 
     info = load_cluster_info() or {}
     workers = runners_of(info)[1:] if info.get("runners") else []
+    # Files written to bucket mounts are uploaded first: powering off before loses them.
+    unmounted, timed_out = unmount_cluster(info)
+    for error in unmounted["errors"]:
+        print(f"skyk-agent: {error}", file=sys.stderr)
+    if timed_out:
+        raise CommandError(f"not powering off: {timed_out[0]}")
 
     def off(rank: int) -> None:
         # A node going down may drop the connection before it answers (ssh's 255).
@@ -331,6 +376,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("wait-nodes", help="wait until the nodes on stdin answer (from the head)")
     s.add_argument("--timeout", type=float, required=True)
     s.set_defaults(fn=cmd_wait_nodes)
+    sub.add_parser("mount", help="mount and copy the buckets of the spec read as JSON from stdin"
+                   ).set_defaults(fn=cmd_mount)
+    s = sub.add_parser("unmount", help="upload what was written, then unmount every bucket mount")
+    s.add_argument("--all-nodes", action="store_true",
+                   help="on the head: every node of the cluster, workers through their runners")
+    s.set_defaults(fn=cmd_unmount)
     sub.add_parser("poweroff", help="power off every node, workers first (autostop on VMs)"
                    ).set_defaults(fn=cmd_poweroff)
     s = sub.add_parser("daemon", help=argparse.SUPPRESS)

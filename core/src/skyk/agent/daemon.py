@@ -28,8 +28,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from . import jobs, layout, part, procs, sharing
 from .runners import NODE_MARKER
@@ -62,16 +60,6 @@ def _try_lock(path) -> int | None:
             return None
         raise
     return fd
-
-
-@contextmanager
-def _held(path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def running_pid() -> int | None:
@@ -147,7 +135,7 @@ def ensure_running() -> None:
 def start() -> dict:
     """Start the daemon unless it runs; return ``{"pid", "started"}`` once it is up."""
     layout.ensure_state_dir()
-    with _held(layout.start_lock_file()):
+    with layout.held(layout.start_lock_file()):
         pid = running_pid()
         if pid is not None:
             return {"pid": pid, "started": False}
@@ -345,6 +333,10 @@ class Daemon:
                 f"cluster from inside it (unsupported)")
             return
         log(f"autostop: idle for {idle_minutes:g} min; running the {action} command")
+        # Bucket mounts on every node are flushed and unmounted first: a node
+        # stopped with writes not uploaded loses them. If that fails, so does
+        # the command, and it is tried again later.
+        command = f"{layout.agent_command(sys.executable, 'unmount --all-nodes')} && {command}"
         env = layout.clean_env(dict(os.environ))
         # Teardown kills every process carrying the node marker; the command
         # doing the teardown must not be one of them.

@@ -8,6 +8,8 @@
     ~/.skyk/jobs/<id>/          spec.json, env.json (0600), context.json, run.log, part pgids
     ~/.skyk/agent.pid|log|lock  the daemon
     ~/.skyk/agent.beat          touched by the daemon on every turn of its loop
+    ~/.skyk/rclone/             rclone.conf and the stores' secret files (0600), mount logs, caches
+    ~/.skyk/mounts.json         the bucket mounts that run on this node (any node)
     ~/sky_workdir               the task's workdir, and where every job runs
 
 Jobs run in ``~/sky_workdir`` (as in SkyPilot), never in the home itself:
@@ -18,10 +20,13 @@ the secrets file 0600, so other users of the node cannot read them either.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: the package name the agent has on nodes (``python -m skyk_agent``)
@@ -96,6 +101,21 @@ def autostop_log() -> Path:
     return state_dir() / "autostop.log"
 
 
+def rclone_dir() -> Path:
+    """Return ``~/.skyk/rclone``: rclone's config, the stores' secret files, mount logs and caches."""
+    return state_dir() / "rclone"
+
+
+def mounts_file() -> Path:
+    """Return ``~/.skyk/mounts.json``, the record of the bucket mounts that run on this node."""
+    return state_dir() / "mounts.json"
+
+
+def mounts_lock_file() -> Path:
+    """Return the file that serializes ``mount`` and ``unmount`` on this node."""
+    return state_dir() / "mounts.lock"
+
+
 #: where the task's workdir lands in a node's home (SkyPilot's name, so recipes that cd there work)
 WORKDIR_NAME = "sky_workdir"
 
@@ -127,6 +147,17 @@ def ensure_job_dir(job_id: int) -> Path:
     """Create the job's directory (0700, like ``~/.skyk`` above it) if needed; return it."""
     ensure_state_dir()
     return private_dir(job_dir(job_id))
+
+
+@contextmanager
+def held(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created 0600) for the ``with`` block, waiting for it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def boot_id() -> str:

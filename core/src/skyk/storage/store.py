@@ -4,12 +4,14 @@ Core never imports a storage SDK: every verb that talks to a store goes
 through a :class:`Store` from the ``skyk_stores`` hook. Nodes reach a store
 with rclone, so a store also says how rclone on a node gets to a bucket
 (:meth:`Store.node_access`): a remote's configuration, and the secret files
-it refers to, which skyk writes on the node readable by its user only.
+it refers to, which skyk writes on the node readable by its user only
+(:meth:`NodeAccess.as_json` is how it travels to the node's agent).
 """
 
 from __future__ import annotations
 
 import abc
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -54,6 +56,13 @@ class NodeAccess:
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
     env: dict[str, str] = field(default_factory=dict)
     unset_env: tuple[str, ...] = ()
+
+    def as_json(self) -> dict:
+        """Return the JSON form the node agent's rclone writer takes (file contents in base64)."""
+        return {"remote": dict(self.remote),
+                "files": {name: base64.b64encode(content).decode("ascii")
+                          for name, content in self.files.items()},
+                "env": dict(self.env), "unset_env": list(self.unset_env)}
 
 
 class StoreError(Exception):

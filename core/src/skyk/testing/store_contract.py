@@ -36,8 +36,8 @@ from typing import ClassVar
 
 import pytest
 
+from skyk.agent import rclone
 from skyk.plugins.manager import Kernel
-from skyk.storage import rclone
 from skyk.storage.store import BucketRef, Store
 
 
@@ -128,7 +128,7 @@ class StoreContract:
             if os.environ.get("CI"):
                 pytest.fail("rclone is not installed (CI installs it with apt)")
             pytest.skip("rclone is not installed")
-        access = {self.store_name: store.node_access(bucket)}
+        access = {self.store_name: store.node_access(bucket).as_json()}
         config = rclone.write_config(config_dir, access)
         env = rclone.environment(config, access, os.environ)
         result = subprocess.run([program, *args], env=env, capture_output=True, text=True,
@@ -151,7 +151,7 @@ class StoreContract:
         assert store.read_object(BucketRef(self.store_name, bucket, "out"), "result.txt") == b"written on a node"
 
     def test_node_files_are_readable_by_their_owner_only(self, store: Store, bucket: str, tmp_path: Path):
-        access = {self.store_name: store.node_access(bucket)}
+        access = {self.store_name: store.node_access(bucket).as_json()}
         config_dir = tmp_path / "rclone"
         rclone.write_config(config_dir, access)
         for path in [config_dir, *config_dir.rglob("*")]:
