@@ -228,7 +228,8 @@ def test_envs_fill_workdir_file_mounts_service_and_runtime(tmp_path):
         "runtime": {"engine": "vllm", "model": "${MODEL}"},
     }, "t.yaml").with_overrides()
     assert task.workdir == "~/data"
-    assert task.file_mounts == {"/mnt/data": "./data", "/ckpt": {"name": "bucket-data", "mode": "MOUNT"}}
+    assert task.file_mounts["/mnt/data"] == "./data"
+    assert (task.file_mounts["/ckpt"].name, task.file_mounts["/ckpt"].mode) == ("bucket-data", "MOUNT")
     # The shell expands setup and run on the node; secrets never land in records;
     # unset and unknown names and lone dollars stay as written.
     assert (task.setup, task.run) == ("echo $MODEL", "echo ${MODEL}")

@@ -285,6 +285,7 @@ def _kill(extra: dict, markers: list[str]) -> None:
     """Kill every process of the cluster's nodes."""
     inodes = [network.namespace_inode(n["netns"]) for n in extra["nodes"] if n["netns"]]
     sandbox.kill_processes(markers, [i for i in inodes if i is not None])
+    sandbox.release_mounts(Path(extra["root"]))
 
 
 def _destroy(extra: dict, markers: list[str]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +57,34 @@ def clear_stopped(root: Path) -> None:
 def is_stopped(root: Path) -> bool:
     """Return whether the cluster was stopped and not started since."""
     return (root / _STOPPED).exists()
+
+
+def mounts_under(root: Path) -> list[str]:
+    """The mount points at or below ``root`` (a node's bucket mounts), deepest first."""
+    prefix = str(root.resolve()).rstrip("/") + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    # Field 5 is the mount point, with spaces and the like written as octal escapes.
+    points = [line.split()[4].encode().decode("unicode_escape") for line in lines if len(line.split()) > 4]
+    return sorted({p for p in points if (p + "/").startswith(prefix)}, key=len, reverse=True)
+
+
+def release_mounts(root: Path) -> None:
+    """Detach whatever is still mounted below ``root``: the mounts of a node whose processes were killed.
+
+    The node's agent unmounts its buckets (flushing their writes) before its
+    cluster stops; this only clears what a killed rclone left, a mount point
+    that answers nothing and that no file operation below it could pass.
+    """
+    for point in mounts_under(root):
+        for command in (["fusermount3", "-uz", point], ["fusermount", "-uz", point], ["umount", "-l", point]):
+            try:
+                if subprocess.run(command, capture_output=True, timeout=30).returncode == 0:
+                    break
+            except (OSError, subprocess.SubprocessError):
+                continue
 
 
 def remove(root: Path) -> None:

@@ -129,10 +129,26 @@ def load_service_task(path: str, envs, secrets) -> dict:
         mapping["service"] = dict(mapping["service"], tls={key: _existing_file(path, tls[key], f"service.tls.{key}")
                                                           for key in ("keyfile", "certfile")})
     if task.file_mounts:
-        mapping["file_mounts"] = {dest: os.path.abspath(os.path.expanduser(src))
-                                  if isinstance(src, str) and "://" not in src else src
-                                  for dest, src in task.file_mounts.items()}
+        mapping["file_mounts"] = {dest: _pinned_mount(src) for dest, src in task.file_mounts.items()}
     return mapping
+
+
+def _pinned_mount(source):
+    """A ``file_mounts`` value as the controller stores it: local paths made absolute."""
+    import os
+
+    from skyk.spec.storage import StorageObject, is_url
+
+    def pin(path: str) -> str:
+        return path if is_url(path) else os.path.abspath(os.path.expanduser(path))
+
+    if isinstance(source, StorageObject):
+        mapping = source.model_dump(exclude_none=True)
+        if source.local_sources:
+            mapping["source"] = ([pin(p) for p in source.source] if isinstance(source.source, list)
+                                 else pin(source.source))
+        return mapping
+    return pin(source)
 
 
 def _existing_file(base: str, path: str, what: str) -> str:

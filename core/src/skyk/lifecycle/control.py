@@ -33,10 +33,13 @@ def teardown(conn: sqlite3.Connection, record: ClusterRecord, purge: bool = Fals
     if record.status == clusters.DAMAGED and not purge:
         raise SkykError(f"cluster {record.name}: {record.note}",
                         hint=f"'skyk down --purge {record.name}' forgets it (check its cloud for nodes left)")
+    from skyk.lifecycle import buckets
+
     if record.handle is not None:
         try:
             cloud = lookup.cloud_of(record.handle.cloud)
             _shutdown_agent(record.handle)
+            buckets.detach(conn, record.handle)
             cloud.terminate(record.handle)
             nodes.close_connections(record.handle)
         except Exception:
@@ -44,6 +47,7 @@ def teardown(conn: sqlite3.Connection, record: ClusterRecord, purge: bool = Fals
                 raise
     remove_attempts(conn, record.name, purge)
     clusters.remove(conn, record.name)
+    buckets.release(conn, record.name)
 
 
 def remove_attempts(conn: sqlite3.Connection, name: str, purge: bool = False) -> None:
@@ -93,8 +97,11 @@ def stop_cluster(conn: sqlite3.Connection, record: ClusterRecord) -> None:
     cloud = lookup.cloud_of(record.handle.cloud)
     # Ask the cloud first: bad credentials or an unreachable cloud fail the stop
     # before the agent cancels the jobs, leaving the cluster as it was.
+    from skyk.lifecycle import buckets
+
     cloud.query(record.handle)
     _shutdown_agent(record.handle)
+    buckets.detach(conn, record.handle)
     cloud.stop(record.handle)
     nodes.close_connections(record.handle)
     clusters.set_status(conn, record.name, clusters.STOPPED)
@@ -111,6 +118,9 @@ def start_cluster(conn: sqlite3.Connection, record: ClusterRecord):
         client = nodes.start_agent(handle, cloud)
         if record.autostop_minutes is not None:
             client.autostop(record.autostop_minutes, record.autostop_down)
+        from skyk.lifecycle import buckets
+
+        buckets.remount(conn, handle)
     clusters.set_status(conn, record.name, clusters.UP)
     return handle, client
 
@@ -180,9 +190,12 @@ def refresh(conn: sqlite3.Connection, record: ClusterRecord) -> ClusterRecord | 
     if len(gone) == len(states) and record.autostop_down and "preempted" not in states:
         # autostop --down powered the nodes off and the cloud deleted them:
         # remove what is left (firewall rules, ...) and forget the cluster.
+        from skyk.lifecycle import buckets
+
         cloud.terminate(record.handle)
         remove_attempts(conn, record.name)
         clusters.remove(conn, record.name)
+        buckets.release(conn, record.name)
         return None
     if gone:
         status, note = clusters.INIT, _gone_note(record.name, states)

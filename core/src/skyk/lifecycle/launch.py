@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 
 from skyk.errors import SkykError
-from skyk.lifecycle import lookup, nodes
+from skyk.lifecycle import buckets, lookup, nodes
 from skyk.lifecycle.control import had_agent, restart_agent, set_autostop, start_cluster, teardown
 from skyk.lifecycle.jobs import follow, job_spec
 from skyk.lifecycle.progress import say, step
@@ -49,26 +49,24 @@ def launch(task: Task, options: LaunchOptions) -> int:
             handle = record.handle
             check_fits(task, options.override, options.flags, handle)
             say(f"Reusing cluster {name} on {handle.infra}")
-            nodes.check_mounts(task, handle.cloud)
+            mounts = _check_mounts(task, handle.cloud)
             client = lookup.head_client(handle)
         elif record is not None and record.status == clusters.STOPPED:
             check_fits(task, options.override, options.flags, record.handle)
-            nodes.check_mounts(task, record.handle.cloud)
+            mounts = _check_mounts(task, record.handle.cloud)
             handle, client = start_cluster(conn, record)
         elif record is not None and had_agent(record):
             # Its agent died (killed?): restart it, as 'start' would, and keep
             # the nodes and their files rather than tear them down.
             check_fits(task, options.override, options.flags, record.handle)
-            nodes.check_mounts(task, record.handle.cloud)
+            mounts = _check_mounts(task, record.handle.cloud)
             handle, client = restart_agent(conn, record)
         else:
             if record is not None:
                 with step(f"Cleaning up the unfinished cluster {name}"):
                     teardown(conn, record)
-            handle, client = _provision(conn, task, options, idle, down)
-        if task.workdir or task.file_mounts:
-            with step("Syncing workdir and file mounts"):
-                nodes.sync_files(handle, task)
+            handle, client, mounts = _provision(conn, task, options, idle, down)
+        _put_files(conn, handle, task, mounts)
         if idle is not None:
             set_autostop(conn, handle, client, idle, down)
         clusters.set_status(conn, name, clusters.UP)
@@ -76,6 +74,22 @@ def launch(task: Task, options: LaunchOptions) -> int:
         job_id = _submit(client, name, task, with_setup=True, gpus=gpus)
     # Outside the lock: following a log must not keep 'down' or 'stop' waiting.
     return _follow_or_detach(client, name, job_id, options.detach)
+
+
+def _check_mounts(task: Task, cloud: str) -> list:
+    """The task's bucket mounts on ``cloud``; ``SkykError`` for any mount that cannot be made there."""
+    nodes.check_mounts(task, cloud)
+    return buckets.plan(task, cloud)
+
+
+def _put_files(conn, handle, task: Task, mounts: list) -> None:
+    """Copy the workdir and local file mounts to the nodes, then mount (or copy) the buckets."""
+    if task.workdir or task.file_mounts:
+        with step("Syncing workdir and file mounts"):
+            nodes.sync_files(handle, task)
+    if mounts:
+        with step(f"Mounting {len(mounts)} bucket(s) on {len(handle.nodes)} node(s)"):
+            buckets.attach(conn, handle, mounts)
 
 
 def _autostop_wanted(task: Task, options: LaunchOptions) -> tuple[float | None, bool]:
@@ -121,6 +135,9 @@ def _provision(conn, task: Task, options: LaunchOptions, idle: float | None = No
         nodes.check_mounts(task, cloud_name)
     name = options.cluster
     best = planned.plan.best
+    # Checked before any node exists. A storage object that names no store
+    # keeps its bucket in the store of the cloud planned first.
+    mounts = buckets.plan(task, best.offering.cloud)
     if planned.sizing is not None:
         say(f"Model {planned.sizing.estimate.model}: {planned.sizing.estimate.describe()}")
     say(f"Best of {planned.plan.considered} candidates: {best.offering.instance_type} on"
@@ -150,7 +167,7 @@ def _provision(conn, task: Task, options: LaunchOptions, idle: float | None = No
         clusters.set_status(conn, name, clusters.INIT, note=f"agent did not start: {exc}")
         raise SkykError(f"cluster {name}: the node agent did not start: {exc}",
                         hint=f"'skyk down {name}' cleans up; 'skyk status -r {name}' checks it") from None
-    return handle, client
+    return handle, client, mounts
 
 
 def _record_handle(name: str, handle) -> None:
@@ -199,10 +216,7 @@ def execute(task: Task, cluster: str, detach: bool) -> int:
     if task.num_nodes > len(handle.nodes):
         raise SkykError(f"the task needs {task.num_nodes} nodes but cluster {cluster} has {len(handle.nodes)}",
                         hint="launch a bigger cluster with skyk launch --num-nodes")
-    nodes.check_mounts(task, handle.cloud)
-    if task.workdir or task.file_mounts:
-        with step("Syncing workdir and file mounts"):
-            nodes.sync_files(handle, task)
+    _put_files(conn, handle, task, _check_mounts(task, handle.cloud))
     client = lookup.head_client(handle)
     gpus = accelerator_demand(task, None, None, handle)
     return _follow_or_detach(client, cluster, _submit(client, cluster, task, with_setup=False, gpus=gpus),

@@ -13,6 +13,7 @@ from skyk.errors import SkykError
 from skyk.provision.cloud import Cloud
 from skyk.provision.ssh_cloud import HEAD_KEY, give_head_the_key
 from skyk.provision.types import ClusterHandle
+from skyk.spec.storage import is_url
 from skyk.spec.task import Task
 from skyk.spec.workdir import GitWorkdir
 
@@ -76,10 +77,7 @@ def check_mounts(task: Task, cloud: str) -> None:
         raise SkykError(f"{task.source}: {named[0]}: volumes are not supported yet",
                         hint="copy the data with file_mounts, or fetch it in setup; 'skyk launch --dryrun'"
                              " still plans the task")
-    for dest, src in task.file_mounts.items():
-        if not isinstance(src, str) or "://" in src:
-            raise SkykError(f"{task.source}: file_mounts.{dest}: bucket mounts are not supported yet",
-                            hint="copy the data from a local path, or fetch it in setup")
+    for dest in task.file_mounts:
         if cloud == "local" and (not node_path(dest).startswith("~") or ".." in dest.split("/")):
             # A local node is a sandbox on this machine; an absolute path would
             # write outside it, into the user's own filesystem.
@@ -110,7 +108,7 @@ def sync_files(handle: ClusterHandle, task: Task) -> None:
     if task.local_workdir:
         copies.append((Path(task.local_workdir).expanduser(), WORKDIR))
     for dest, src in task.file_mounts.items():
-        if isinstance(src, str):
+        if isinstance(src, str) and not is_url(src):  # buckets are the nodes' to fetch (lifecycle.buckets)
             copies.append((Path(src).expanduser(), node_path(dest)))
     repo = task.git_workdir
     if not copies and repo is None:

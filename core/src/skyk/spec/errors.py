@@ -90,12 +90,17 @@ def spec_error(source: str, exc: ValidationError) -> SpecError:
                      hint=_HINTS.get(kind, "see the task YAML reference in the README"))
 
 
+#: the tags skyk gives the members of its discriminated unions
+UNION_TAGS = frozenset({"mount-path", "storage-object"})
+
+
 def _is_union_tag(part: object) -> bool:
     # pydantic inserts a union member's type into the location, e.g.
     # ('readiness_probe', 'str'); such tags say nothing to a user. Fields
     # with several accepted shapes are typed loosely and parsed by our own
-    # validators, so only these plain tags can appear.
+    # validators, so only these plain tags can appear, and the tags of
+    # discriminated unions (skyk.spec.storage.MountSource).
     return isinstance(part, str) and (
-        part in {"str", "int", "float", "bool", "list", "dict", "none"}
+        part in {"str", "int", "float", "bool", "list", "dict", "none"} | UNION_TAGS
         or part.startswith(("list[", "dict[", "function-", "constrained-", "lax-", "strict-"))
     )

@@ -19,6 +19,7 @@ from skyk.spec.pool import Pool
 from skyk.spec.resources import Resources
 from skyk.spec.runtime import RuntimeSection
 from skyk.spec.service import Service
+from skyk.spec.storage import MountSource, StorageObject, is_url
 from skyk.spec.task_config import ignored_warning, parse_config
 from skyk.spec.values import check_env_name, check_path, check_safe_name, parse_data_sizes
 from skyk.spec.volumes import parse_task_volumes, parse_volume_mounts
@@ -27,7 +28,6 @@ from skyk.spec.yamlfile import load_yaml_mapping
 
 #: Fields that ``envs`` are filled into (secrets never are: they stay off the records).
 _FILLED_FIELDS = ("workdir", "file_mounts", "service", "runtime")
-_URL_SCHEMES = ("s3://", "gs://", "r2://", "cos://", "oci://", "https://", "http://", "az://")
 #: The most nodes one task may ask for.
 MAX_NODES = 1000
 
@@ -71,7 +71,7 @@ class Task(SpecModel):
     resources: Resources = Field(default_factory=Resources)
     envs: dict[str, str | None] = Field(default_factory=dict)
     secrets: dict[str, str | None] = Field(default_factory=dict)
-    file_mounts: dict[str, str | dict[str, Any]] = Field(default_factory=dict)
+    file_mounts: dict[str, MountSource] = Field(default_factory=dict)
     setup: str | None = None
     run: str | None = None
     service: Service | None = None
@@ -161,9 +161,9 @@ class Task(SpecModel):
     @classmethod
     def _mounts(cls, value: dict[str, Any]) -> dict[str, Any]:
         for dest, src in value.items():
-            _check_destination(dest)
+            _check_destination(dest, _is_bucket(src))
             if isinstance(src, str):
-                check_path(src, f"file_mounts source for {dest}", local=not src.startswith(_URL_SCHEMES))
+                check_path(src, f"file_mounts source for {dest}", local=not is_url(src))
         return value
 
     def warn_ignored(self) -> None:
@@ -230,18 +230,28 @@ class Task(SpecModel):
                                 " which envs does not set",
                                 hint=f"add {unset[0]} to envs, or pass --env {unset[0]}=VALUE")
             try:
-                _check_destination(dest)  # again: envs may have filled in what was not checked
+                _check_destination(dest, _is_bucket(src))  # again: envs may have filled in what was not
             except ValueError as exc:
                 message, _, hint = str(exc).partition(" | hint: ")
                 raise SpecError(f"{self.source}: file_mounts.{dest}: {message}", hint=hint) from None
-            if isinstance(src, str) and not src.startswith(_URL_SCHEMES):
-                if _is_dir(src, f"{self.source}: file_mounts.{dest}") is None:
-                    raise SpecError(f"{self.source}: file_mounts.{dest}: {src} does not exist",
+            local = ([src] if isinstance(src, str) and not is_url(src) else
+                     src.local_sources if isinstance(src, StorageObject) else [])
+            for path in local:
+                if _is_dir(path, f"{self.source}: file_mounts.{dest}") is None:
+                    raise SpecError(f"{self.source}: file_mounts.{dest}: {path} does not exist",
                                     hint="local sources are relative to where you run skyk")
 
 
-def _check_destination(dest: str) -> None:
+def _is_bucket(source: str | StorageObject) -> bool:
+    return isinstance(source, StorageObject) or is_url(source)
+
+
+def _check_destination(dest: str, bucket: bool) -> None:
     """Check a file mount destination (before and after envs fill it); raise ValueError."""
+    if bucket and not dest.startswith(("/", "~")) and not references(dest):
+        # A bucket is mounted (or copied) by the nodes themselves, at a path of their own.
+        raise ValueError(f"file_mounts destination {dest!r} of a bucket is not absolute"
+                         " | hint: mount buckets at an absolute path, e.g. /data, or under ~, e.g. ~/data")
     # A relative destination lands in the workdir on the node, as in SkyPilot;
     # '..' would climb out of it.
     if not dest.strip() or (not dest.startswith(("/", "~")) and ".." in dest.split("/")):

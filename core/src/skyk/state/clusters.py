@@ -173,6 +173,7 @@ def remove(conn: sqlite3.Connection, name: str) -> None:
         _end_usage(conn, name, time.time())
         conn.execute("DELETE FROM clusters WHERE name = ?", (name,))
         conn.execute("DELETE FROM attempts WHERE cluster = ?", (name,))
+        conn.execute("DELETE FROM cluster_mounts WHERE cluster = ?", (name,))
 
 
 def _start_usage(conn: sqlite3.Connection, handle: ClusterHandle, now: float) -> None:

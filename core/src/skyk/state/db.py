@@ -105,6 +105,31 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cluster, uid)
     );
     """,
+    # Buckets skyk made (and deletes with 'storage delete', or with the cluster
+    # named here when not persistent), and the buckets each cluster mounts
+    # (mounted again when it starts).
+    """
+    CREATE TABLE storage (
+        store TEXT NOT NULL,
+        name TEXT NOT NULL,
+        source TEXT,
+        region TEXT,
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        persistent INTEGER NOT NULL,
+        cluster TEXT,
+        PRIMARY KEY (store, name)
+    );
+    CREATE TABLE cluster_mounts (
+        cluster TEXT NOT NULL,
+        dest TEXT NOT NULL,
+        store TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        PRIMARY KEY (cluster, dest)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
