@@ -413,3 +413,16 @@ def test_in_a_network_namespace_sandbox_the_jobs_see_the_mount(tmp_path):
             os.kill(record["pid"], signal.SIGKILL)
         node.teardown()
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def test_rclones_error_lines_say_why_without_secrets():
+    from skyk.agent.mounts import last_error
+
+    failed_mount = ("2026/12/08 03:35:23 INFO  : Local file system at /x: poll-interval is not supported\n"
+                    "2026/12/08 03:35:23 mount helper error: fusermount: failed to open /dev/fuse: "
+                    "Permission denied\n"
+                    "2026/12/08 03:35:23 Fatal error: failed to mount FUSE fs: fusermount: exit status 1\n")
+    assert last_error(failed_mount) == ("Fatal error: failed to mount FUSE fs: fusermount: exit status 1 "
+                                        "(fusermount: failed to open /dev/fuse: Permission denied)")
+    leaky = "2026/12/08 03:35:23 ERROR : a.txt: Failed to copy: PUT https://a.example/c/a.txt?sv=1&sig=s3cr3t 403"
+    assert "s3cr3t" not in last_error(leaky) and last_error(leaky).startswith("ERROR : a.txt: Failed")

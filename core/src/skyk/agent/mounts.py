@@ -142,6 +142,10 @@ def last_error(text: str) -> str:
     lines = [_STAMP.sub("", line).strip() for line in (text or "").splitlines() if line.strip()]
     errors = [line for line in lines if re.search(r"ERROR|CRITICAL|Fatal|Failed|failed", line)]
     line = (errors or lines or ["no message"])[-1]
+    # A failed FUSE mount ends with "fusermount: exit status 1"; why is on the helper's line.
+    helper = [h.split(":", 1)[1].strip() for h in lines if h.startswith("mount helper error:")]
+    if helper and helper[-1] not in line:
+        line = f"{line} ({helper[-1]})"
     return _SECRETISH.sub(lambda m: f"{m.group(1)}=REDACTED" if m.group(1) else "?REDACTED", line)[:500]
 
 
