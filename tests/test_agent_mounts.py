@@ -77,6 +77,14 @@ class Node:
                     pass
 
 
+def cluster_info(nodes: list[Node], autostop: str | None = None) -> dict:
+    """The ``cluster.json`` of a cluster of ``nodes``, head first; ``autostop`` is its stop command."""
+    return {"cluster": "mounts", "cloud": "local", "region": "local", "zone": None,
+            "instance_type": "local", "num_nodes": len(nodes), "num_gpus_per_node": 0,
+            "node_ips": [f"10.0.0.{rank + 1}" for rank in range(len(nodes))],
+            "runners": [n.runner.spec() for n in nodes], "autostop": {"stop": autostop, "down": None}}
+
+
 @pytest.fixture
 def node(tmp_path):
     made = Node(tmp_path)
@@ -322,13 +330,9 @@ def test_autostop_unmounts_every_node_before_its_command(tmp_path, s3):
     try:
         bucket = new_bucket(s3, tmp_path)
         stopped = nodes[0].home / "stopped"
-        nodes[0].client.write_cluster_info({
-            "cluster": "mounts", "cloud": "local", "region": "local", "zone": None,
-            "instance_type": "local", "num_nodes": 2, "num_gpus_per_node": 0,
-            "node_ips": ["10.0.0.1", "10.0.0.2"], "runners": [n.runner.spec() for n in nodes],
-            # What the command sees tells whether the mounts were gone when it ran.
-            "autostop": {"stop": f'ls "$HOME/data" > {stopped}.tmp; mv {stopped}.tmp {stopped}',
-                         "down": None}})
+        # What the command sees tells whether the mounts were gone when it ran.
+        nodes[0].client.write_cluster_info(cluster_info(
+            nodes, f'ls "$HOME/data" > {stopped}.tmp; mv {stopped}.tmp {stopped}'))
         for rank, node in enumerate(nodes):
             node.client.mount(spec(s3, bucket, ("~/data", f"node{rank}", "MOUNT")))
             (node.home / "data/result.txt").write_text(f"from node {rank}")
@@ -389,10 +393,7 @@ def test_in_a_network_namespace_sandbox_the_jobs_see_the_mount(tmp_path):
         source = tmp_path / "store/bucket"
         source.mkdir(parents=True)
         (source / "in.txt").write_text("from the store")
-        node.client.write_cluster_info({
-            "cluster": "ns", "cloud": "local", "region": "local", "zone": None, "instance_type": "local",
-            "num_nodes": 1, "num_gpus_per_node": 0, "node_ips": ["10.0.0.1"],
-            "runners": [node.runner.spec()], "autostop": {"stop": None, "down": None}})
+        node.client.write_cluster_info(cluster_info([node]))
         node.client.start()
         # A store with no network: rclone's alias of a local directory.
         node.client.mount({"remotes": {"disk": {"remote": {"type": "alias", "remote": str(source.parent)}}},
@@ -426,3 +427,33 @@ def test_rclones_error_lines_say_why_without_secrets():
                                         "(fusermount: failed to open /dev/fuse: Permission denied)")
     leaky = "2026/12/08 03:35:23 ERROR : a.txt: Failed to copy: PUT https://a.example/c/a.txt?sv=1&sig=s3cr3t 403"
     assert "s3cr3t" not in last_error(leaky) and last_error(leaky).startswith("ERROR : a.txt: Failed")
+
+
+def test_poweroff_unmounts_every_node_before_powering_it_off(tmp_path, s3, monkeypatch):
+    # sudo is a stand-in that writes down what it was asked: the nodes' PATH comes from ours.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sudo").write_text('#!/bin/sh\nls "$HOME/data" > "$HOME/powered-off"\n')
+    (fake / "sudo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    nodes = [Node(tmp_path / f"n{rank}") for rank in range(2)]
+    try:
+        for node in nodes:  # never the real sudo: it would power this machine off
+            found = node.runner.run("command -v sudo").stdout.strip()
+            assert found == str(fake / "sudo"), found
+        bucket = new_bucket(s3, tmp_path)
+        nodes[0].client.write_cluster_info(cluster_info(nodes))
+        for rank, node in enumerate(nodes):
+            node.client.mount(spec(s3, bucket, ("~/data", f"node{rank}", "MOUNT")))
+            (node.home / "data/result.txt").write_text(f"from node {rank}")
+        done = nodes[0].runner.run(f"PYTHONPATH=$HOME/.skyk/agent {nodes[0].runner.python} -m skyk_agent "
+                                   f"poweroff", timeout=120)
+        assert done.returncode == 0, done.stderr
+        for rank, node in enumerate(nodes):
+            assert (node.home / "powered-off").read_text() == ""  # the mount point, empty by then
+            assert not mounted(node.home / "data") and node.records() == []
+            assert s3.read_object(BucketRef("s3", bucket, f"node{rank}"), "result.txt") == \
+                f"from node {rank}".encode()
+    finally:
+        for node in nodes:
+            node.teardown()
