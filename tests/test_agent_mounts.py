@@ -379,9 +379,9 @@ def test_a_mount_on_a_directory_with_files_says_why_it_failed(node, s3, tmp_path
     assert node.records() == [] and not mounted(node.home / "data")
 
 
-def test_in_a_network_namespace_sandbox_the_jobs_see_the_mount(tmp_path):
-    # ip netns exec gives each command a mount namespace of its own: the mount
-    # must be made where the daemon, and so the jobs, run.
+@pytest.fixture
+def netns_node(tmp_path):
+    """A node in a network namespace of its own, as the local cloud makes them when run as root."""
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nsenter"):
         pytest.skip("network namespaces need root, ip and nsenter")
     netns = f"skyk-mt-{uuid.uuid4().hex[:6]}"
@@ -390,30 +390,55 @@ def test_in_a_network_namespace_sandbox_the_jobs_see_the_mount(tmp_path):
     node.runner = LocalRunner(home=str(node.home), marker=node.marker, netns=netns)
     node.client = AgentClient(node.runner, timeout=120)
     try:
-        source = tmp_path / "store/bucket"
-        source.mkdir(parents=True)
-        (source / "in.txt").write_text("from the store")
-        node.client.write_cluster_info(cluster_info([node]))
-        node.client.start()
-        # A store with no network: rclone's alias of a local directory.
-        node.client.mount({"remotes": {"disk": {"remote": {"type": "alias", "remote": str(source.parent)}}},
-                           "mounts": [{"dest": "~/data", "remote": "disk", "path": "bucket", "mode": "MOUNT"}]})
-        job = node.client.submit({"run": "cat ~/data/in.txt && echo from the job > ~/data/out.txt"})
-        done = wait_for(lambda: (j := node.client.job(job))["status"] not in ("PENDING", "SETTING_UP", "RUNNING")
-                        and j, timeout=60, what="the job")
-        assert done["status"] == "SUCCEEDED"
-        assert node.client.unmount() == {"unmounted": [str(node.home / "data")], "errors": []}
-        assert (source / "out.txt").read_text() == "from the job\n"
-        assert node.records() == []
+        yield node
     finally:
         try:
             node.client.shutdown()
         except AgentError:
             pass
-        for record in node.records():  # a mount in the namespace: its rclone ends it
+        for record in node.records():  # a mount in a namespace of its own: its rclone ends it
             os.kill(record["pid"], signal.SIGKILL)
         node.teardown()
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def disk_spec(source: Path, mode: str = "MOUNT") -> dict:
+    """A spec of a store with no network: rclone's alias of the local directory ``source``."""
+    return {"remotes": {"disk": {"remote": {"type": "alias", "remote": str(source.parent)}}},
+            "mounts": [{"dest": "~/data", "remote": "disk", "path": source.name, "mode": mode}]}
+
+
+def test_in_a_network_namespace_sandbox_the_jobs_see_the_mount(netns_node, tmp_path):
+    # ip netns exec gives each command a mount namespace of its own: the mount
+    # must be made where the daemon, and so the jobs, run.
+    node = netns_node
+    source = tmp_path / "store/bucket"
+    source.mkdir(parents=True)
+    (source / "in.txt").write_text("from the store")
+    node.client.write_cluster_info(cluster_info([node]))
+    node.client.start()
+    node.client.mount(disk_spec(source))
+    job = node.client.submit({"run": "cat ~/data/in.txt && echo from the job > ~/data/out.txt"})
+    done = wait_for(lambda: (j := node.client.job(job))["status"] not in ("PENDING", "SETTING_UP", "RUNNING")
+                    and j, timeout=60, what="the job")
+    assert done["status"] == "SUCCEEDED"
+    assert node.client.unmount() == {"unmounted": [str(node.home / "data")], "errors": []}
+    assert (source / "out.txt").read_text() == "from the job\n"
+    assert node.records() == []
+
+
+def test_in_a_network_namespace_sandbox_without_a_daemon_a_mount_is_refused(netns_node, tmp_path):
+    # A worker: no daemon to mount in, so no job would ever see the mount.
+    source = tmp_path / "store/bucket"
+    source.mkdir(parents=True)
+    (source / "in.txt").write_text("from the store")
+    with pytest.raises(AgentError) as caught:
+        netns_node.client.mount(disk_spec(source))
+    assert "mount namespace of its own" in str(caught.value) and "\n" not in str(caught.value)
+    assert netns_node.records() == []
+    assert netns_node.client.mount(disk_spec(source, "COPY")) == {
+        "mounted": [], "copied": [str(netns_node.home / "data")]}
+    assert (netns_node.home / "data/in.txt").read_text() == "from the store"
 
 
 def test_rclones_error_lines_say_why_without_secrets():

@@ -54,6 +54,23 @@ def jobs_pid() -> int | None:
     return pid if enter(pid) else None
 
 
+def made_for_this_command() -> bool:
+    """Whether our mount namespace is one that ``ip netns exec`` made for the command running us.
+
+    Then a mount made here is seen by nothing that runs later: an ancestor
+    of ours (the CLI, the daemon) lives in another mount namespace.
+    """
+    ours, pid = namespace("self"), os.getppid()
+    for _ in range(16):  # a short chain: agent, bash, ip netns exec'd shell, caller
+        if not pid or pid <= 1:
+            return False
+        theirs = namespace(pid)
+        if theirs is not None and theirs != ours:
+            return True
+        pid = procs.parent_pid(pid)
+    return False
+
+
 def mount_points(pid: int | None = None) -> set[str] | None:
     """Return the mount points in ``pid``'s namespace (ours by default); None if /proc cannot say."""
     try:

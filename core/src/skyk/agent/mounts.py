@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import layout, mountns, procs, rclone
+from .runners import NODE_MARKER
 
 #: how each mount mode uses rclone's VFS cache (COPY downloads once, with no mount)
 CACHE_MODES = {"MOUNT": "writes", "MOUNT_CACHED": "full"}
@@ -178,6 +179,17 @@ def _copy(program: str, mount: Mount, env: dict[str, str]) -> None:
                             capture_output=True, text=True, env=env, cwd=layout.home())
     if result.returncode != 0:
         raise MountError(f"copying {mount.source} to {mount.dest} failed: {last_error(result.stderr)}")
+
+
+def _check_visible(mount: Mount) -> None:
+    # A local sandbox node in a network namespace of its own runs each command
+    # in a mount namespace of its own: without a daemon there to mount in,
+    # the mount would be this command's alone, and jobs would write to the
+    # directory below it, not to the bucket.
+    if NODE_MARKER in os.environ and mountns.jobs_pid() is None and mountns.made_for_this_command():
+        raise MountError(f"cannot mount {mount.source} on {mount.dest}: this local node runs each "
+                         f"command in a mount namespace of its own and has no agent daemon to mount "
+                         f"in, so no job would see the mount; use mode COPY, or SKYK_LOCAL_NETNS=0")
 
 
 def _start(program: str, mount: Mount, env: dict[str, str]) -> dict:
@@ -400,6 +412,7 @@ def _mount_one(program: str, item: Mount, env: dict[str, str], records: list[dic
         raise MountError(f"{dest} is not empty: mounting {item.source} there would hide its files; "
                          f"mount to an empty or new directory")
     _check_bucket(program, item, env)
+    _check_visible(item)
     record = _start(program, item, env)
     started.append(record)
     records = [*records, record]

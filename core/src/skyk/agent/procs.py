@@ -41,6 +41,15 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def parent_pid(pid: int) -> int | None:
+    """Return the pid of ``pid``'s parent (None if it is gone or /proc cannot say)."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[1]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any live (non-zombie) process is in process group ``pgid``."""
     if pgid <= 1:
