@@ -133,7 +133,7 @@ run: echo before-stop > ~/b/note.txt
     assert cli("stop", "st", "-y", timeout=300).returncode == 0
     assert bed.get("s3", bucket, "note.txt") == b"before-stop\n"
     bed.put("s3", bucket, "while-stopped.txt", b"new\n")
-    assert cli("start", "st", "-y", timeout=300).returncode == 0
+    assert cli("start", "st", timeout=300).returncode == 0
     result = cli("exec", "st", "cat ~/b/note.txt ~/b/while-stopped.txt", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "before-stop" in result.stdout and "new" in result.stdout

@@ -18,7 +18,8 @@ A twin is, per instance:
 * **Its own mount namespace**, in which its own files are bound over
   ``/etc/passwd``, ``/etc/group``, ``/etc/shadow`` (this machine's, plus the
   cloud-config users), ``/etc/sudoers.d``, ``/home`` (:attr:`Twin.home_root`),
-  ``/tmp``, ``/var/tmp`` and ``/run``, so two twins never share a file; and
+  ``/tmp``, ``/var/tmp`` and ``/run``, so two twins never share a file; a
+  ``/dev/fuse`` every user may open, as on cloud images (bucket mounts); and
   the shutdown shims over ``/usr/local/sbin`` and the real power-off command
   (``/usr/bin/systemctl`` on Debian). Everything else, ``/usr`` included, is
   this machine's: a node command run with sudo that writes outside those
@@ -72,6 +73,7 @@ import re
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -293,6 +295,20 @@ def _write_accounts(directory: Path, home_root: Path, user_data: str | None) -> 
     (directory / "cloud-init.log").write_text("".join(f"{note}\n" for note in notes))
 
 
+def _make_fuse_device(path: Path) -> None:
+    """Make a twin's own /dev/fuse, usable by every user, as on cloud images.
+
+    This machine's may be root's alone (0600); the twin's node user mounts
+    buckets with rclone through it. The same device, only its own node's mode.
+    """
+    try:
+        device = os.stat("/dev/fuse").st_rdev
+        os.mknod(path, 0o666 | stat.S_IFCHR, device)
+        path.chmod(0o666)
+    except OSError:
+        pass  # no FUSE here: the bind is skipped (see _mounts) and mounts fail as on such a VM
+
+
 def _make_home(home: Path, uid: int, keys: Iterable[str]) -> None:
     """Create a user's home from /etc/skel, with its authorized_keys, all owned by it."""
     if Path("/etc/skel").is_dir():
@@ -437,6 +453,7 @@ class Twin:
                           ("run/twin/shutdown", 0o700)):
             (d / sub).mkdir()
             (d / sub).chmod(mode)  # past the umask: 1777 and 0755 are what a VM has
+        _make_fuse_device(d / "fuse")
         keygen = subprocess.Popen(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{self.name}",
              "-f", str(d / "run" / "twin" / "ssh_host_ed25519_key")],
@@ -476,6 +493,8 @@ class Twin:
         mounts += [(d / "sbin" / "shutdown", target) for target in self._host.power_targets]
         mounts += [(d / "home", "/home"), (d / "var-tmp", "/var/tmp"), (d / "tmp", "/tmp"),
                    (d / "run", "/run")]
+        if (d / "fuse").exists():
+            mounts.append((d / "fuse", "/dev/fuse"))
         mounts = [(src, dst) for src, dst in mounts if os.path.lexists(dst)]
         # A mount over a directory that holds the twin directory (/tmp, for a
         # pytest tmp_path) hides every source below it: those go last.
