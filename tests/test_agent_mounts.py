@@ -18,6 +18,8 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -482,3 +484,36 @@ def test_poweroff_unmounts_every_node_before_powering_it_off(tmp_path, s3, monke
     finally:
         for node in nodes:
             node.teardown()
+
+
+def test_a_destination_the_user_cannot_make_says_so_in_one_line(tmp_path):
+    from skyk.agent.mounts import MountError, make_dest
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MountError, match="exists and is not a directory"):
+        make_dest(tmp_path / "file")
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return
+    # As a user who may not write there, and whose sudo (a stand-in) asks for a password; both
+    # in a directory that user can enter (pytest's own are root's alone).
+    shared = Path(tempfile.mkdtemp(prefix="skyk-mounts-"))
+    try:
+        shared.chmod(0o755)
+        (shared / "bin").mkdir(mode=0o755)
+        (shared / "bin/sudo").write_text('#!/bin/sh\necho "stand-in sudo: a password is required" >&2\nexit 1\n')
+        (shared / "bin/sudo").chmod(0o755)
+        code = ("import sys; from skyk.agent.mounts import MountError, make_dest\n"
+                "try:\n    make_dest(__import__('pathlib').Path(sys.argv[1]))\n"
+                "except MountError as exc:\n    print(exc)\n")
+        import skyk.agent
+
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                               sys.executable, "-c", code, str(shared / "datasets")],
+                              env={"PATH": f"{shared / 'bin'}:/usr/bin:/bin",
+                                   "PYTHONPATH": str(Path(skyk.agent.__file__).parents[2])},
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(shared)
+    assert done.stdout.strip() == (f"cannot create {shared / 'datasets'}: this user may not, and sudo -n "
+                                   f"could not (stand-in sudo: a password is required); use a destination "
+                                   f"under ~/ or one this user can write"), done.stderr

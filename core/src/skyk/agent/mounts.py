@@ -173,8 +173,35 @@ def _check_bucket(program: str, mount: Mount, env: dict[str, str]) -> None:
                          f"reach it (rclone: {last_error(result.stderr)})")
 
 
+def make_dest(dest: Path) -> None:
+    """Create the directory ``dest`` for this user; outside what it may write, with ``sudo -n``.
+
+    A destination such as ``/datasets`` on a VM is made as cloud images
+    allow, with passwordless sudo, and given to the node's user, who mounts
+    or copies into it.
+    """
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        return
+    except FileExistsError:
+        raise MountError(f"{dest} exists and is not a directory") from None
+    except PermissionError:
+        pass
+    owner = f"{os.getuid()}:{os.getgid()}"
+    try:
+        result = subprocess.run(["sudo", "-n", "sh", "-c", 'mkdir -p -- "$1" && chown -- "$2" "$1"', "sh",
+                                str(dest), owner], stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=60)
+        why = None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["failed"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        why = str(exc)
+    if why is not None:
+        raise MountError(f"cannot create {dest}: this user may not, and sudo -n could not ({why}); "
+                         f"use a destination under ~/ or one this user can write")
+
+
 def _copy(program: str, mount: Mount, env: dict[str, str]) -> None:
-    mount.dest.mkdir(parents=True, exist_ok=True)
+    make_dest(mount.dest)
     result = subprocess.run([program, "copy", mount.source, str(mount.dest)], stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, env=env, cwd=layout.home())
     if result.returncode != 0:
@@ -197,7 +224,7 @@ def _start(program: str, mount: Mount, env: dict[str, str]) -> dict:
     key = hashlib.sha256(str(mount.dest).encode()).hexdigest()[:16]
     cache = layout.rclone_dir() / "cache" / key
     log_path = layout.rclone_dir() / f"{key}.log"
-    mount.dest.mkdir(parents=True, exist_ok=True)
+    make_dest(mount.dest)
     # Where the daemon runs in a mount namespace of its own (a local sandbox),
     # the mount is made there, so that its jobs see it.
     argv = [*mountns.enter(mountns.jobs_pid()), program, "mount", mount.source, str(mount.dest), "--vfs-cache-mode", CACHE_MODES[mount.mode],
