@@ -224,7 +224,7 @@ def test_a_bucket_that_does_not_exist_is_one_clear_error_and_nothing_stays_mount
     assert "\n" not in message and "Traceback" not in message
     assert "s3:skyk-no-such-bucket" in message and "does not exist" in message
     assert not mounted(node.home / "ok") and not mounted(node.home / "missing")
-    assert node.records() == []
+    assert node.records() == [] and not (node.home / ".skyk/rclone/rclone.conf").exists()
     answer = node.runner.run(f"PYTHONPATH=$HOME/.skyk/agent {node.runner.python} -m skyk_agent mount",
                              input=json.dumps(the_spec))
     assert answer.returncode == 1 and answer.stderr.count("\n") == 1
@@ -247,6 +247,7 @@ def test_no_secret_on_rclones_command_line_or_in_its_log_and_files_are_private(n
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert secret in (rclone_dir / "rclone.conf").read_text()
     node.client.unmount()
+    assert not (rclone_dir / "rclone.conf").exists()  # nothing mounted: no credentials kept
     log = Path(record["log"]).read_text()
     assert secret not in log
     assert s3.read_object(BucketRef("s3", bucket), "b.txt") == b"beta"
@@ -281,6 +282,7 @@ def test_gcs_copy_downloads_the_prefix(node, gcs, tmp_path):
     key_files = list((node.home / ".skyk/rclone/gcs").glob("*"))
     assert key_files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in key_files)
     assert node.client.unmount() == {"unmounted": [], "errors": []}
+    assert not any(p.exists() for p in key_files) and not (node.home / ".skyk/rclone/rclone.conf").exists()
 
 
 # --- Azure: MOUNT_CACHED -------------------------------------------------------------------------

@@ -411,6 +411,8 @@ def mount(spec: object, log: Callable[[str], None] = _log) -> dict:
                     continue
                 records.remove(record)
             _save(records)
+            if not records:
+                rclone.remove_config(layout.rclone_dir())  # as unmount does: nothing reads them
             raise
     return result
 
@@ -453,12 +455,12 @@ def unmount(log: Callable[[str], None] = _log,
 
     Returns ``{"unmounted": [...], "errors": [...]}`` and the errors that are
     flush time-outs: those mounts stay mounted and recorded, since
-    unmounting them would lose what was written. With nothing recorded it
-    does nothing.
+    unmounting them would lose what was written. Once nothing is mounted,
+    the rclone config and the stores' secret files are removed.
     """
     result: dict[str, list[str]] = {"unmounted": [], "errors": []}
     timed_out: list[str] = []
-    if not layout.mounts_file().exists():
+    if not layout.mounts_file().exists() and not layout.rclone_dir().exists():
         return result, timed_out
     deadline = time.monotonic() + timeout
     with layout.held(layout.mounts_lock_file()):
@@ -478,6 +480,10 @@ def unmount(log: Callable[[str], None] = _log,
             records.remove(record)
             _save(records)
             result["unmounted"].append(record["dest"])
+        if not records:
+            # Nothing reads them any more: the stores' credentials do not stay on the disk
+            # of a stopped node. The next ``mount`` writes them again.
+            rclone.remove_config(layout.rclone_dir())
     return result, timed_out
 
 

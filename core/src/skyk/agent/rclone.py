@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,6 +31,8 @@ _REMOTE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 _OPTION_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: names a remote cannot have: what else lives beside the config (the bucket mounts' caches)
+RESERVED_NAMES = ("cache",)
 
 
 def check_remotes(remotes: object) -> str | None:
@@ -41,7 +44,7 @@ def check_remotes(remotes: object) -> str | None:
     if not isinstance(remotes, dict) or not remotes:
         return "remotes must be a non-empty object"
     for name, access in remotes.items():
-        if not isinstance(name, str) or not _REMOTE_NAME.match(name):
+        if not isinstance(name, str) or not _REMOTE_NAME.match(name) or name in RESERVED_NAMES:
             return f"{name!r} is not a valid rclone remote name"
         if not isinstance(access, dict) or not isinstance(access.get("remote"), dict):
             return f"remote {name}: an object with a 'remote' object is expected"
@@ -98,6 +101,19 @@ def write_config(directory: Path, remotes: Mapping[str, Mapping]) -> Path:
     config = directory / "rclone.conf"
     layout.write_file(config, "\n".join(lines), mode=0o600)
     return config
+
+
+def remove_config(directory: Path) -> None:
+    """Remove what :func:`write_config` wrote into ``directory``: the config and the remotes' secret files."""
+    config = directory / "rclone.conf"
+    try:
+        sections = re.findall(r"^\[([^\]\n]+)\]$", config.read_text(), re.MULTILINE)
+    except FileNotFoundError:
+        return
+    for name in sections:
+        if _REMOTE_NAME.match(name) and name not in RESERVED_NAMES:
+            shutil.rmtree(directory / name, ignore_errors=True)
+    config.unlink(missing_ok=True)
 
 
 def environment(config: Path, remotes: Mapping[str, Mapping], base: Mapping[str, str]) -> dict[str, str]:
