@@ -2,7 +2,9 @@
 
 Every command prints one JSON object on stdout and exits 0 (``logs`` prints
 the raw log instead). Errors print a message on stderr and exit 1; an
-unknown job id exits 3 with ``no job N on this cluster``.
+unknown job id exits 3 with ``no job N on this cluster``. ``unmount``
+prints its JSON answer even when a flush timed out, then that error and
+exit 1.
 
 Internal commands, run by the agent itself: ``daemon``, ``driver``, ``part``
 and ``kill-part``. ``part`` and ``driver`` normally never get here: the
