@@ -519,3 +519,19 @@ def test_a_destination_the_user_cannot_make_says_so_in_one_line(tmp_path):
     assert done.stdout.strip() == (f"cannot create {shared / 'datasets'}: this user may not, and sudo -n "
                                    f"could not (stand-in sudo: a password is required); use a destination "
                                    f"under ~/ or one this user can write"), done.stderr
+
+
+def test_a_mount_in_use_stays_mounted_and_says_so(node, s3, tmp_path):
+    bucket = new_bucket(s3, tmp_path)
+    node.client.mount(spec(s3, bucket, ("~/data", "", "MOUNT")))
+    dest = node.home / "data"
+    user = subprocess.Popen(["sleep", "300"], cwd=dest)
+    try:
+        answer = node.client.unmount()
+        assert answer["unmounted"] == [] and len(answer["errors"]) == 1
+        assert answer["errors"][0].startswith(f"unmounting {dest} failed") and "\n" not in answer["errors"][0]
+        assert mounted(dest) and len(node.records()) == 1
+    finally:
+        user.kill()
+        user.wait()
+    assert node.client.unmount() == {"unmounted": [str(dest)], "errors": []}
