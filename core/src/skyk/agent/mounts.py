@@ -15,6 +15,9 @@ after the file is closed. Unmounting before that upload loses the file, so
 :func:`unmount` first waits until rclone marks no cached file dirty (its
 ``vfsMeta`` JSON says ``"Dirty": true`` until the upload succeeded), and
 leaves a mount that does not get there in time mounted.
+
+Which mount namespace a mount is made in, on a local sandbox whose
+commands each get one of their own, is :mod:`.mountns`'s part.
 """
 
 from __future__ import annotations
@@ -227,8 +230,9 @@ def _start(program: str, mount: Mount, env: dict[str, str]) -> dict:
     make_dest(mount.dest)
     # Where the daemon runs in a mount namespace of its own (a local sandbox),
     # the mount is made there, so that its jobs see it.
-    argv = [*mountns.enter(mountns.jobs_pid()), program, "mount", mount.source, str(mount.dest), "--vfs-cache-mode", CACHE_MODES[mount.mode],
-            "--vfs-write-back", WRITE_BACK, "--cache-dir", str(cache)]
+    argv = [*mountns.enter(mountns.jobs_pid()), program, "mount", mount.source, str(mount.dest),
+            "--vfs-cache-mode", CACHE_MODES[mount.mode], "--vfs-write-back", WRITE_BACK,
+            "--cache-dir", str(cache)]
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as out:
         out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} mount {mount.source} on {mount.dest}\n"
