@@ -12,11 +12,11 @@ set, as ``.ci/run`` does, which installs both), where that is a failure.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 
 import pytest
+from fakecloud.tools import missing_tool
 
 #: Names the system's Chromium goes by (Debian's, then other distributions').
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
@@ -32,10 +32,6 @@ def chromium_path() -> str | None:
     return None
 
 
-def _missing(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture
@@ -43,11 +39,11 @@ def browser() -> Iterator:
     """A headless Chromium (a Playwright ``Browser``); closed after the test."""
     executable = chromium_path()
     if executable is None:
-        _missing("chromium not installed (apt-get install chromium)")
+        missing_tool("chromium not installed (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("playwright not installed (pip install -r dev/test-requirements.txt)")
+        missing_tool("playwright not installed (pip install -r dev/test-requirements.txt)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, timeout=TIMEOUT_MS)
         try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fakecloud.tools import missing_tool
 from skyk.agent.runners import SSHRunner
 
 SSHD = "/usr/sbin/sshd"
@@ -129,10 +130,7 @@ def stop_sshd(process: subprocess.Popen) -> None:
 def sshd(tmp_path_factory) -> Iterator[SSHServer]:
     """A running sshd on 127.0.0.1 for the current user; stopped after the test."""
     if not os.access(SSHD, os.X_OK):
-        message = f"{SSHD} not installed (apt-get install openssh-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool(f"{SSHD} not installed (apt-get install openssh-server)")
     server = start_sshd(tmp_path_factory.mktemp("sshd"))
     try:
         yield server

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from fakecloud import Azurite, FakeGCS, FakeS3
 from fakecloud import azurite as azurite_module
+from fakecloud.tools import missing_tool
 from lifecycle_helpers import wait_for
 from skyk.agent import mountns
 from skyk.agent.client import AgentClient, AgentError
@@ -36,9 +37,7 @@ from skyk.storage.store import BucketRef, Store
 
 def _need(ok: bool, what: str) -> None:
     if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} (CI installs it)")
-        pytest.skip(what)
+        missing_tool(f"{what} (CI installs it)")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,9 +12,7 @@ import secrets
 
 import pytest
 from lifecycle_helpers import down_everything, sandboxes
-from storage_beds import StorageBed
-
-AZURE_URL = "https://devstoreaccount1.blob.core.windows.net"
+from storage_beds import StorageBed, launch_and_check_three, three_buckets, three_store_task
 
 
 @pytest.fixture(scope="module")
@@ -39,39 +37,14 @@ def unique(stem: str) -> str:
 
 
 def test_a_task_mounts_copies_and_caches_buckets_and_its_writes_reach_them(cli, bed, tmp_path):
-    s3, gcs, az = unique("skyk-s3"), unique("skyk-gcs"), unique("skyk-az")
-    for store, bucket in (("s3", s3), ("gcs", gcs), ("azure", az)):
-        bed.make(store, bucket)
-        bed.put(store, bucket, "data/hello.txt", f"hello from {store}\n".encode())
+    buckets = three_buckets(bed, "data")
     task = tmp_path / "task.yaml"
-    task.write_text(f"""\
-num_nodes: 2
-file_mounts:
-  ~/s3:
-    source: s3://{s3}/data
-    mode: MOUNT
-  ~/gcs: gs://{gcs}/data
-  ~/az:
-    source: {AZURE_URL}/{az}/data
-    mode: MOUNT_CACHED
-run: |
-  cat ~/s3/hello.txt ~/gcs/hello.txt ~/az/hello.txt
-  echo "s3 from $SKYK_NODE_RANK" > ~/s3/out-$SKYK_NODE_RANK.txt
-  echo "az from $SKYK_NODE_RANK" > ~/az/out-$SKYK_NODE_RANK.txt
-""")
-    result = cli("launch", "-c", "bk", "--cloud", "local", str(task), "-y", timeout=300)
-    assert result.returncode == 0, result.stderr
-    # Both nodes see every bucket's contents.
-    for store in ("s3", "gcs", "azure"):
-        assert result.stdout.count(f"hello from {store}") == 2, result.stdout
-    result = cli("down", "bk", "-y", timeout=300)
-    assert result.returncode == 0, result.stderr
-    # Every write went through to its bucket before the nodes went.
-    for rank in (0, 1):
-        assert bed.get("s3", s3, f"data/out-{rank}.txt") == f"s3 from {rank}\n".encode()
-        assert bed.get("azure", az, f"data/out-{rank}.txt") == f"az from {rank}\n".encode()
+    task.write_text(three_store_task(buckets, "data", "num_nodes: 2\n", "from $SKYK_NODE_RANK"))
+    # Both nodes see every bucket's contents, and every write goes through before the nodes go.
+    launch_and_check_three(cli, bed, buckets, "data", "bk", ("--cloud", "local", str(task)),
+                           lambda rank: f"from {rank}")
     # A COPY bucket is the nodes' own copy: it is never written back.
-    assert bed.keys("gcs", gcs) == ["data/hello.txt"]
+    assert bed.keys("gcs", buckets["gcs"]) == ["data/hello.txt"]
 
 
 def test_storage_objects_make_fill_list_and_delete_buckets(cli, bed, tmp_path):

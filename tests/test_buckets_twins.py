@@ -10,18 +10,22 @@ address by the variables a user would set.
 from __future__ import annotations
 
 import ipaddress
-import secrets
 
 import pytest
 from lifecycle_helpers import wait_for
-from storage_beds import StorageBed, require_storage_tools
+from storage_beds import (
+    StorageBed,
+    launch_and_check_three,
+    require_storage_tools,
+    three_buckets,
+    three_store_task,
+)
 from testbed_helpers import assert_no_twins_left, bed_with_twins, cli_on_bed, task_file
 
 pytestmark = pytest.mark.slow
 
 #: The twins' bridge and subnet, this module's alone.
 BRIDGE, SUBNET = "skykbk0", "10.225.0.0/16"
-AZURE_URL = "https://devstoreaccount1.blob.core.windows.net"
 #: per cloud: where the cluster runs, and the user its nodes' cloud-init makes
 CLOUDS = {"aws": ("aws/us-east-1", "ubuntu"), "azure": ("azure/eastus", "azureuser")}
 
@@ -69,37 +73,10 @@ def cli(skyk, bed, stores, isolated_home):
 
 
 def test_a_two_node_cluster_reads_and_writes_three_stores(cli, bed, stores, tmp_path):
-    s3, gcs, az = (f"skyk-{kind}-{secrets.token_hex(3)}" for kind in ("s3", "gcs", "az"))
-    for store, bucket in (("s3", s3), ("gcs", gcs), ("azure", az)):
-        stores.make(store, bucket)
-        stores.put(store, bucket, "in/hello.txt", f"hello from {store}\n".encode())
+    buckets = three_buckets(stores, "in")
     infra, user = CLOUDS[bed.cloud]
-    task = task_file(tmp_path, f"""\
-num_nodes: 2
-resources:
-  infra: {infra}
-  cpus: 2+
-file_mounts:
-  ~/s3:
-    source: s3://{s3}/in
-    mode: MOUNT
-  ~/gcs: gs://{gcs}/in
-  ~/az:
-    source: {AZURE_URL}/{az}/in
-    mode: MOUNT_CACHED
-run: |
-  cat ~/s3/hello.txt ~/gcs/hello.txt ~/az/hello.txt
-  echo "$SKYK_NODE_RANK as $(whoami)" > ~/s3/node-$SKYK_NODE_RANK.txt
-  echo "$SKYK_NODE_RANK as $(whoami)" > ~/az/node-$SKYK_NODE_RANK.txt
-""")
-    launched = cli("launch", "-c", "bkt", task, "-y", timeout=600)
-    assert launched.returncode == 0, launched.stderr
-    for store in ("s3", "gcs", "azure"):
-        assert launched.stdout.count(f"hello from {store}") == 2, launched.stdout
-    down = cli("down", "bkt", "-y", timeout=600)
-    assert down.returncode == 0, down.stderr
-    for rank in (0, 1):
-        assert stores.get("s3", s3, f"in/node-{rank}.txt") == f"{rank} as {user}\n".encode()
-        assert stores.get("azure", az, f"in/node-{rank}.txt") == f"{rank} as {user}\n".encode()
+    task = task_file(tmp_path, three_store_task(buckets, "in", f"num_nodes: 2\nresources:\n  infra: {infra}\n"
+                                                               "  cpus: 2+\n", "$SKYK_NODE_RANK as $(whoami)"))
+    launch_and_check_three(cli, stores, buckets, "in", "bkt", (task,), lambda rank: f"{rank} as {user}")
     wait_for(lambda: not bed.twins.twins(), what="the twins to go")
     assert_no_twins_left(bed)

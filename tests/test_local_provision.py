@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import secrets
 import shlex
 import subprocess
@@ -20,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from fakecloud.tools import missing_tool
 from skyk.agent.runners import LocalRunner, runner_from_spec
 from skyk.builtin import local_network as network
 from skyk.builtin import local_sandbox as sandbox
@@ -77,10 +77,7 @@ def netns(monkeypatch):
     """Require network namespaces (root and ``ip``)."""
     monkeypatch.delenv(network.NETNS_ENV, raising=False)
     if not network.namespaces_enabled():
-        message = "network namespaces need root and iproute2's ip"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool("network namespaces need root and iproute2's ip")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import os
 import time
 
 import pytest
+from fakecloud.tools import missing_tool
 from lifecycle_helpers import cmdlines, wait_for
 from skyk.agent.client import AgentClient
 from sshd import SSHD, start_sshd, stop_sshd
@@ -21,9 +22,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "FAILED_SETUP", "CANCELLED")
 @pytest.fixture
 def two_nodes(tmp_path):
     if not os.access(SSHD, os.X_OK):
-        if os.environ.get("CI"):
-            pytest.fail(f"{SSHD} not installed")
-        pytest.skip(f"{SSHD} not installed")
+        missing_tool(f"{SSHD} not installed")
     servers = []
     try:
         servers = [start_sshd(tmp_path / f"node{i}") for i in range(2)]

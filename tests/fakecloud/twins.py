@@ -756,17 +756,14 @@ class TwinHost:
 def require_twin_tools() -> None:
     """Skip the calling test without what twins need (root, iproute2, util-linux, OpenSSH, sudo);
     fail it instead when ``CI`` is set, where a missing tool is a broken set-up."""
-    import pytest
+    from .tools import missing_tool
 
     missing = [tool for tool in ("ip", "unshare", "ssh", "ssh-keygen", "sudo") if shutil.which(tool) is None]
     missing += [] if os.access(SSHD, os.X_OK) else [SSHD]
     if os.geteuid() == 0 and not missing:
         return
     message = "node twins need root, iproute2, util-linux, OpenSSH and sudo"
-    message += f" (missing: {', '.join(missing)})" if missing else " (not root)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    missing_tool(message + (f" (missing: {', '.join(missing)})" if missing else " (not root)"))
 
 
 def ssh_to_twin(key: Path, address: str, command: str, user: str,

@@ -8,12 +8,12 @@ need it are skipped, except in CI.
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 import subprocess
 
 import pytest
+from fakecloud.tools import missing_tool
 
 pytest.importorskip("azure.storage.blob")
 
@@ -38,9 +38,7 @@ def _clear(monkeypatch) -> None:
 @pytest.fixture(scope="module")
 def azurite():
     if azurite_module.program() is None:
-        if os.environ.get("CI"):
-            pytest.fail("azurite-blob is not installed (dev/install installs it with npm)")
-        pytest.skip("azurite-blob is not installed (dev/install installs it with npm)")
+        missing_tool("azurite-blob is not installed (dev/install installs it with npm)")
     with Azurite() as server:
         yield server
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import secrets
 
 import pytest
+from fakecloud.tools import missing_tool
 from skyk.storage.store import BucketRef, StoreError
 from skyk.testing import StoreContract
 from skyk_gcp.store import GCSStore
@@ -18,9 +18,7 @@ def emulator():
     from fakecloud import FakeGCS
 
     if importlib.util.find_spec("gcp_storage_emulator") is None:
-        if os.environ.get("CI"):
-            pytest.fail("gcp-storage-emulator is not installed (dev/install installs it)")
-        pytest.skip("gcp-storage-emulator is not installed (run dev/install)")
+        missing_tool("gcp-storage-emulator is not installed (dev/install installs it)")
     with FakeGCS() as fake:
         yield fake
 
