@@ -6,7 +6,6 @@ from skyk.catalog.csvfile import read_offerings
 from skyk.hookspecs import hookimpl
 
 from skyk_aws.cloud import NAME, AWSCloud
-from skyk_aws.store import S3Store
 
 
 @hookimpl
@@ -16,6 +15,9 @@ def skyk_clouds():
 
 @hookimpl
 def skyk_stores():
+    # Imported when a command asks for stores: listing prices or clusters never needs one.
+    from skyk_aws.store import S3Store
+
     return [S3Store()]
 
 

@@ -8,7 +8,6 @@ from skyk.catalog.csvfile import read_offerings
 from skyk.hookspecs import hookimpl
 
 from skyk_azure.cloud import NAME, AzureCloud
-from skyk_azure.store import AzureBlobStore
 
 #: Sizes with Arm CPUs (Ampere, Cobalt): a ``p`` among the feature letters after the
 #: vCPU count, in Azure's size naming (Standard_D2ps_v5, Standard_B2pts_v2).
@@ -22,6 +21,9 @@ def skyk_clouds():
 
 @hookimpl
 def skyk_stores():
+    # Imported when a command asks for stores: listing prices or clusters never needs one.
+    from skyk_azure.store import AzureBlobStore
+
     return [AzureBlobStore()]
 
 

@@ -6,7 +6,6 @@ from skyk.hookspecs import hookimpl
 
 from skyk_gcp.catalog import read_catalog
 from skyk_gcp.cloud import NAME, GCPCloud
-from skyk_gcp.store import GCSStore
 
 
 @hookimpl
@@ -26,4 +25,7 @@ def skyk_catalog_offerings(catalog_dir):
 
 @hookimpl
 def skyk_stores():
+    # Imported when a command asks for stores: listing prices or clusters never needs one.
+    from skyk_gcp.store import GCSStore
+
     return [GCSStore()]
