@@ -135,3 +135,41 @@ def test_bad_bucket_input_is_one_line_before_anything_is_provisioned(cli, bed, t
     assert "file_mounts.~/d" in lines[0]
     assert sandboxes(isolated_home) == []
     assert json.loads(cli("status", "-o", "json").stdout) == []
+
+
+def test_a_cluster_of_namespaced_local_nodes_mounts_on_every_node(skyk, isolated_home, tmp_path):
+    """As root the local cloud's nodes have network namespaces, whose commands each get a mount
+    namespace of their own: every node's mount is made where its jobs start (the head daemon's)."""
+    from fakecloud import FakeS3
+    from fakecloud.tools import missing_tool
+    from skyk.builtin import local_network as network
+
+    if not network.namespaces_enabled():
+        missing_tool("network namespaces need root and iproute2's ip")
+    subnet = network.bridge_subnet()
+    network.ensure_bridge(subnet)  # the nodes reach this machine there, and so the S3 on it
+    with FakeS3(host=network.gateway(subnet)) as s3:
+        bucket = unique("skyk-ns")
+        s3.client().create_bucket(Bucket=bucket)
+        s3.client().put_object(Bucket=bucket, Key="hello.txt", Body=b"hello in a namespace\n")
+        task = tmp_path / "task.yaml"
+        task.write_text(f"""\
+num_nodes: 2
+file_mounts:
+  ~/b:
+    source: s3://{bucket}
+    mode: MOUNT
+run: |
+  cat ~/b/hello.txt
+  echo "from $SKYK_NODE_RANK" > ~/b/node-$SKYK_NODE_RANK.txt
+""")
+        try:
+            result = skyk("launch", "-c", "ns", "--cloud", "local", str(task), "-y", env=s3.env(), timeout=300)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.count("hello in a namespace") == 2, result.stdout
+            assert skyk("down", "ns", "-y", env=s3.env(), timeout=300).returncode == 0
+            for rank in (0, 1):
+                body = s3.client().get_object(Bucket=bucket, Key=f"node-{rank}.txt")["Body"].read()
+                assert body == f"from {rank}\n".encode()
+        finally:
+            down_everything(skyk, isolated_home)

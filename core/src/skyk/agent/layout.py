@@ -111,6 +111,15 @@ def mounts_file() -> Path:
     return state_dir() / "mounts.json"
 
 
+def jobs_daemon_file() -> Path:
+    """Return the file naming the agent daemon this node's jobs start from, when it is another node's.
+
+    A local cluster's worker in a network namespace has no daemon of its
+    own: its jobs start from the head's daemon, in that daemon's mount namespace.
+    """
+    return state_dir() / "jobs-daemon.pid"
+
+
 def mounts_lock_file() -> Path:
     """Return the file that serializes ``mount`` and ``unmount`` on this node."""
     return state_dir() / "mounts.lock"

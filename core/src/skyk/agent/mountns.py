@@ -43,15 +43,20 @@ def enter(pid: int | None) -> list[str]:
 
 
 def jobs_pid() -> int | None:
-    """Return the pid of this node's agent daemon, whose namespace jobs run in, if it runs in another."""
-    try:
-        pid = int(layout.pid_file().read_text().strip())
-    except (OSError, ValueError):
-        return None
-    argv = procs.cmdline(pid) or []
-    if not procs.pid_alive(pid) or "daemon" not in argv:
-        return None
-    return pid if enter(pid) else None
+    """Return the pid of the agent daemon this node's jobs start from, if it runs in another namespace.
+
+    That is this node's own daemon, or, on a local cluster's worker, the
+    head's (named in :func:`layout.jobs_daemon_file` by the CLI's ``mount``).
+    """
+    for source in (layout.pid_file(), layout.jobs_daemon_file()):
+        try:
+            pid = int(source.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        argv = procs.cmdline(pid) or []
+        if procs.pid_alive(pid) and "daemon" in argv and enter(pid):
+            return pid
+    return None
 
 
 def made_for_this_command() -> bool:

@@ -4,7 +4,13 @@
 
     {"remotes": {NAME: <NodeAccess.as_json()>},
      "mounts": [{"dest": "~/data", "remote": NAME, "path": "bucket[/prefix]",
-                 "mode": "MOUNT" | "MOUNT_CACHED" | "COPY"}]}
+                 "mode": "MOUNT" | "MOUNT_CACHED" | "COPY"}],
+     "jobs_daemon": PID}      # optional: the head's daemon, on a local cluster's worker
+
+A local cluster's nodes in network namespaces run every command in a mount
+namespace of its own, and every job starts from the head daemon's: there
+the mounts are made (:mod:`.mountns`), the head's daemon found by its pid
+file, a worker's named by ``jobs_daemon``.
 
 It writes rclone's config under ``~/.skyk/rclone`` (see :mod:`.rclone`),
 copies COPY buckets, and starts one detached ``rclone mount`` per mount,
@@ -118,6 +124,16 @@ def parse_spec(spec: object) -> tuple[dict, list[Mount]]:
             raise MountError(f"mount: {dest} is the destination of two mounts")
         mounts.append(mount)
     return remotes, mounts
+
+
+def _name_jobs_daemon(pid: object) -> None:
+    """Record the daemon this node's jobs start from (another node's: see :func:`mountns.jobs_pid`)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
+        raise MountError(f"mount: jobs_daemon {pid!r} must be a process id")
+    path = layout.jobs_daemon_file()
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_text(f"{pid}\n")
+    staged.replace(path)
 
 
 def expand_dest(dest: object) -> Path:
@@ -392,6 +408,8 @@ def mount(spec: object, log: Callable[[str], None] = _log) -> dict:
     if not mounts:
         return result
     layout.ensure_state_dir()
+    if spec.get("jobs_daemon") is not None:
+        _name_jobs_daemon(spec["jobs_daemon"])
     config = rclone.write_config(layout.rclone_dir(), remotes)
     env = rclone.environment(config, remotes, layout.clean_env(dict(os.environ)))
     program = _program("rclone", env)

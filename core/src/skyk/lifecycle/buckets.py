@@ -164,6 +164,15 @@ def node_spec(mounts: list[BucketMount]) -> dict:
 
 def _mount_on_nodes(handle: ClusterHandle, mounts: list[BucketMount]) -> None:
     spec = node_spec(mounts)
+    head = handle.head.runner
+    if head.get("kind") == "local" and head.get("netns"):
+        # Local nodes in network namespaces: every job, a worker's too, starts in
+        # the head daemon's mount namespace, so each node mounts there.
+        from skyk.lifecycle.lookup import head_client
+
+        health = head_client(handle).health() or {}
+        if isinstance(health.get("pid"), int):
+            spec["jobs_daemon"] = health["pid"]
 
     def mount(client) -> None:
         client.install()
