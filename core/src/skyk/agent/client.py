@@ -7,6 +7,7 @@ library only, like the rest of the package.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -111,6 +112,15 @@ class AgentClient:
     def job(self, job_id: int) -> dict:
         """Return one job; raise :class:`UnknownJobError` if there is none."""
         return self._call(f"job {int(job_id)}")["job"]
+
+    def job_progress(self, job_id: int, log_from: int, timeout: float | None = None) -> tuple[dict, bytes, bool]:
+        """Return one job, its log's bytes from ``log_from`` on (at most 1 MiB) and whether the
+        agent's daemon runs, in one call."""
+        answer = self._call(f"job {int(job_id)} --log-from {int(log_from)}", timeout=timeout)
+        try:
+            return answer["job"], base64.b64decode(answer["log"], validate=True), bool(answer["daemon"])
+        except (KeyError, TypeError, ValueError):
+            raise AgentError(f"the agent's answer to 'job {int(job_id)}' has no readable log") from None
 
     def logs(self, job_id: int, follow: bool = False, tail: int | None = None) -> subprocess.Popen:
         """Start printing a job's log; read the raw bytes from the process's stdout.

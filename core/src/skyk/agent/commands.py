@@ -15,6 +15,7 @@ their start-up time is every job's start-up latency.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import os
@@ -28,6 +29,8 @@ EXIT_ERROR = 1
 EXIT_UNKNOWN_JOB = 3
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: a SKYK_TASK_ID given by the submitter (a managed job's, the same over its recoveries)
+_TASK_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 class CommandError(Exception):
@@ -76,8 +79,11 @@ def cmd_submit(_args) -> None:
     if gpus is not None and (not isinstance(gpus, (int, float)) or isinstance(gpus, bool)
                              or not 0 < gpus < float("inf")):
         raise CommandError("submit: gpus must be a positive number or null")
+    task_id = spec.get("task_id")
+    if task_id is not None and not (isinstance(task_id, str) and _TASK_ID.match(task_id)):
+        raise CommandError("submit: task_id must be up to 200 letters, digits and ._-")
     script = {"name": spec.get("name"), "setup": spec.get("setup") or None,
-              "run": spec.get("run") or None, "gpus": gpus}
+              "run": spec.get("run") or None, "gpus": gpus, "task_id": task_id}
 
     def prepare(job_id: int) -> None:
         # A rolled-back submit may have left files under this id.
@@ -104,7 +110,21 @@ def cmd_queue(_args) -> None:
 
 
 def cmd_job(args) -> None:
-    _print({"job": jobs.get(jobs.connect(), args.id).to_json()})
+    job = jobs.get(jobs.connect(), args.id).to_json()
+    if args.log_from is None:
+        _print({"job": job})
+        return
+    # The job is read before its log: the driver writes all output before it
+    # marks the job ended, so a finished job's log read now is complete.
+    from .daemon import running_pid
+    from .logs import read_from
+
+    if args.log_from < 0 or args.log_max < 1:
+        raise CommandError("--log-from takes an offset >= 0 and --log-max a size >= 1")
+    chunk = read_from(args.id, args.log_from, args.log_max)
+    # Whether the daemon runs: without it, no job on this node makes progress (the node is
+    # dead, its processes gone), even if the job's record still says RUNNING.
+    _print({"job": job, "log": base64.b64encode(chunk).decode("ascii"), "daemon": running_pid() is not None})
 
 
 def cmd_logs(args) -> None:
@@ -356,8 +376,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("start", help="start the daemon unless it runs").set_defaults(fn=cmd_start)
     sub.add_parser("submit", help="queue the job read as JSON from stdin").set_defaults(fn=cmd_submit)
     sub.add_parser("queue", help="list the jobs, newest first").set_defaults(fn=cmd_queue)
-    s = sub.add_parser("job", help="show one job")
+    s = sub.add_parser("job", help="show one job (with --log-from: and its log from that byte)")
     s.add_argument("id", type=int)
+    s.add_argument("--log-from", type=int, metavar="OFFSET")
+    s.add_argument("--log-max", type=int, default=1 << 20, metavar="BYTES")
     s.set_defaults(fn=cmd_job)
     s = sub.add_parser("logs", help="print a job's log")
     s.add_argument("id", type=int)

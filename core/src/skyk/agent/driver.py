@@ -282,8 +282,9 @@ def main(job_id: int) -> int:
         info = load_cluster_info()
         if info is None:
             raise RunnerError(f"{layout.cluster_file()} is missing; the CLI writes it before 'start'")
+        given = layout.read_json(layout.job_dir(job_id) / "spec.json").get("task_id")
         layout.write_json(layout.job_dir(job_id) / "context.json",
-                          part.context(info, job_id, job.submitted_at))
+                          part.context(info, job_id, job.submitted_at, given))
         driver = _Driver(conn, job, info)
         driver.run()
     except Exception as exc:

@@ -38,6 +38,16 @@ def tail_offset(path: Path, lines: int) -> int:
         return 0
 
 
+def read_from(job_id: int, offset: int, limit: int) -> bytes:
+    """Return up to ``limit`` bytes of job ``job_id``'s log from byte ``offset`` (none yet: empty)."""
+    try:
+        with open(layout.log_file(job_id), "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
 def _write(data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -39,16 +39,18 @@ def task_id(cluster: str, job_id: int, submitted_at: float) -> str:
     return f"skyk-{stamp}_{cluster}_{job_id}"
 
 
-def context(info: dict, job_id: int, submitted_at: float) -> dict:
+def context(info: dict, job_id: int, submitted_at: float, given_task_id: str | None = None) -> dict:
     """Return what every part of the job needs to know about the cluster (``context.json``).
 
     Only the head has ``cluster.json``; the driver sends this to the workers.
+    ``given_task_id`` is the submitter's task id (a managed job's, stable
+    across its clusters); without one, the id names this cluster and job.
     """
     return {"cluster": info["cluster"], "cloud": info.get("cloud"), "region": info.get("region"),
             "zone": info.get("zone"), "num_nodes": int(info.get("num_nodes") or len(info["node_ips"])),
             "num_gpus_per_node": int(info.get("num_gpus_per_node") or 0),
             "node_ips": list(info["node_ips"]), "job_id": job_id,
-            "task_id": task_id(info["cluster"], job_id, submitted_at)}
+            "task_id": given_task_id or task_id(info["cluster"], job_id, submitted_at)}
 
 
 def system_env(ctx: dict, rank: int, phase: str) -> dict[str, str]:

@@ -21,11 +21,8 @@ _JSON_CANDIDATES = 50
 
 def configure(parser) -> None:
     """Add this command's arguments."""
-    parser.add_argument("task", metavar="TASK|CMD", help="a task YAML file, or a command to run")
     parser.add_argument("-c", "--cluster", metavar="NAME", help="cluster name (new or existing)")
     parser.add_argument("--dryrun", action="store_true", help="print the plan, provision nothing")
-    parser.add_argument("-d", "--detach-run", dest="detach", action="store_true",
-                        help="return once the job is submitted, without streaming its output")
     parser.add_argument("-i", "--idle-minutes-to-autostop", dest="idle_minutes", type=idle_minutes,
                         metavar="N",
                         help="stop the cluster after N idle minutes (fractions allowed)")
@@ -33,6 +30,15 @@ def configure(parser) -> None:
                         help="tear the cluster down (not stop) when idle; alone: once its jobs are done")
     parser.add_argument("--retry-until-up", action="store_true",
                         help="when every place fails, keep retrying with backoff until one works")
+    add_task_arguments(parser)
+    add_output_flag(parser)
+
+
+def add_task_arguments(parser) -> None:
+    """The task and the flags that shape it, as ``launch`` and ``jobs launch`` take them."""
+    parser.add_argument("task", metavar="TASK|CMD", help="a task YAML file, or a command to run")
+    parser.add_argument("-d", "--detach-run", dest="detach", action="store_true",
+                        help="return once the job is submitted, without streaming its output")
     parser.add_argument("--cloud", help="pin a cloud (aws, gcp, azure, local, ...)")
     parser.add_argument("--region", help="pin a region")
     parser.add_argument("--zone", help="pin a zone")
@@ -50,7 +56,11 @@ def configure(parser) -> None:
     parser.add_argument("--secret", action="append", default=[], metavar="KEY[=VALUE]",
                         help="set a secret, like --env but never printed")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    add_output_flag(parser)
+
+
+def resource_flags() -> dict[str, str]:
+    """Resource field -> the flag that sets it, for errors that name the flag."""
+    return {field: f"--{flag.replace('_', '-')}" for flag, field in _OVERRIDES.items()}
 
 
 def resource_overrides(args):
@@ -147,7 +157,7 @@ def run(args) -> int:
         raise SpecError("-o json prints the plan of a --dryrun; a launch streams the job's output",
                         hint="add --dryrun, or after the launch read 'skyk status NAME -o json'")
     task, override = load(args)
-    flags = {field: f"--{flag.replace('_', '-')}" for flag, field in _OVERRIDES.items()}
+    flags = resource_flags()
     if args.dryrun:
         return dry_run(args, task, override, flags)
     from skyk.lifecycle.launch import LaunchOptions, launch

@@ -100,9 +100,8 @@ def _check_name(name: str) -> str:
 
 def load_service_task(path: str, envs, secrets) -> dict:
     """Return the task mapping a controller stores: overrides applied, local paths absolute."""
-    import os
-
     from skyk.errors import SpecError
+    from skyk.spec.stored import stored_mapping
     from skyk.spec.task import task_from_mapping
     from skyk.spec.yamlfile import load_yaml_mapping
 
@@ -114,41 +113,14 @@ def load_service_task(path: str, envs, secrets) -> dict:
         raise SpecError(f"{path}: has no service section, so it cannot be served",
                         hint="add e.g. 'service: {readiness_probe: /health, replicas: 2}',"
                              " or run it with skyk launch")
-    mapping = dict(mapping, envs=dict(task.envs), secrets=dict(task.secrets))
-    if task.runtime is not None:
-        # Written into the record, so the controller needs no runtime plugin
-        # to launch replicas; only queue_metrics() asks the plugin again.
-        from skyk.runtime.resolve import resolve_mapping
-
-        mapping = resolve_mapping(mapping, task)
-    # The controller runs elsewhere (its own directory): pin local paths now.
-    if task.local_workdir:
-        mapping["workdir"] = os.path.abspath(os.path.expanduser(task.local_workdir))
+    # The runtime is resolved into the record, so the controller needs no runtime plugin
+    # to launch replicas; only queue_metrics() asks the plugin again.
+    mapping = stored_mapping(mapping, task)
     tls = (mapping.get("service") or {}).get("tls")
     if tls:
         mapping["service"] = dict(mapping["service"], tls={key: _existing_file(path, tls[key], f"service.tls.{key}")
                                                           for key in ("keyfile", "certfile")})
-    if task.file_mounts:
-        mapping["file_mounts"] = {dest: _pinned_mount(src) for dest, src in task.file_mounts.items()}
     return mapping
-
-
-def _pinned_mount(source):
-    """A ``file_mounts`` value as the controller stores it: local paths made absolute."""
-    import os
-
-    from skyk.spec.storage import StorageObject, is_url
-
-    def pin(path: str) -> str:
-        return path if is_url(path) else os.path.abspath(os.path.expanduser(path))
-
-    if isinstance(source, StorageObject):
-        mapping = source.model_dump(exclude_none=True)
-        if source.local_sources:
-            mapping["source"] = ([pin(p) for p in source.source] if isinstance(source.source, list)
-                                 else pin(source.source))
-        return mapping
-    return pin(source)
 
 
 def _existing_file(base: str, path: str, what: str) -> str:
@@ -436,7 +408,8 @@ def serve_down(args) -> int:
             state.update_service(conn, record.name, status="SHUTTING_DOWN")
             _stop_process(record.controller_pid)
             _stop_process(record.router_pid)
-            from skyk.serve.controller import down_cluster, saved_log
+            from skyk.lifecycle.owned import down_cluster
+            from skyk.serve.controller import saved_log
 
             replicas = state.replicas(conn, record.name)
             if replicas:
@@ -454,9 +427,9 @@ def _down_replica(conn, record, replica_id: int, yes: bool) -> int:
 
     from skyk.cli.targets import confirm
     from skyk.errors import SkykError, SpecError
+    from skyk.lifecycle.owned import down_cluster
     from skyk.lifecycle.progress import step
     from skyk.serve import state
-    from skyk.serve.controller import down_cluster
 
     def current():
         return next((r for r in state.replicas(conn, record.name) if r.id == replica_id), None)

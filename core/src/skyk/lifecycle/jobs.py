@@ -18,13 +18,14 @@ class JobFailed(SkykError):
     exit_code = 1
 
 
-def job_spec(task: Task, with_setup: bool, gpus: float | None = None) -> dict:
+def job_spec(task: Task, with_setup: bool, gpus: float | None = None, task_id: str | None = None) -> dict:
     """Return what the agent's ``submit`` reads (secrets travel on stdin, never argv).
 
-    ``gpus`` is the accelerators per node the job asks for (None: the whole node).
+    ``gpus`` is the accelerators per node the job asks for (None: the whole node);
+    ``task_id`` the job's ``SKYK_TASK_ID`` (None: the agent names it after the cluster and job).
     """
     return {"name": task.name, "setup": task.setup if with_setup else None, "run": task.run,
-            "envs": dict(task.envs), "secrets": dict(task.secrets), "gpus": gpus}
+            "envs": dict(task.envs), "secrets": dict(task.secrets), "gpus": gpus, "task_id": task_id}
 
 
 def follow(client, cluster: str, job_id: int, tail: int | None = None) -> int:

@@ -32,6 +32,10 @@ class LaunchOptions:
     retry_until_up: bool = False
     #: ask before provisioning a new cluster (only when a person is at a terminal)
     confirm: bool = False
+    #: places not to provision in (a managed job's recovery moving away from a preemption)
+    blocked: tuple = ()
+    #: the job's ``SKYK_TASK_ID`` (a managed job's, the same on each of its clusters); None: the agent's
+    task_id: str | None = None
 
 
 def launch(task: Task, options: LaunchOptions) -> int:
@@ -71,7 +75,7 @@ def launch(task: Task, options: LaunchOptions) -> int:
             set_autostop(conn, handle, client, idle, down)
         clusters.set_status(conn, name, clusters.UP)
         gpus = accelerator_demand(task, options.override, options.flags, handle)
-        job_id = _submit(client, name, task, with_setup=True, gpus=gpus)
+        job_id = _submit(client, name, task, with_setup=True, gpus=gpus, task_id=options.task_id)
     # Outside the lock: following a log must not keep 'down' or 'stop' waiting.
     return _follow_or_detach(client, name, job_id, options.detach)
 
@@ -128,7 +132,8 @@ def _provision(conn, task: Task, options: LaunchOptions, idle: float | None = No
     from skyk.provision.failover import ProvisionFailed, provision_with_failover
 
     # Only clouds with credentials: trying the others could only fail.
-    planned = plan_task(task, options.override, flags=options.flags, enabled_only=True)
+    planned = plan_task(task, options.override, blocked=options.blocked, flags=options.flags,
+                        enabled_only=True)
     if idle is not None:
         planned = _autostop_capable(planned, down)
     for cloud_name in {c.offering.cloud for c in planned.plan.candidates}:
@@ -192,11 +197,12 @@ def _abandon(conn, name: str) -> None:
                         f" had not finished; 'skyk down {name}' removes what it made")
 
 
-def _submit(client, name: str, task: Task, with_setup: bool, gpus: float | None) -> int | None:
+def _submit(client, name: str, task: Task, with_setup: bool, gpus: float | None,
+            task_id: str | None = None) -> int | None:
     if not (task.run or (with_setup and task.setup)):
         say(f"✓ Cluster {name} is UP (the task has no run command)")
         return None
-    return client.submit(job_spec(task, with_setup, gpus))
+    return client.submit(job_spec(task, with_setup, gpus, task_id))
 
 
 def _follow_or_detach(client, name: str, job_id: int | None, detach: bool) -> int:

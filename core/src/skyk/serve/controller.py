@@ -32,6 +32,7 @@ from pathlib import Path
 from skyk.agent.procs import pid_alive
 from skyk.catalog.store import skyk_home
 from skyk.envvars import seconds
+from skyk.lifecycle.owned import cluster_gone, down_cluster
 from skyk.provision.types import ClusterHandle
 from skyk.serve import state
 from skyk.serve.autoscale import Autoscaler, scaling_policy
@@ -511,21 +512,6 @@ def api_key_hashes(task: Task) -> list[str] | None:
     return [hashlib.sha256(k.encode()).hexdigest() for k in keys] or None
 
 
-def cluster_gone(conn, cluster: str) -> str | None:
-    """Why a replica's cluster no longer runs (stopped or deleted by its cloud), or None."""
-    from skyk.lifecycle.lookup import cloud_of
-    record = clusters.get(conn, cluster)
-    if record is None or record.handle is None:
-        return None
-    try:
-        states = cloud_of(record.handle.cloud).query(record.handle)
-    except Exception:  # noqa: BLE001 - the cloud could not say: rely on the probes
-        return None
-    if all(s == "running" for s in states):
-        return None
-    return "its nodes are " + ", ".join(sorted(set(states))) + " (the cloud took them away)"
-
-
 def first_backoff() -> float:
     """First wait between replica launches after a failure (``SKYK_SERVE_BACKOFF``, default 5)."""
     return seconds("SKYK_SERVE_BACKOFF", 5.0)
@@ -561,17 +547,6 @@ def router_url(record: state.ServiceRecord) -> str | None:
         return None
     scheme = "https" if (record.task.get("service") or {}).get("tls") else "http"
     return f"{scheme}://{state.LOOPBACK}:{record.router_port}"
-
-
-def down_cluster(conn, cluster: str) -> None:
-    """Tear down a replica's cluster if it exists."""
-    from skyk.lifecycle.control import teardown
-    from skyk.state.locks import cluster_lock
-
-    with cluster_lock(cluster):
-        record = clusters.get(conn, cluster)
-        if record is not None:
-            teardown(conn, record, purge=True)
 
 
 def endpoint_host() -> str | None:

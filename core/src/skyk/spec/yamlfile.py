@@ -157,6 +157,10 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+#: The most documents ('---') one file may hold: a pipeline of that many tasks.
+MAX_DOCUMENTS = 100
+
+
 def parse_yaml(text: str) -> Any:
     """Parse one YAML document safely and within bounds.
 
@@ -164,13 +168,30 @@ def parse_yaml(text: str) -> Any:
     for malformed YAML, bad tagged values, recursive aliases and documents
     that expand beyond ``MAX_NODES`` or ``MAX_TEXT``.
     """
+    documents = _parse(text, many=False)
+    return documents[0] if documents else None
+
+
+def parse_yaml_documents(text: str) -> list[Any]:
+    """Parse every YAML document of ``text`` (separated by ``---``), each within bounds."""
+    return _parse(text, many=True)
+
+
+def _parse(text: str, many: bool) -> list[Any]:
     loader = _StrictLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_size(node)
-        return loader.construct_document(node)
+        if not many:
+            node = loader.get_single_node()
+            nodes = [node] if node is not None else []
+        else:
+            nodes = []
+            while loader.check_node():
+                if len(nodes) == MAX_DOCUMENTS:
+                    raise yaml.YAMLError(f"more than {MAX_DOCUMENTS} documents")
+                nodes.append(loader.get_node())
+        for node in nodes:
+            _check_size(node)
+        return [loader.construct_document(node) for node in nodes]
     except RecursionError:
         # Nesting deeper than the parser or constructor can follow.
         raise yaml.YAMLError("nested too deeply") from None
@@ -190,6 +211,16 @@ def _hint(exc: yaml.YAMLError) -> str:
 
 def load_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     """Return the mapping in the YAML file at ``path``; raise ``SpecError`` otherwise."""
+    [data] = _load(path, what, many=False)
+    return data
+
+
+def load_yaml_mappings(path: str | os.PathLike[str], what: str) -> list[dict[str, Any]]:
+    """Return the mapping of each document in the YAML file at ``path`` (a pipeline); ``SpecError`` otherwise."""
+    return _load(path, what, many=True)
+
+
+def _load(path: str | os.PathLike[str], what: str, many: bool) -> list[dict[str, Any]]:
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -203,7 +234,7 @@ def load_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]
     except OSError as exc:
         raise SpecError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = parse_yaml(text)
+        documents = _parse(text, many)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -212,13 +243,16 @@ def load_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]
         if mark and mark.line < len(lines) and lines[mark.line][mark.column:mark.column + 1] == "\t":
             problem = "a tab character; YAML indents with spaces only"
         elif "another document" in problem:
-            problem = "more than one YAML document ('---'); a task file holds one task"
+            problem = ("more than one YAML document ('---'); a task file holds one task"
+                       " (a pipeline of several runs as a managed job: skyk jobs launch)")
         raise SpecError(f"{path}: {where}malformed YAML: {problem}", hint=_hint(exc)) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: malformed YAML: {exc}".splitlines()[0], hint=_hint(exc)) from None
-    if data is None:
+    if not documents or all(d is None for d in documents):
         raise SpecError(f"{path} is empty", hint=f"a {what} needs at least a 'run:' command")
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping of fields at the top level, "
-                        f"got {type(data).__name__}", hint="start with 'name:', 'resources:' or 'run:'")
-    return data
+    for index, data in enumerate(documents):
+        if not isinstance(data, dict):
+            where = f" (document {index + 1})" if many and len(documents) > 1 else ""
+            raise SpecError(f"{path}{where}: expected a mapping of fields at the top level, "
+                            f"got {type(data).__name__}", hint="start with 'name:', 'resources:' or 'run:'")
+    return documents
