@@ -53,12 +53,29 @@ def isolated_home(tmp_path, monkeypatch, shared_cache):
                 "SKYK_DISABLE_PLUGINS", "SKYK_CATALOG_DIR", "SKYK_CATALOG_SOURCE"):
             monkeypatch.delenv(var, raising=False)
     yield home
+    _stop_jobs_controller(home / ".skyk" / "jobs" / "controller.lock")
     if (home / ".skyk" / "local").is_dir():
         # A test that made local clusters and did not tear them down must not
         # leave their processes, namespaces or addresses to the next tests.
         # Services first: 'down -a' leaves their replicas to them.
         for args in (("serve", "down", "-a", "-y"), ("down", "-a", "-y", "--purge")):
             subprocess.run([sys.executable, "-m", "skyk", *args], capture_output=True, timeout=120)
+
+
+def _stop_jobs_controller(lock: Path) -> None:
+    """Stop a jobs controller a test left running (it would outlive the test's SKYK_HOME)."""
+    import signal
+
+    if not lock.exists():
+        return
+    from skyk.jobs.daemon import running_pid
+
+    pid = running_pid()  # None unless a process holds the lock: never a stale pid
+    if pid and pid > 0:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture

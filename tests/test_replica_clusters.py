@@ -45,7 +45,7 @@ def test_replica_clusters_are_hidden_from_status_and_down_all(skyk, serve_web):
 
     down_all = skyk("down", "-a", "-y")
     assert down_all.returncode == 0, down_all.stderr
-    assert "Skipping 1 cluster(s) that are replicas of service(s) web" in down_all.stderr
+    assert "Skipping 1 cluster(s) of service web" in down_all.stderr
     assert status_json(skyk) == []
     assert [c["name"] for c in json.loads(skyk("status", "-a", "-o", "json").stdout)] == [cluster]
     service = service_json(skyk, "web")

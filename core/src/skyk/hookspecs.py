@@ -17,6 +17,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from skyk.catalog.offering import Offering
+    from skyk.jobs.recovery import RecoveryStrategy
     from skyk.provision.cloud import Cloud
     from skyk.runtime import Runtime
     from skyk.serve.policies import LoadBalancingPolicy, ScalingPolicy
@@ -143,6 +144,24 @@ def skyk_load_balancing_policies() -> list[LoadBalancingPolicy] | None:
 
     Called by the router when it starts, to find the policy named by the
     service's ``load_balancing_policy``. Policies are looked up by ``name``;
+    duplicates are an error naming both plugins.
+
+    All results are collected.
+    """
+
+
+# -------------------------------------------------------------------------
+# Managed jobs
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def skyk_recovery_strategies() -> list[RecoveryStrategy] | None:
+    """Return the recovery strategies for managed jobs this plugin provides.
+
+    Called by ``skyk jobs launch`` (to check the strategy a job names) and
+    by the jobs controller when a job's nodes are taken away. Strategies are
+    looked up by ``name`` (upper case, as ``job_recovery: NAME`` gives it);
     duplicates are an error naming both plugins.
 
     All results are collected.

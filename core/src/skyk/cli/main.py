@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "autostop": "autostop",
     "cost-report": "cost_report",
     "serve": "serve",
+    "jobs": "jobs",
     "storage": "storage",
     "plugins": "plugins",
     "catalog": "catalog",

@@ -82,7 +82,8 @@ def run(args) -> int:
 
         records = [require(conn, name) for name in dict.fromkeys(args.clusters)]
     elif not args.all:
-        # As in SkyPilot, a service's replicas are the service's business: 'serve status' shows them.
+        # As in SkyPilot, a service's replicas and a managed job's clusters are their controller's
+        # business: 'serve status' and 'jobs queue' show them.
         hidden = sum(r.owner is not None for r in records)
         records = [r for r in records if r.owner is None]
     failed: list[BaseException] = []
@@ -96,7 +97,7 @@ def run(args) -> int:
     if not records:
         print("No clusters. Launch one with: skyk launch -c NAME TASK.yaml")
     if not args.all and not args.clusters and hidden:
-        print(f"({hidden} cluster(s) of services not shown: 'skyk status -a' shows them)")
+        print(f"({hidden} cluster(s) of services or managed jobs not shown: 'skyk status -a' shows them)")
     if not records:
         return _done(failed, len(records))
     from skyk.cli.output import print_table
@@ -137,7 +138,17 @@ def _done(failed: list[BaseException], total: int) -> int:
 
 def _owner(record) -> str:
     owner = record.owner
-    return f"service {owner.service} (replica {owner.replica_id})" if owner else "-"
+    if owner is None:
+        return "-"
+    return f"service {owner.name} (replica {owner.number})" if owner.kind == "service" else owner.group
+
+
+def _owner_json(owner) -> dict | None:
+    if owner is None:
+        return None
+    if owner.kind == "service":
+        return {"service": owner.name, "replica_id": owner.number}
+    return {"managed_job": owner.number, "name": owner.name}
 
 
 def _json(record) -> dict:
@@ -157,8 +168,7 @@ def _json(record) -> dict:
         "node_ips": [n.ip for n in handle.nodes] if handle else [],
         "autostop": {"idle_minutes": record.autostop_minutes, "down": record.autostop_down}
         if record.autostop_minutes is not None else None,
-        "owner": {"service": record.owner.service, "replica_id": record.owner.replica_id}
-        if record.owner else None,
+        "owner": _owner_json(record.owner),
     }
 
 

@@ -14,8 +14,9 @@ def add_cluster_targets(parser, verb: str) -> None:
 def select(conn, args, verb: str) -> list:
     """Return the records ``args`` names (all with ``-a``); unknown names are errors.
 
-    Clusters a service owns are its replicas: ``-a`` leaves them out (saying
-    so), and naming one is refused with the command that removes it properly.
+    Clusters a service or a managed job owns are its controller's: ``-a``
+    leaves them out (saying so), and naming one is refused with the command
+    that removes it properly.
     """
     from skyk.errors import SkykError, SpecError
     from skyk.lifecycle.lookup import require
@@ -27,9 +28,9 @@ def select(conn, args, verb: str) -> list:
         records = clusters.list_clusters(conn)
         owned = [r for r in records if r.owner is not None]
         if owned:
-            services = sorted({r.owner.service for r in owned})
-            print(f"Skipping {len(owned)} cluster(s) that are replicas of service(s) {', '.join(services)}:"
-                  f" 'skyk serve down NAME' removes a service", file=sys.stderr)
+            groups = sorted({r.owner.group for r in owned})
+            print(f"Skipping {len(owned)} cluster(s) of {', '.join(groups)}: 'skyk serve down NAME'"
+                  " removes a service, 'skyk jobs cancel ID' a managed job", file=sys.stderr)
         return [r for r in records if r.owner is None]
     if not args.clusters:
         raise SpecError(f"name the clusters to {verb}", hint=f"skyk {verb} NAME, or -a for all")
@@ -40,9 +41,14 @@ def select(conn, args, verb: str) -> list:
         if record.owner is not None:
             # Its controller would only launch it again: the service must do it.
             raise SkykError(f"cluster {record.name} is {record.owner}; its controller manages it",
-                            hint=f"'{record.owner.command()}' replaces it;"
-                                 f" 'skyk serve down {record.owner.service}' removes the service")
+                            hint=_owner_hint(record.owner))
     return records
+
+
+def _owner_hint(owner) -> str:
+    if owner.kind == "service":
+        return f"'{owner.command()}' replaces it; '{owner.removal()}' removes the service"
+    return f"'{owner.removal()}' cancels the job and tears its cluster down"
 
 
 def raise_failures(failed: list[BaseException], total: int, verb: str) -> None:

@@ -17,6 +17,7 @@ GROUPS: dict[str, str] = {
 BUILTIN: tuple[tuple[str, str, str], ...] = (
     ("cloud", "local", "skyk.builtin.local_cloud"),
     ("policy", "default", "skyk.builtin.policies"),
+    ("policy", "recovery", "skyk.builtin.recovery"),
 )
 
 CORE_DISTRIBUTION = "skyk-core"

@@ -296,6 +296,10 @@ class Kernel:
         """Return the registered load-balancing policies by name."""
         return self._named("skyk_load_balancing_policies", "load-balancing policy")
 
+    def recovery_strategies(self) -> dict[str, Any]:
+        """Return the registered recovery strategies of managed jobs by name."""
+        return self._named("skyk_recovery_strategies", "recovery strategy")
+
     def _named(self, hook_name: str, what: str) -> dict[str, Any]:
         found: dict[str, Any] = {}
         owner: dict[str, str] = {}

@@ -36,6 +36,8 @@ class JobRecovery:
 
     strategy: str | None = None
     max_restarts_on_errors: int = 0
+    #: exit codes after which the job is restarted, without counting against max_restarts_on_errors
+    recover_on_exit_codes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,17 +199,22 @@ class ResourceFields(SpecModel):
         if isinstance(value, str):
             return JobRecovery(value.upper())
         if isinstance(value, dict):
-            unknown = set(value) - {"strategy", "max_restarts_on_errors"}
+            unknown = set(value) - {"strategy", "max_restarts_on_errors", "recover_on_exit_codes"}
             if unknown:
-                raise ValueError(f"unknown job_recovery field {sorted(unknown)[0]!r}"
-                                 " | hint: job_recovery takes strategy and max_restarts_on_errors")
+                raise ValueError(f"unknown job_recovery field {sorted(unknown)[0]!r} | hint: job_recovery"
+                                 " takes strategy, max_restarts_on_errors and recover_on_exit_codes")
             restarts = value.get("max_restarts_on_errors", 0)
-            if not isinstance(restarts, int) or isinstance(restarts, bool) or restarts < 0:
-                raise ValueError("job_recovery.max_restarts_on_errors must be a whole number >= 0")
+            if not isinstance(restarts, int) or isinstance(restarts, bool) or not 0 <= restarts <= 10_000:
+                raise ValueError("job_recovery.max_restarts_on_errors must be a whole number from 0 to 10000")
             strategy = value.get("strategy")
             if strategy is not None and not isinstance(strategy, str):
                 raise ValueError("job_recovery.strategy must be a string such as EAGER_NEXT_REGION")
-            return JobRecovery(strategy.upper() if strategy else None, restarts)
+            codes = value.get("recover_on_exit_codes")
+            codes = [] if codes is None else codes if isinstance(codes, list) else [codes]
+            if not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in codes):
+                raise ValueError("job_recovery.recover_on_exit_codes must be exit codes from 0 to 255"
+                                 " | hint: e.g. recover_on_exit_codes: [33, 34]")
+            return JobRecovery(strategy.upper() if strategy else None, restarts, tuple(sorted(set(codes))))
         raise ValueError("expected a strategy name or a mapping"
                          " | hint: write job_recovery: EAGER_NEXT_REGION")
 

@@ -41,21 +41,38 @@ class ClusterRecord:
 
 @dataclass(frozen=True)
 class Owner:
-    """What a cluster belongs to when it is not the user's own: a service's replica.
+    """What a cluster belongs to when it is not the user's own: a service's replica or a managed job.
 
-    Derived from the service's ``replicas`` rows, which name the cluster
-    before it is launched and are dropped only after it is torn down.
+    Derived from the ``replicas`` and ``managed_jobs`` rows, which name the
+    cluster before it is launched and let go of it only once it is torn down.
     """
 
-    service: str
-    replica_id: int
+    #: "service" or "job"
+    kind: str
+    #: the service's name, or the job's name (its id when it has none)
+    name: str
+    #: the replica's id, or the job's id
+    number: int
 
     def __str__(self) -> str:
-        return f"replica {self.replica_id} of service {self.service}"
+        if self.kind == "service":
+            return f"replica {self.number} of service {self.name}"
+        return f"managed job {self.number} ({self.name})"
+
+    @property
+    def group(self) -> str:
+        """The service or job as a whole, e.g. ``service qwen`` or ``managed job 3``."""
+        return f"service {self.name}" if self.kind == "service" else f"managed job {self.number}"
 
     def command(self) -> str:
         """The command that tears this cluster down properly."""
-        return f"skyk serve down {self.service} --replica-id {self.replica_id}"
+        if self.kind == "service":
+            return f"skyk serve down {self.name} --replica-id {self.number}"
+        return f"skyk jobs cancel {self.number}"
+
+    def removal(self) -> str:
+        """The command that removes the service or job as a whole."""
+        return f"skyk serve down {self.name}" if self.kind == "service" else f"skyk jobs cancel {self.number}"
 
 
 def _record(row: sqlite3.Row) -> ClusterRecord:
@@ -69,13 +86,20 @@ def _record(row: sqlite3.Row) -> ClusterRecord:
             autostop_down=bool(rows.value(row, "autostop_down", int)),
             owner_pid=rows.value(row, "owner_pid", int, optional=True),
             note=rows.value(row, "note", str, optional=True),
-            owner=Owner(str(row["owner_service"]), row["owner_replica"])
-            if row["owner_service"] is not None else None)
+            owner=_owner(row))
     except rows.DamagedRow as exc:
         # Shown, and removable with 'down --purge', without breaking every other cluster.
         return ClusterRecord(name=str(row["name"]), status=DAMAGED, handle=None, launched_at=0.0,
                              status_at=0.0, autostop_minutes=None, autostop_down=False, owner_pid=None,
                              note=f"record damaged: {exc}")
+
+
+def _owner(row: sqlite3.Row) -> Owner | None:
+    if row["owner_service"] is not None:
+        return Owner("service", str(row["owner_service"]), row["owner_replica"])
+    if row["owner_job"] is not None:
+        return Owner("job", str(row["owner_job_name"] or row["owner_job"]), row["owner_job"])
+    return None
 
 
 def _status(row: sqlite3.Row) -> str:
@@ -85,9 +109,11 @@ def _status(row: sqlite3.Row) -> str:
     return status
 
 
-#: Clusters with their owner, if a service's replica: see :class:`Owner`.
-_SELECT = ("SELECT c.*, r.service AS owner_service, r.id AS owner_replica FROM clusters c"
-           " LEFT JOIN replicas r ON r.rowid = (SELECT MIN(rowid) FROM replicas WHERE cluster = c.name)")
+#: Clusters with their owner, if a service's replica or a managed job's: see :class:`Owner`.
+_SELECT = ("SELECT c.*, r.service AS owner_service, r.id AS owner_replica,"
+           " j.id AS owner_job, j.name AS owner_job_name FROM clusters c"
+           " LEFT JOIN replicas r ON r.rowid = (SELECT MIN(rowid) FROM replicas WHERE cluster = c.name)"
+           " LEFT JOIN managed_jobs j ON j.id = (SELECT MIN(id) FROM managed_jobs WHERE cluster = c.name)")
 
 
 def get(conn: sqlite3.Connection, name: str) -> ClusterRecord | None:

@@ -130,6 +130,39 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cluster, dest)
     );
     """,
+    # Managed jobs (skyk jobs): each a pipeline of tasks that the jobs
+    # controller sees through; ``cluster`` names the cluster it owns now.
+    """
+    CREATE TABLE managed_jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT,
+        tasks TEXT NOT NULL,
+        override TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        resources TEXT NOT NULL,
+        status TEXT NOT NULL,
+        task_index INTEGER NOT NULL DEFAULT 0,
+        cluster TEXT,
+        agent_job INTEGER,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        placement TEXT,
+        lost TEXT,
+        recoveries INTEGER NOT NULL DEFAULT 0,
+        error_restarts INTEGER NOT NULL DEFAULT 0,
+        submitted_at REAL NOT NULL,
+        started_at REAL,
+        run_since REAL,
+        run_seconds REAL NOT NULL DEFAULT 0,
+        ended_at REAL,
+        waiting_since REAL,
+        unreachable_since REAL,
+        log_offset INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        note TEXT
+    );
+    CREATE INDEX managed_jobs_status ON managed_jobs (status);
+    CREATE INDEX managed_jobs_cluster ON managed_jobs (cluster);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,1 @@
+"""Managed jobs: tasks that a controller sees through to the end, across preemptions and failures."""
