@@ -31,7 +31,9 @@ CATALOGS = REPO.parent / "shared" / "catalogs"
 WARMUP_ROUNDS = 2
 #: Median wall time (seconds) each command must stay under.
 TARGETS = {"launch --dryrun": 0.15, "show-gpus A100": 0.15, "dryrun any_of(100)": 0.3,
-           "--help": 0.2}
+           "--help": 0.2, "jobs queue (100 jobs)": 0.2}
+#: managed jobs in the state database that ``jobs queue`` lists
+QUEUED_JOBS = 100
 TASK_YAML = "resources:\n  accelerators: A100:8\n"
 #: What every planning command imports before skyk's own code: the floor under them.
 LIBRARIES = "from pydantic import BaseModel; import yaml, stevedore, pluggy"
@@ -73,7 +75,21 @@ def commands(tasks: Path) -> dict[str, list[str]]:
         "dryrun any_of(100)": [*skyk, "launch", "--dryrun", str(tasks / "any_of.yaml")],
         "dryrun hello.yaml": [*skyk, "launch", "--dryrun", str(REPO / "examples" / "hello.yaml")],
         "dryrun, cold cache": dry_run,
+        "jobs queue (100 jobs)": [*skyk, "jobs", "queue"],
     }
+
+
+def fill_jobs(home: Path, count: int) -> None:
+    """Record ``count`` finished managed jobs in the state database under ``home`` (untimed)."""
+    os.environ["SKYK_HOME"] = str(home)
+    from skyk.jobs import state
+    from skyk.state import db
+
+    conn = db.connect()
+    for index in range(count):
+        job_id = state.add(conn, f"job-{index}", [{"run": "echo hi"}], {}, "EAGER_NEXT_REGION",
+                           "1x [default CPU instance]")
+        state.update(conn, job_id, status=state.SUCCEEDED, started_at=time.time(), run_seconds=3.0)
 
 
 def bench_env() -> dict[str, str]:
@@ -110,7 +126,8 @@ def run_benchmark(runs: int) -> dict:
         (tasks / "task.yaml").write_text(TASK_YAML)
         (tasks / "any_of.yaml").write_text(any_of_yaml())
         cache = tasks / "cache"
-        env = dict(bench_env(), XDG_CACHE_HOME=str(cache))
+        fill_jobs(tasks / "home", QUEUED_JOBS)
+        env = dict(bench_env(), XDG_CACHE_HOME=str(cache), SKYK_HOME=str(tasks / "home"))
         cmds = commands(tasks)
         times: dict[str, list[float]] = {label: [] for label in cmds}
         for round_no in range(WARMUP_ROUNDS + runs):
