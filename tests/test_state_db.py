@@ -179,7 +179,8 @@ def test_a_state_database_from_before_attempts_is_upgraded(skyk, isolated_home):
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     assert [c["name"] for c in json.loads(results[0].stdout)] == ["old"]
     with sqlite3.connect(home / "state.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 7
+        assert conn.execute("SELECT COUNT(*) FROM managed_jobs").fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 0
     status = skyk("status", "-r", "-o", "json")
     assert json.loads(status.stdout)[0]["note"] == "launch was interrupted before any node existed"
