@@ -278,8 +278,8 @@ def _unknown(conn, job_id: int):
 
 def _follow(conn, job_id: int) -> int:
     """Stream a job's log until it ends; exit 0 if it SUCCEEDED. Ctrl-C detaches."""
-    from skyk.errors import SkykError
     from skyk.jobs import daemon, state
+    from skyk.lifecycle.jobs import JobFailed
     from skyk.lifecycle.progress import say
 
     try:
@@ -291,11 +291,7 @@ def _follow(conn, job_id: int) -> int:
     if job.status == state.SUCCEEDED:
         say(f"✓ Managed job {job_id} SUCCEEDED")
         return 0
-
-    class JobEnded(SkykError):
-        exit_code = 1
-
-    raise JobEnded(f"managed job {job_id} {job.status}" + (f": {job.note}" if job.note else ""),
+    raise JobFailed(f"managed job {job_id} {job.status}" + (f": {job.note}" if job.note else ""),
                    hint=f"'skyk jobs queue -a' shows it; 'skyk jobs logs {job_id} --no-follow' its output")
 
 

@@ -348,15 +348,14 @@ def _override(job: state.JobRecord, relaunch: Relaunch):
 
 
 def _strategy(job: state.JobRecord):
+    from skyk.jobs.recovery import DEFAULT_STRATEGY
     from skyk.plugins.manager import Kernel
 
-    found = Kernel.load(("policy",)).recovery_strategies().get(job.strategy)
-    if found is None:
-        from skyk.jobs.recovery import DEFAULT_STRATEGY
-
+    known = Kernel.load(("policy",)).recovery_strategies()
+    if job.strategy not in known:
+        # Checked at submission; its plugin was uninstalled since.
         log(f"job {job.id}: recovery strategy {job.strategy} is not installed; using {DEFAULT_STRATEGY}")
-        found = Kernel.load(("policy",)).recovery_strategies()[DEFAULT_STRATEGY]
-    return found
+    return known.get(job.strategy) or known[DEFAULT_STRATEGY]
 
 
 def _failsafe(conn, handle, client) -> None:
